@@ -1,0 +1,159 @@
+"""Checkpoints: weights in safetensors with the config, class list and step in its metadata.
+
+A checkpoint is either a ``.safetensors`` file or a directory holding ``model.safetensors``
+(the authority) and ``config.yaml`` (a readable copy). Loading never unpickles anything:
+safetensors stores raw tensors and a JSON header. Writes are atomic (temporary file in the
+same folder, then ``os.replace``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .classes import OCC_CLASSES
+from .config import Config, ConfigError
+
+FORMAT = "priorocc-checkpoint/1"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit its model."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """safetensors file written atomically; tensors are made contiguous CPU copies."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def weights_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path / WEIGHTS_NAME if path.is_dir() or path.suffix != ".safetensors" else path
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: Config, step: int = 0,
+                    extra_meta: dict[str, Any] | None = None, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write ``model``'s weights (or ``state_dict``) with ``cfg``; returns the weights file."""
+    target = weights_path(path)
+    sd = state_dict if state_dict is not None else model.state_dict()
+    meta = {
+        "format": FORMAT,
+        "config": json.dumps(cfg.to_dict()),
+        "classes": json.dumps(list(OCC_CLASSES)),
+        "step": str(int(step)),
+        "extra": json.dumps(extra_meta or {}),
+    }
+    save_tensors_atomic(target, sd, meta)
+    if target.name == WEIGHTS_NAME:
+        atomic_write_bytes(target.parent / "config.yaml", cfg.to_yaml().encode())
+    return target
+
+
+def _sniff(path: Path) -> None:
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        raise CheckpointError(
+            f"{path}: this is a pickle-based (torch.save) file, which is refused: loading it could run "
+            "arbitrary code. Convert FlashOCC / BEVDet .pth files with `priorocc_import`.")
+    if len(head) < 8:
+        raise CheckpointError(f"{path}: file is truncated ({len(head)} bytes); expected a safetensors checkpoint")
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Config, dict]:
+    """Read tensors, config and metadata without building a model."""
+    target = weights_path(path)
+    if not target.is_file():
+        raise CheckpointError(f"{path}: no checkpoint there (expected {target})")
+    _sniff(target)
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(target), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(target))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{target}: not a readable safetensors checkpoint (corrupt or truncated?): {e}") from e
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise CheckpointError(f"{target}: safetensors file without PriorOcc metadata (format {meta.get('format')!r}); "
+                              "import foreign weights with `priorocc_import`")
+    try:
+        cfg = Config.from_dict(json.loads(meta["config"]))
+    except (ConfigError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{target}: its stored config is invalid: {e}") from e
+    info = {
+        "step": int(meta.get("step", 0)),
+        "classes": json.loads(meta.get("classes", "[]")),
+        "extra": json.loads(meta.get("extra", "{}")),
+        "path": str(target),
+    }
+    return tensors, cfg, info
+
+
+def check_state_dict(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Raise naming every missing, unexpected or shape-mismatched tensor."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    mismatched = sorted(f"{k}: checkpoint {tuple(tensors[k].shape)} vs model {tuple(expected[k].shape)}"
+                        for k in set(expected) & set(tensors) if tensors[k].shape != expected[k].shape)
+    if missing or unexpected or mismatched:
+        parts = []
+        if mismatched:
+            parts.append(f"shape mismatch in {len(mismatched)} tensors: " + "; ".join(mismatched[:10]))
+        if missing:
+            parts.append(f"missing {len(missing)} tensors: " + ", ".join(missing[:10]))
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} tensors: " + ", ".join(unexpected[:10]))
+        raise CheckpointError(f"{source}: weights do not match the config that claims them: " + " | ".join(parts))
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", cfg: Config | None = None):
+    """Rebuild the model from the checkpoint alone -> (model in eval mode, cfg, info)."""
+    from .model import build_model
+
+    tensors, stored_cfg, info = read_checkpoint(path)
+    cfg = cfg or stored_cfg
+    model = build_model(cfg.model)
+    check_state_dict(model, tensors, str(path))
+    model.load_state_dict(tensors, strict=True)
+    return model.to(device).eval(), cfg, info
+
+
+def config_yaml_of(path: str | Path) -> str:
+    _, cfg, _ = read_checkpoint(path)
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,96 @@
+"""BEV pooling with BEVPoolv2's semantics, in pure PyTorch (no compiled op, exportable).
+
+Every frustum point (b, n, d, h, w) that falls inside the grid adds
+``depth[b, n, d, h, w] * feat[b, n, h, w, :]`` to its voxel (b, z, y, x). What depends only
+on geometry (which voxel each point hits) is computed once by :func:`pooling_indices` and can
+be cached for a fixed camera rig; :func:`bev_pool` then does one gather + one index_add.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class PoolingIndices:
+    """Geometry-only pooling plan for one (B, N, D, fH, fW) frustum layout.
+
+    ranks_bev (P,): flat voxel index b*Dz*Dy*Dx + z*Dy*Dx + y*Dx + x of each kept point
+    ranks_depth (P,): flat index into depth (B, N, D, fH, fW)
+    ranks_feat (P,): flat index into feat (B, N, fH, fW)
+    out_shape: (B, Dz, Dy, Dx)
+    """
+
+    ranks_bev: torch.Tensor
+    ranks_depth: torch.Tensor
+    ranks_feat: torch.Tensor
+    out_shape: tuple[int, int, int, int]
+
+    def to(self, device) -> "PoolingIndices":
+        return PoolingIndices(self.ranks_bev.to(device), self.ranks_depth.to(device), self.ranks_feat.to(device), self.out_shape)
+
+
+def pooling_indices(coords: torch.Tensor, lower: torch.Tensor, interval: torch.Tensor,
+                    size_xyz: tuple[int, int, int]) -> PoolingIndices:
+    """coords (B, N, D, fH, fW, 3) ego metres -> :class:`PoolingIndices`.
+
+    Voxel index = ((coord - lower) / interval) truncated toward zero, as BEVPoolv2's
+    ``voxel_pooling_prepare_v2`` does (``.long()``); points outside [0, size) are dropped.
+    Points are sorted by voxel so that the scatter writes memory in order.
+    """
+    b, n, d, h, w, _ = coords.shape
+    dx, dy, dz = size_xyz
+    idx = ((coords - lower.to(coords)) / interval.to(coords)).long().view(-1, 3)  # (B*N*D*fH*fW, 3)
+    kept = (idx[:, 0] >= 0) & (idx[:, 0] < dx) & (idx[:, 1] >= 0) & (idx[:, 1] < dy) & (idx[:, 2] >= 0) & (idx[:, 2] < dz)
+    ranks_depth = torch.nonzero(kept, as_tuple=False).squeeze(1)
+    idx = idx[ranks_depth]
+    bid = ranks_depth // (n * d * h * w)
+    # flat depth index -> flat feature index: drop the D axis
+    rem = ranks_depth % (n * d * h * w)
+    cam = rem // (d * h * w)
+    pix = rem % (h * w)
+    ranks_feat = (bid * n + cam) * (h * w) + pix
+    ranks_bev = bid * (dz * dy * dx) + idx[:, 2] * (dy * dx) + idx[:, 1] * dx + idx[:, 0]
+    order = torch.argsort(ranks_bev, stable=True)
+    return PoolingIndices(ranks_bev[order], ranks_depth[order], ranks_feat[order], (b, dz, dy, dx))
+
+
+def bev_pool(depth: torch.Tensor, feat: torch.Tensor, plan: PoolingIndices) -> torch.Tensor:
+    """depth (B, N, D, fH, fW), feat (B, N, fH, fW, C) -> (B, C, Dz, Dy, Dx) sums."""
+    c = feat.shape[-1]
+    b, dz, dy, dx = plan.out_shape
+    vals = depth.reshape(-1)[plan.ranks_depth].unsqueeze(1) * feat.reshape(-1, c)[plan.ranks_feat]  # (P, C)
+    out = torch.zeros(b * dz * dy * dx, c, dtype=vals.dtype, device=vals.device)
+    out = out.index_add(0, plan.ranks_bev, vals)
+    return out.view(b, dz, dy, dx, c).permute(0, 4, 1, 2, 3)
+
+
+def bev_pool_cumsum_reference(coords: torch.Tensor, depth: torch.Tensor, feat: torch.Tensor,
+                              lower: torch.Tensor, interval: torch.Tensor,
+                              size_xyz: tuple[int, int, int]) -> torch.Tensor:
+    """Lift-splat-shoot's "cumsum trick", written from its paper's description, as a reference.
+
+    Per frame: lift every point's feature (depth x context), bin by voxel, sort by voxel, take
+    a cumulative sum and the differences at voxel boundaries. Same output as :func:`bev_pool`.
+    """
+    b, n, d, h, w, _ = coords.shape
+    c = feat.shape[-1]
+    dx, dy, dz = size_xyz
+    x = depth.unsqueeze(-1) * feat.unsqueeze(2)  # (B, N, D, fH, fW, C)
+    x = x.reshape(-1, c)
+    idx = ((coords - lower.to(coords)) / interval.to(coords)).long().view(-1, 3)
+    bid = torch.arange(b, device=coords.device).view(b, 1).expand(b, n * d * h * w).reshape(-1)
+    kept = (idx[:, 0] >= 0) & (idx[:, 0] < dx) & (idx[:, 1] >= 0) & (idx[:, 1] < dy) & (idx[:, 2] >= 0) & (idx[:, 2] < dz)
+    x, idx, bid = x[kept], idx[kept], bid[kept]
+    ranks = bid * (dz * dy * dx) + idx[:, 2] * (dy * dx) + idx[:, 1] * dx + idx[:, 0]
+    order = ranks.argsort()
+    x, ranks = x[order], ranks[order]
+    x = x.cumsum(0)
+    last = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    last[:-1] = ranks[1:] != ranks[:-1]
+    x, ranks = x[last], ranks[last]
+    x = torch.cat([x[:1], x[1:] - x[:-1]])
+    out = torch.zeros(b * dz * dy * dx, c, dtype=x.dtype, device=x.device)
+    out[ranks] = x
+    return out.view(b, dz, dy, dx, c).permute(0, 4, 1, 2, 3)

@@ -1,0 +1,98 @@
+"""Camera image -> network input: resize / crop / flip / rotate as one ``img_aug`` matrix,
+and FlashOCC's normalisation.
+
+FlashOCC normalises with mmcv ``imnormalize(img, mean, std, to_rgb=True)`` applied to
+``np.array(PIL_image)``, which is already RGB; ``to_rgb=True`` swaps it to **BGR** and then
+subtracts mean[0] = 123.675 from the blue channel. Trained FlashOCC / BEVDet weights expect
+exactly that, so ``channel_order="bgr"`` reproduces it (``"rgb"`` is the textbook order).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .config import ImageConfig
+from .geometry import img_aug_matrix
+
+
+@dataclass
+class ImageAug:
+    """One camera's augmentation parameters (FlashOCC's ``sample_augmentation``)."""
+
+    resize: float
+    resize_dims: tuple[int, int]  # (W, H) after resize
+    crop: tuple[int, int, int, int]  # (x0, y0, x1, y1) in the resized image
+    flip: bool
+    rotate: float  # degrees
+
+    def matrix(self) -> np.ndarray:
+        """3x3 ``img_aug`` mapping original pixels to network-input pixels."""
+        x0, y0, x1, y1 = self.crop
+        return img_aug_matrix(
+            self.resize, (x0, y0), self.flip, x1 - x0, self.rotate, out_hw=(y1 - y0, x1 - x0)
+        )
+
+
+def test_time_aug(src_hw: tuple[int, int], cfg: ImageConfig) -> ImageAug:
+    """Deterministic test-time transform: resize to the input width, keep the bottom rows."""
+    h, w = src_hw
+    fh, fw = cfg.input_size
+    resize = float(fw) / float(w) + cfg.resize_test
+    new_w, new_h = int(w * resize), int(h * resize)
+    crop_h = int((1 - float(np.mean(cfg.crop_h))) * new_h) - fh
+    crop_w = int(max(0, new_w - fw) / 2)
+    return ImageAug(resize, (new_w, new_h), (crop_w, crop_h, crop_w + fw, crop_h + fh), False, 0.0)
+
+
+def train_aug(src_hw: tuple[int, int], cfg: ImageConfig, rng: np.random.Generator) -> ImageAug:
+    """Random train-time transform with FlashOCC's ranges."""
+    h, w = src_hw
+    fh, fw = cfg.input_size
+    resize = float(fw) / float(w) + rng.uniform(*cfg.resize_range)
+    new_w, new_h = int(w * resize), int(h * resize)
+    crop_h = int((1 - rng.uniform(*cfg.crop_h)) * new_h) - fh
+    crop_w = int(rng.uniform(0, max(0, new_w - fw)))
+    flip = bool(cfg.flip and rng.integers(0, 2))
+    rotate = float(rng.uniform(*cfg.rot_range))
+    return ImageAug(resize, (new_w, new_h), (crop_w, crop_h, crop_w + fw, crop_h + fh), flip, rotate)
+
+
+def apply_image_aug(img: Image.Image, aug: ImageAug, resample=Image.BILINEAR) -> Image.Image:
+    """Apply ``aug`` to a PIL image the way FlashOCC's ``img_transform_core`` does.
+
+    Use ``resample=Image.NEAREST`` for label images.
+    """
+    img = img.resize(aug.resize_dims, resample=resample)
+    img = img.crop(aug.crop)
+    if aug.flip:
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    if aug.rotate:
+        img = img.rotate(aug.rotate)  # PIL's default nearest, as FlashOCC
+    return img
+
+
+def normalize_image(img_rgb: np.ndarray | Image.Image, cfg: ImageConfig) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32 normalised in ``cfg.channel_order``."""
+    a = np.asarray(img_rgb, dtype=np.float32)
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f"normalize_image: expected an (H, W, 3) RGB image, got shape {a.shape}")
+    if cfg.channel_order == "bgr":
+        a = a[..., ::-1]
+    elif cfg.channel_order != "rgb":
+        raise ValueError(f"image.channel_order must be 'bgr' or 'rgb', got {cfg.channel_order!r}")
+    mean = np.asarray(cfg.mean, dtype=np.float32)
+    std = np.asarray(cfg.std, dtype=np.float32)
+    a = (a - mean) / std
+    return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
+
+
+def prepare_camera(img_rgb: np.ndarray | Image.Image, cfg: ImageConfig, aug: ImageAug | None = None):
+    """One camera image -> (normalised (3, H, W) tensor, img_aug (3, 3), augmented PIL image)."""
+    pil = img_rgb if isinstance(img_rgb, Image.Image) else Image.fromarray(np.asarray(img_rgb))
+    if aug is None:
+        aug = test_time_aug((pil.height, pil.width), cfg)
+    out = apply_image_aug(pil, aug)
+    return normalize_image(out, cfg), aug.matrix(), out

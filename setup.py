@@ -1,0 +1,31 @@
+"""ament_python package ``priorocc``; also installs with plain ``pip install -e .``."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = "priorocc"
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(include=["priorocc_core", "priorocc_core.*", "priorocc_ros", "priorocc_ros.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
+        ("share/" + package_name, ["package.xml"]),
+        ("share/" + package_name + "/launch", glob("launch/*.py")),
+        ("share/" + package_name + "/rviz", glob("launch/*.rviz")),
+        ("share/" + package_name + "/configs", glob("training/configs/*.yaml")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="PriorOcc",
+    maintainer_email="dev@priorocc.invalid",
+    description="Camera-only 3D semantic occupancy (FlashOCC + 2D semantic prior) with a ROS 2 node",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    entry_points={
+        "console_scripts": [
+            "priorocc_import = priorocc_core.importer:main",
+        ],
+    },
+)

@@ -1,0 +1,43 @@
+"""Shared fixtures: the repo root, the tiny config, a tiny checkpoint, the real data folder."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def require_shared(sub: str) -> Path:
+    """Path of ../shared/data/<sub>; skip outside CI when absent, fail in CI."""
+    p = SHARED_DATA / sub
+    if not p.exists():
+        msg = f"real data {p} is absent (see ../shared/data/README.md)"
+        if os.environ.get("CI"):
+            pytest.fail(msg + " — CI must have it")
+        pytest.skip(msg)
+    return p
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg():
+    from priorocc_core.config import Config
+
+    return Config.from_yaml(ROOT / "training" / "configs" / "tiny.yaml")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_cfg):
+    """A randomly initialised tiny model saved through the real checkpoint code."""
+    import torch
+
+    from priorocc_core.checkpoint import save_checkpoint
+    from priorocc_core.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg.model)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny"
+    save_checkpoint(path, model, tiny_cfg, step=1)
+    return path

@@ -1,0 +1,144 @@
+"""The network: shapes per DESIGN.md, the injector switch, losses, configs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from priorocc_core.config import Config, ConfigError
+from priorocc_core.model import build_model
+
+
+def random_batch(cfg, b=1, train=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    n = len(cfg.model.image.cameras)
+    h, w = cfg.model.image.input_size
+    K = torch.tensor([[h * 1.5, 0, w / 2], [0, h * 1.5, h / 2], [0, 0, 1.0]])
+    # six cameras around the ego, optical axis horizontal, 1.5 m high
+    cams = []
+    for i in range(n):
+        yaw = 2 * np.pi * i / n
+        r_cam = torch.tensor([[0, 0, 1.0], [-1, 0, 0], [0, -1, 0]])  # camera axes in a forward-looking ego frame
+        rz = torch.tensor([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]], dtype=torch.float32)
+        m = torch.eye(4)
+        m[:3, :3] = rz @ r_cam
+        m[2, 3] = 1.5
+        cams.append(m)
+    batch = dict(
+        imgs=torch.randn(b, n, 3, h, w, generator=g),
+        cam2ego=torch.stack(cams).repeat(b, 1, 1, 1),
+        K=K.repeat(b, n, 1, 1),
+        img_aug=torch.eye(3).repeat(b, n, 1, 1),
+        bev_aug=torch.eye(4).repeat(b, 1, 1),
+    )
+    if train:
+        batch["voxel_semantics"] = torch.randint(0, 18, (b, 200, 200, 16), generator=g).to(torch.uint8)
+        batch["mask_camera"] = (torch.rand(b, 200, 200, 16, generator=g) > 0.5).to(torch.uint8)
+        batch["seg_labels"] = torch.randint(0, 17, (b, n, h, w), generator=g).to(torch.uint8)
+    return batch
+
+
+def test_inference_shapes(tiny_cfg):
+    model = build_model(tiny_cfg.model).eval()
+    with torch.no_grad():
+        out = model(random_batch(tiny_cfg, train=False))
+    assert out["occ_logits"].shape == (1, 200, 200, 16, 18)
+    assert out["occ"].shape == (1, 200, 200, 16)
+    h, w = tiny_cfg.model.image.input_size
+    assert out["seg_logits"].shape == (1, 6, 17, h // 16, w // 16)
+
+
+def test_injector_switch_changes_params_and_losses(tiny_cfg):
+    on = build_model(tiny_cfg.model)
+    off_cfg = tiny_cfg.with_overrides(["model.injector.enabled=false"])
+    off = build_model(off_cfg.model)
+    n_on = sum(p.numel() for p in on.parameters())
+    n_off = sum(p.numel() for p in off.parameters())
+    c, k, m = tiny_cfg.model.neck.out_channels, 17, tiny_cfg.model.injector.mid_channels
+    injector_params = (c * m * 9 + 2 * m + m * k + k) + ((c + k) * c + 2 * c)
+    assert n_on - n_off == injector_params
+    batch = random_batch(tiny_cfg)
+    on.train(), off.train()
+    l_on, l_off = on(batch), off(batch)
+    assert set(l_on) == {"loss_occ", "loss_2d_seg"}
+    assert set(l_off) == {"loss_occ"}
+    sum(l_off.values()).backward()
+    with torch.no_grad():
+        assert off.eval()(random_batch(tiny_cfg, train=False))["seg_logits"] is None
+
+
+def test_occ_loss_honours_mask(tiny_cfg):
+    model = build_model(tiny_cfg.model)
+    logits = torch.zeros(1, 200, 200, 16, 18)
+    logits[..., 4] = 10.0  # predicts "car" everywhere
+    sem = torch.full((1, 200, 200, 16), 17, dtype=torch.long)
+    mask = torch.zeros(1, 200, 200, 16, dtype=torch.bool)
+    mask[0, :10] = True
+    sem[0, :10] = 4  # inside the mask the prediction is right
+    loss_masked = model.occ_head.loss(logits, sem, mask)
+    assert loss_masked < 1e-3
+    model.occ_head.use_mask = False
+    assert model.occ_head.loss(logits, sem, mask) > 5.0
+
+
+def test_training_step_reduces_loss_on_fixed_batch(tiny_cfg):
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg.model).train()
+    batch = random_batch(tiny_cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    first = None
+    for _ in range(6):
+        loss = sum(model(batch).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = first if first is not None else loss.item()
+    assert loss.item() < first
+
+
+def test_depth_loss_option(tiny_cfg):
+    cfg = tiny_cfg.with_overrides(["model.view_transformer.depth_loss_weight=3.0"])
+    model = build_model(cfg.model).train()
+    batch = random_batch(cfg)
+    with pytest.raises(KeyError, match="depth_target"):
+        model(batch)
+    h, w = cfg.model.image.input_size
+    batch["depth_target"] = torch.zeros(1, 6, h, w)
+    batch["depth_target"][:, :, 40:, :] = 10.0
+    losses = model(batch)
+    assert losses["loss_depth"] > 0
+
+
+def test_config_unknown_key_is_named(tmp_path, tiny_cfg):
+    d = tiny_cfg.to_dict()
+    d["model"]["injector"]["wieght"] = 1.0
+    with pytest.raises(ConfigError, match="model.injector.wieght"):
+        Config.from_dict(d)
+    d = tiny_cfg.to_dict()
+    d["model"]["backbone"]["depth"] = "fifty"
+    with pytest.raises(ConfigError, match="model.backbone.depth"):
+        Config.from_dict(d)
+    with pytest.raises(ConfigError, match="unknown key"):
+        tiny_cfg.with_overrides(["train.lrr=1"])
+
+
+def test_config_yaml_round_trip(tmp_path, tiny_cfg):
+    p = tmp_path / "c.yaml"
+    tiny_cfg.to_yaml(p)
+    assert Config.from_yaml(p) == tiny_cfg
+
+
+@pytest.mark.parametrize("name,bins,c_enc,injector", [
+    ("flashocc-r50-m0", 44, 128, False), ("flashocc-r50", 88, 256, False), ("priorocc-r50", 88, 256, True)])
+def test_reference_configs_match_design(name, bins, c_enc, injector):
+    from tests.conftest import ROOT
+
+    cfg = Config.from_yaml(ROOT / "training" / "configs" / f"{name}.yaml")
+    m = cfg.model
+    assert m.grid.num_depth_bins == bins
+    assert m.bev_encoder.out_channels == c_enc and m.head.out_dim == c_enc
+    assert m.injector.enabled is injector
+    assert m.backbone.depth == 50 and tuple(m.neck.in_channels) == (1024, 2048) and m.neck.out_channels == 256
+    assert m.view_transformer.out_channels == 64 and tuple(m.image.input_size) == (256, 704)
+    assert m.grid.occ_size == (200, 200, 16) and m.grid.size_xyz == (200, 200, 1)
+    assert m.injector.num_classes == 17 and m.injector.loss_weight == pytest.approx(0.3)
