@@ -47,6 +47,9 @@ def test_time_aug(src_hw: tuple[int, int], cfg: ImageConfig) -> ImageAug:
     return ImageAug(resize, (new_w, new_h), (crop_w, crop_h, crop_w + fw, crop_h + fh), False, 0.0)
 
 
+test_time_aug.__test__ = False  # a transform, not a pytest test, wherever it is imported
+
+
 def train_aug(src_hw: tuple[int, int], cfg: ImageConfig, rng: np.random.Generator) -> ImageAug:
     """Random train-time transform with FlashOCC's ranges."""
     h, w = src_hw

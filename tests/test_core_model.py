@@ -142,3 +142,18 @@ def test_reference_configs_match_design(name, bins, c_enc, injector):
     assert m.view_transformer.out_channels == 64 and tuple(m.image.input_size) == (256, 704)
     assert m.grid.occ_size == (200, 200, 16) and m.grid.size_xyz == (200, 200, 1)
     assert m.injector.num_classes == 17 and m.injector.loss_weight == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("opts", [[], ["model.injector.enabled=false"]])
+def test_integration_script_passes_on_tiny(opts, capsys):
+    import importlib.util
+
+    from tests.conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("integration_test", ROOT / "training" / "integration_test.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--config", str(ROOT / "training" / "configs" / "tiny.yaml"), "--cfg-options", *opts]) == 0
+    out = capsys.readouterr().out
+    assert "BEV (lift-splat)" in out and "occupancy logits" in out
+    assert ("SemanticInjector" in out) == (not opts)

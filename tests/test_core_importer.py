@@ -1,0 +1,97 @@
+"""FlashOCC / BEVDet checkpoint import (mmcv layout fixtures written from the sources)."""
+from __future__ import annotations
+
+import collections
+
+import pytest
+import torch
+
+from priorocc_core.checkpoint import load_checkpoint
+from priorocc_core.config import Config
+from priorocc_core.importer import ImportError_, import_checkpoint, main
+from priorocc_core.model import build_model
+from tests.conftest import ROOT
+from tests.fixtures import mmcv_layouts as L
+
+
+def cfg_of(name: str, small_images=True) -> Config:
+    cfg = Config.from_yaml(ROOT / "training" / "configs" / f"{name}.yaml")
+    # image size does not change any weight shape; keeps the CPU forward quick
+    return cfg.with_overrides(["model.image.input_size=[128, 352]"]) if small_images else cfg
+
+
+@pytest.mark.parametrize("layout,config", [(L.flashocc_m0, "flashocc-r50-m0"), (L.priorocc_r50, "priorocc-r50")])
+def test_published_layout_maps_every_tensor_once(tmp_path, layout, config):
+    src = tmp_path / "src.pth"
+    L.save_mmcv_checkpoint(src, layout())
+    cfg = cfg_of(config)
+    state, report = import_checkpoint(src, cfg)
+    assert not report.skipped, report.format()
+    assert len(report.mapped) == len(layout())
+    targets = [t for _, t in report.mapped]
+    assert len(set(targets)) == len(targets)  # each exactly once
+    assert set(targets) == set(build_model(cfg.model).state_dict())  # and every model tensor is covered
+    assert not report.missing
+    sd = L.random_state_dict(layout())
+    assert torch.equal(state["view_transformer.depth_net.weight"], sd["img_view_transformer.depth_net.weight"])
+    assert torch.equal(state["neck.lateral_convs.1.weight"], sd["img_neck.lateral_convs.1.conv.weight"])
+    assert torch.equal(state["occ_head.predicter.2.bias"], sd["occ_head.predicter.2.bias"])
+
+
+def test_imported_m0_runs_end_to_end(tmp_path):
+    src = tmp_path / "m0.pth"
+    L.save_mmcv_checkpoint(src, L.flashocc_m0())
+    cfg_path = tmp_path / "m0.yaml"
+    cfg_of("flashocc-r50-m0").to_yaml(cfg_path)
+    assert main([str(src), "--config", str(cfg_path), "--out", str(tmp_path / "ck")]) == 0
+    model, cfg, info = load_checkpoint(tmp_path / "ck")
+    assert info["extra"]["mapped"] == len(L.flashocc_m0())
+    from tests.test_core_model import random_batch
+
+    with torch.no_grad():
+        out = model(random_batch(cfg, train=False))
+    assert out["occ"].shape == (1, 200, 200, 16)
+
+
+def test_bevdet_layout_reports_its_skips(tmp_path):
+    src = tmp_path / "bevdet.pth"
+    L.save_mmcv_checkpoint(src, L.bevdet_r50_cbgs())
+    state, report = import_checkpoint(src, cfg_of("priorocc-r50"))
+    skipped = dict(report.skipped)
+    head = [k for k in skipped if k.startswith("pts_bbox_head.")]
+    assert len(head) == len([k for k in L.bevdet_r50_cbgs() if k.startswith("pts_bbox_head.")])
+    assert "shape (123, 256, 1, 1) != model (152, 256, 1, 1)" in skipped["img_view_transformer.depth_net.weight"]
+    assert set(skipped) - set(head) == {"img_view_transformer.depth_net.weight", "img_view_transformer.depth_net.bias"}
+    missing = dict(report.missing)
+    assert all("freshly initialised" in why for why in missing.values())
+    assert any(k.startswith("injector.") and "SemanticInjector" in why for k, why in missing.items())
+    # M0 has a 128-channel BEV neck: BEVDet's 256-channel FPN_LSS is skipped as well
+    _, report_m0 = import_checkpoint(src, cfg_of("flashocc-r50-m0"))
+    assert any(k.startswith("img_bev_encoder_neck.") for k, _ in report_m0.skipped)
+
+
+class NeedsCode:  # a pickled object that needs this class to rebuild
+    def __init__(self):
+        self.x = 1
+
+
+def test_pickled_object_is_refused(tmp_path):
+    src = tmp_path / "evil.pth"
+    torch.save({"state_dict": collections.OrderedDict(a=torch.zeros(1)), "meta": {"obj": NeedsCode()}}, src)
+    with pytest.raises(ImportError_, match="refused"):
+        import_checkpoint(src, cfg_of("flashocc-r50-m0"))
+
+
+def test_truncated_file_and_foreign_model(tmp_path):
+    src = tmp_path / "m0.pth"
+    L.save_mmcv_checkpoint(src, L.flashocc_m0())
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(src.read_bytes()[: 100_000])
+    with pytest.raises(ImportError_, match="truncated or corrupt"):
+        import_checkpoint(cut, cfg_of("flashocc-r50-m0"))
+    import torchvision
+
+    other = tmp_path / "resnet.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), other)
+    with pytest.raises(ImportError_, match="does not look like a FlashOCC"):
+        import_checkpoint(other, cfg_of("flashocc-r50-m0"))

@@ -1,0 +1,149 @@
+#!/usr/bin/env python
+"""Build a model from a config, run a training forward + backward and an inference forward on
+random inputs of the configured size, print every stage's shape, and exit non-zero on any
+mismatch with the shapes in DESIGN.md.
+
+    python training/integration_test.py --config training/configs/priorocc-r50.yaml
+    python training/integration_test.py --checkpoint CKPT_DIR     # e.g. an imported FlashOCC model
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from priorocc_core.checkpoint import load_checkpoint  # noqa: E402
+from priorocc_core.config import load_config  # noqa: E402
+from priorocc_core.model import build_model  # noqa: E402
+
+
+def random_inputs(cfg, b: int, seed: int = 0) -> dict:
+    """Random images + a plausible surround rig (six cameras, 60 degrees apart)."""
+    g = torch.Generator().manual_seed(seed)
+    n = len(cfg.image.cameras)
+    h, w = cfg.image.input_size
+    cams = []
+    for i in range(n):
+        yaw = torch.tensor(2 * torch.pi * i / n)
+        rz = torch.tensor([[torch.cos(yaw), -torch.sin(yaw), 0], [torch.sin(yaw), torch.cos(yaw), 0], [0, 0, 1]])
+        m = torch.eye(4)
+        m[:3, :3] = rz @ torch.tensor([[0, 0, 1.0], [-1, 0, 0], [0, -1, 0]])
+        m[2, 3] = 1.6
+        cams.append(m)
+    K = torch.tensor([[w * 0.9, 0, w / 2], [0, w * 0.9, h / 2], [0, 0, 1.0]])
+    dx, dy, dz = cfg.grid.occ_size
+    return dict(
+        imgs=torch.randn(b, n, 3, h, w, generator=g),
+        cam2ego=torch.stack(cams).repeat(b, 1, 1, 1), K=K.repeat(b, n, 1, 1),
+        img_aug=torch.eye(3).repeat(b, n, 1, 1), bev_aug=torch.eye(4).repeat(b, 1, 1),
+        voxel_semantics=torch.randint(0, cfg.head.num_classes, (b, dx, dy, dz), generator=g).to(torch.uint8),
+        mask_camera=(torch.rand(b, dx, dy, dz, generator=g) > 0.3).to(torch.uint8),
+        seg_labels=torch.randint(0, 17, (b, n, h, w), generator=g).to(torch.uint8),
+        depth_target=torch.rand(b, n, h, w, generator=g) * 50,
+    )
+
+
+def expected_shapes(cfg, b: int) -> dict:
+    """The shapes DESIGN.md fixes, computed from the config."""
+    n = len(cfg.image.cameras)
+    h, w = cfg.image.input_size
+    fh, fw = h // 16, w // 16
+    dx, dy, dz = cfg.grid.occ_size
+    c = cfg.neck.out_channels
+    exp = {
+        "images": (b, n, 3, h, w),
+        "image features (backbone + neck)": (b * n, c, fh, fw),
+        "view transformer: depth": (b * n, cfg.grid.num_depth_bins, fh, fw),
+        "BEV (lift-splat)": (b, cfg.view_transformer.out_channels, dy, dx),
+        "BEV encoder": (b, cfg.bev_encoder.out_channels, dy, dx),
+        "occupancy logits": (b, dx, dy, dz, cfg.head.num_classes),
+        "occupancy labels": (b, dx, dy, dz),
+    }
+    if cfg.injector.enabled:
+        exp["SemanticInjector: 2D logits"] = (b * n, cfg.injector.num_classes, fh, fw)
+        exp["SemanticInjector: fused features"] = (b * n, c, fh, fw)
+    return exp
+
+
+def run(model, cfg, b: int) -> list[str]:
+    batch = random_inputs(cfg, b)
+    shapes = {"images": tuple(batch["imgs"].shape)}
+    errors = []
+    # inference, stage by stage
+    model.eval()
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        feats = model.encode_images(batch["imgs"])
+        shapes["image features (backbone + neck)"] = tuple(feats.shape)
+        fused, seg = model.inject(feats)
+        if seg is not None:
+            shapes["SemanticInjector: 2D logits"] = tuple(seg.shape)
+            shapes["SemanticInjector: fused features"] = tuple(fused.shape)
+        bev, depth = model.features_to_bev(fused, b, batch["imgs"].shape[1], batch["cam2ego"], batch["K"], batch["img_aug"], batch["bev_aug"])
+        shapes["view transformer: depth"] = tuple(depth.shape)
+        shapes["BEV (lift-splat)"] = tuple(bev.shape)
+        enc = model.bev_neck(model.bev_backbone(bev))
+        shapes["BEV encoder"] = tuple(enc.shape)
+        logits = model.occ_head(enc)
+        shapes["occupancy logits"] = tuple(logits.shape)
+        shapes["occupancy labels"] = tuple(model(batch)["occ"].shape)
+        t_inf = time.perf_counter() - t0
+    exp = expected_shapes(model.cfg, b)
+    for name, shape in shapes.items():
+        ok = exp.get(name) == shape
+        print(f"  {name:36s} {str(shape):28s} {'ok' if ok else f'EXPECTED {exp.get(name)}'}")
+        if not ok:
+            errors.append(f"{name}: got {shape}, expected {exp.get(name)}")
+    for name in set(exp) - set(shapes):
+        errors.append(f"{name}: stage missing")
+    # training forward + backward
+    model.train()
+    t0 = time.perf_counter()
+    losses = model(batch)
+    total = sum(losses.values())
+    total.backward()
+    t_train = time.perf_counter() - t0
+    print("  losses: " + ", ".join(f"{k}={v.item():.4f}" for k, v in losses.items()))
+    if not torch.isfinite(total):
+        errors.append("training loss is not finite")
+    if ("loss_2d_seg" in losses) != cfg.injector.enabled:
+        errors.append("loss_2d_seg must be present exactly when the injector is on")
+    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    if no_grad:
+        errors.append(f"parameters without gradient: {no_grad[:5]}")
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"  parameters: {n_params / 1e6:.2f} M; inference {t_inf:.2f} s, train fwd+bwd {t_train:.2f} s (batch {b})")
+    return errors
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="config YAML")
+    src.add_argument("--checkpoint", help="checkpoint (directory or .safetensors)")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--cfg-options", nargs="*", default=[], help="key=value overrides")
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    if args.checkpoint:
+        model, cfg, _ = load_checkpoint(args.checkpoint)
+        print(f"checkpoint {args.checkpoint} ({cfg.name})")
+    else:
+        cfg = load_config(args.config, args.cfg_options)
+        model = build_model(cfg.model)
+        print(f"config {args.config} ({cfg.name}), injector {'on' if cfg.model.injector.enabled else 'off'}")
+    errors = run(model, cfg.model, args.batch)
+    if errors:
+        print("FAILED:\n  " + "\n  ".join(errors))
+        return 1
+    print("all stage shapes match DESIGN.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
