@@ -156,3 +156,22 @@ def test_pooling_matches_cumsum_reference():
     assert plan.ranks_bev.numel() > 100_000
     assert (ours - ref).abs().max().item() <= 1e-4
     assert ours.abs().sum() > 0
+
+
+def test_hot_bev_cell_comes_out_at_voxel_xy():
+    """A BEV feature (B, C, Dy, Dx) hot at (y0, x0) changes only voxel [x0, y0, :] of the head output."""
+    from priorocc_core.model.occ_head import OccHead2D
+
+    torch.manual_seed(0)
+    head = OccHead2D(in_dim=8, out_dim=8, dz=16, num_classes=18)
+    with torch.no_grad():  # make the 3x3 conv a centre-tap identity, so nothing spreads to neighbours
+        head.final_conv.weight.zero_()
+        head.final_conv.bias.zero_()
+        for c in range(8):
+            head.final_conv.weight[c, c, 1, 1] = 1.0
+    x0, y0 = 170, 30  # ego x = -40 + 170.5 * 0.4 = 28.2 m ahead, y = -40 + 30.5 * 0.4 = -27.8 m (right)
+    bev = torch.zeros(1, 8, 200, 200)
+    base = head(bev)
+    bev[0, :, y0, x0] = 5.0
+    diff = (head(bev) - base).abs().sum(dim=(-1, -2))[0]  # (Dx, Dy)
+    assert torch.nonzero(diff).tolist() == [[x0, y0]]
