@@ -26,6 +26,13 @@ setup(
     entry_points={
         "console_scripts": [
             "priorocc_import = priorocc_core.importer:main",
+            "priorocc_export = priorocc_core.export:main",
+            "occupancy_node = priorocc_ros.occupancy_node:main",
+            "nuscenes_to_bag = priorocc_ros.nuscenes_to_bag:main",
+            "priorocc_replay = priorocc_ros.replay:main",
+            "priorocc_play = priorocc_ros.tools.play:main",
+            "priorocc_record = priorocc_ros.tools.record:main",
+            "priorocc_topics = priorocc_ros.tools.topics:main",
         ],
     },
 )

@@ -1,0 +1,104 @@
+"""Replay benchmark at 1600x900 JPEG: python -m priorocc_ros.bench_replay --checkpoint CKPT
+
+Builds a bag of ``--sets`` six-camera sets at 12 Hz from the real nuScenes keyframe's JPEG
+files (../shared/data/nuscenes-real; bytes unchanged, new stamps), replays it with the given
+checkpoint (default: a freshly initialised tiny model) and prints the replay summary
+(throughput, per-stage latency percentiles) as text and JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from priorocc_core.classes import CAMERAS
+from priorocc_ros.bagio import AtomicBagWriter
+from priorocc_ros.calibration import make_camera_info, matrix_to_transform_stamped
+from priorocc_ros.msgs import header, new_msg
+from priorocc_ros.testing import REPO
+from priorocc_ros.transport.base import SENSOR_DATA_QOS, TF_STATIC_QOS
+
+
+def real_jpeg_bag(out: Path, n_sets: int, real_root: Path) -> None:
+    from nuscenes.nuscenes import NuScenes
+
+    from priorocc_core.geometry import transform_from_quat
+
+    nusc = NuScenes(version="v1.0-mini", dataroot=str(real_root), verbose=False)
+    sample = nusc.sample[0]
+    cams = []
+    for cam in CAMERAS:
+        sd = nusc.get("sample_data", sample["data"][cam])
+        cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+        cams.append((cam, (real_root / sd["filename"]).read_bytes(), np.asarray(cs["camera_intrinsic"]),
+                     transform_from_quat(cs["translation"], cs["rotation"]), sd["width"], sd["height"]))
+    t0 = 1_700_000_000_000_000_000
+    with AtomicBagWriter(out) as w:
+        w.write("/tf_static", "tf2_msgs/msg/TFMessage", t0, new_msg("tf2_msgs/msg/TFMessage", transforms=[
+            matrix_to_transform_stamped(c2e, "base_link", cam, t0) for cam, _, _, c2e, _, _ in cams]), TF_STATIC_QOS)
+        for k in range(n_sets):
+            for i, (cam, jpeg, K, _, wd, ht) in enumerate(cams):
+                t = t0 + k * 83_333_333 + i * 8_000_000
+                hdr = header(t, cam)
+                w.write(f"/{cam}/camera_info", "sensor_msgs/msg/CameraInfo", t, make_camera_info(K, wd, ht, hdr),
+                        SENSOR_DATA_QOS)
+                w.write(f"/{cam}/image_rect_compressed", "sensor_msgs/msg/CompressedImage", t,
+                        new_msg("sensor_msgs/msg/CompressedImage", header=hdr, format="jpeg",
+                                data=np.frombuffer(jpeg, np.uint8)), SENSOR_DATA_QOS)
+
+
+class _GtOccupancy:
+    """Runs the wrapped predictor, then swaps its occupancy for a ground-truth volume."""
+
+    def __init__(self, predictor, npz):
+        from priorocc_core.data.io import load_occ_gt
+
+        self.p = predictor
+        self.cfg = predictor.cfg
+        self.cameras = predictor.cameras
+        self.occ = load_occ_gt(npz)["semantics"]
+
+    def predict(self, images, K, cam2ego):
+        pred = self.p.predict(images, K, cam2ego)
+        pred.occupancy = self.occ.copy()
+        return pred
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m priorocc_ros.bench_replay")
+    ap.add_argument("--checkpoint", default=None, help="default: a tiny model (training/configs/tiny.yaml)")
+    ap.add_argument("--sets", type=int, default=20)
+    ap.add_argument("--real-root", default=str(REPO.parent / "shared" / "data" / "nuscenes-real"))
+    ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--gt-occupancy", default=None, metavar="LABELS_NPZ",
+                    help="run the model but build the outputs from this Occ3D labels.npz (a realistic occupancy; "
+                         "an untrained model marks nearly every voxel occupied)")
+    args = ap.parse_args(argv)
+    from priorocc_ros.occupancy_node import _parse_param
+    from priorocc_ros.replay import replay
+    from priorocc_ros.testing import make_tiny_checkpoint
+
+    with tempfile.TemporaryDirectory(prefix="priorocc_bench_") as tmp:
+        tmp = Path(tmp)
+        ckpt = args.checkpoint or str(make_tiny_checkpoint(tmp / "tiny"))
+        real_jpeg_bag(tmp / "in", args.sets, Path(args.real_root))
+        params = {"checkpoint": ckpt, **dict(_parse_param(p) for p in args.param)}
+        from priorocc_core.inference import OccupancyPredictor
+
+        predictor = OccupancyPredictor.from_checkpoint(ckpt, device=params.get("device", "cpu"))
+        if args.gt_occupancy:
+            predictor = _GtOccupancy(predictor, args.gt_occupancy)
+        s = replay(tmp / "in", tmp / "out", predictor=predictor, parameters=params)
+    print(s.text())
+    if args.json:
+        Path(args.json).write_text(json.dumps(s.as_dict(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Loopback-only Cyclone DDS configuration for tests and benchmarks.
+
+Tests must never put DDS traffic on a real network. ``loopback_env()`` returns environment
+variables that confine Cyclone to interface ``lo``, switch multicast off, discover peers by
+unicast on 127.0.0.1 only, and pick a domain id unique to the run (so parallel test runs on one
+machine do not see each other). Child processes inherit it through ``env=``; the current
+process applies it with ``apply_loopback_env()`` *before* creating its first participant
+(Cyclone reads ``CYCLONEDDS_URI`` once, when the first domain is created).
+
+Users are not affected: the tools and the node use Cyclone's normal defaults unless
+``CYCLONEDDS_URI`` is set by the user.
+"""
+from __future__ import annotations
+
+import os
+
+# Domain ids ROS 2 / Cyclone accept with the default port mapping: 0..232.
+MAX_DOMAIN_ID = 232
+
+
+def loopback_config(max_participants: int = 50) -> str:
+    """Cyclone DDS XML (schema of Cyclone 0.10/11): interface lo, no multicast, peer 127.0.0.1.
+
+    ``Domain Id="any"`` so the same config serves whatever domain id the process selects
+    (``ROS_DOMAIN_ID``). ``ParticipantIndex auto`` + ``MaxAutoParticipantIndex`` give each
+    participant on the host its own unicast discovery port that the peer list probes.
+    """
+    return (
+        "<CycloneDDS><Domain Id=\"any\">"
+        "<General><Interfaces><NetworkInterface name=\"lo\"/></Interfaces>"
+        "<AllowMulticast>false</AllowMulticast></General>"
+        "<Discovery><Peers><Peer Address=\"127.0.0.1\"/></Peers>"
+        "<ParticipantIndex>auto</ParticipantIndex>"
+        f"<MaxAutoParticipantIndex>{int(max_participants)}</MaxAutoParticipantIndex>"
+        "</Discovery></Domain></CycloneDDS>"
+    )
+
+
+def unique_domain_id(seed: int | None = None) -> int:
+    """A domain id in 1..232 derived from ``seed`` (default: this process id)."""
+    seed = os.getpid() if seed is None else int(seed)
+    return 1 + seed % MAX_DOMAIN_ID
+
+
+def loopback_env(domain_id: int | None = None, base: dict | None = None) -> dict[str, str]:
+    """A copy of ``base`` (default ``os.environ``) with ``CYCLONEDDS_URI`` set to the loopback
+    config and ``ROS_DOMAIN_ID`` to ``domain_id`` (default ``unique_domain_id()``)."""
+    env = dict(os.environ if base is None else base)
+    env["CYCLONEDDS_URI"] = loopback_config()
+    env["ROS_DOMAIN_ID"] = str(unique_domain_id() if domain_id is None else int(domain_id))
+    return env
+
+
+def apply_loopback_env(domain_id: int | None = None) -> dict[str, str]:
+    """Set the loopback variables in this process (before any participant exists)."""
+    env = loopback_env(domain_id)
+    os.environ["CYCLONEDDS_URI"] = env["CYCLONEDDS_URI"]
+    os.environ["ROS_DOMAIN_ID"] = env["ROS_DOMAIN_ID"]
+    return env

@@ -1,0 +1,116 @@
+"""Console entry point ``occupancy_node``: the PriorOcc occupancy node.
+
+    occupancy_node --ros-args -p checkpoint:=/path/to/ckpt -p device:=cuda     # ROS 2 (rclpy)
+    occupancy_node --transport dds -p checkpoint:=/path/to/ckpt                 # no ROS 2 needed
+
+``--transport ros`` (default when rclpy imports) runs an rclpy node; parameters then come
+the ROS way (``--ros-args -p ...``, launch files, ``use_sim_time``). ``--transport dds``
+(default when rclpy is missing) speaks Cyclone DDS directly, wire-compatible with ROS 2 on
+rmw_cyclonedds_cpp; parameters come from ``-p name:=value`` (values parsed as YAML) and
+``--params-file`` (a flat YAML mapping, or ROS 2's ``<node>: ros__parameters:`` layout).
+The behaviour is the same: ``priorocc_ros.node_core.OccupancyNodeCore``. rclpy and
+cyclonedds are imported lazily.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from typing import Any
+
+import yaml
+
+
+def _default_transport() -> str:
+    return "ros" if importlib.util.find_spec("rclpy") is not None else "dds"
+
+
+def _parse_param(s: str) -> tuple[str, Any]:
+    if ":=" not in s:
+        raise argparse.ArgumentTypeError(f"parameter {s!r}: expected NAME:=VALUE")
+    k, v = s.split(":=", 1)
+    try:
+        val = yaml.safe_load(v) if v != "" else ""
+    except yaml.YAMLError:
+        val = v
+    return k.strip(), val
+
+
+def load_params_file(path: str, node_name: str) -> dict[str, Any]:
+    """Flat mapping, or ROS 2 layout {node_name or '/**': {ros__parameters: {...}}}."""
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise SystemExit(f"--params-file {path}: cannot read YAML ({e})")
+    if not isinstance(data, dict):
+        raise SystemExit(f"--params-file {path}: expected a mapping")
+    out: dict[str, Any] = {}
+    ros_layout = False
+    for key in ("/**", node_name, "/" + node_name):
+        sect = data.get(key)
+        if isinstance(sect, dict) and isinstance(sect.get("ros__parameters"), dict):
+            out.update(sect["ros__parameters"])
+            ros_layout = True
+    return out if ros_layout else data
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="occupancy_node", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--transport", choices=("ros", "dds"), default=None,
+                    help="ros = rclpy (ROS 2), dds = Cyclone DDS directly; default ros if rclpy imports, else dds")
+    ap.add_argument("--node-name", default="priorocc", help="node name; outputs go to /<node-name>/... (default priorocc)")
+    ap.add_argument("-p", "--param", action="append", type=_parse_param, default=[], metavar="NAME:=VALUE",
+                    help="parameter for the dds transport (repeatable); with ros use --ros-args -p")
+    ap.add_argument("--params-file", default=None, help="YAML parameters for the dds transport")
+    return ap
+
+
+def make_transport(kind: str, node_name: str, params: dict[str, Any], ros_args: list[str]):
+    if kind == "ros":
+        from priorocc_ros.transport.rclpy_transport import RclpyTransport
+
+        if params:
+            ros_args = ros_args + ["--ros-args"] + [a for k, v in params.items() for a in ("-p", f"{k}:={v}")]
+        return RclpyTransport(node_name, args=["occupancy_node"] + ros_args)
+    from priorocc_ros.transport.dds_transport import DdsTransport
+
+    return DdsTransport(node_name, parameters=params)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ros_args: list[str] = []
+    if "--ros-args" in argv:  # everything from --ros-args on belongs to rclpy
+        i = argv.index("--ros-args")
+        argv, ros_args = argv[:i], argv[i:]
+    args = build_parser().parse_args(argv)
+    kind = args.transport or _default_transport()
+    params: dict[str, Any] = {}
+    if args.params_file:
+        params.update(load_params_file(args.params_file, args.node_name))
+    params.update(dict(args.param))
+    if kind == "dds" and ros_args:
+        raise SystemExit("--ros-args is for --transport ros; use -p NAME:=VALUE with --transport dds")
+
+    from priorocc_ros.node_core import OccupancyNodeCore
+
+    transport = make_transport(kind, args.node_name, params, ros_args)
+    core = None
+    try:
+        core = OccupancyNodeCore(transport)
+        transport.logger.info(f"occupancy node running ({kind} transport)")
+        transport.spin()
+    finally:
+        if core is not None:
+            core.close(drain=False)
+            s = core.stats()
+            transport.logger.info(
+                f"stopped: sets in {s['sets_in']}, out {s['sets_out']}, dropped {s['sets_dropped']}, "
+                f"failed {s['sets_failed']}, incomplete {s['incomplete_sets']}")
+        transport.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

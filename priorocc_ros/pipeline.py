@@ -1,0 +1,170 @@
+"""One synchronised camera set -> occupancy -> output messages. Shared by the live node
+(``node_core``) and the offline replay (``replay``); no transport, no threads here.
+
+Stages (timed, seconds): ``decode`` (image messages -> RGB arrays), ``model`` (the
+predictor: preprocess + network + postprocess), ``build`` (output messages).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from priorocc_ros import outputs
+from priorocc_ros.image_codec import ImageDecodeError, decode_any, encode_image, is_jpeg, reduced_K
+from priorocc_ros.msgs import header as make_header
+from priorocc_ros.outputs import VoxelGrid
+
+
+class SetError(RuntimeError):
+    """A set that cannot be processed; ``kind`` is the counter it goes to (decode, calibration, size,
+    inference)."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class OutputOptions:
+    frame_id: str = "base_link"
+    publish_voxels: bool = True
+    publish_markers: bool = True
+    publish_bev: bool = True
+    publish_overlay: bool = True
+    overlay_alpha: float = 0.5
+    overlay_scale: float = 1.0
+    bev_unknown_from_cameras: bool = True  # columns no camera sees are -1 in ~/bev
+    jpeg_reduce: int = 1  # decode JPEGs at 1/n size (K scaled accordingly); 1 = exact
+    max_image_pixels: int = 4096 * 4096  # larger images are rejected (SetError 'size')
+
+
+@dataclass
+class PipelineResult:
+    stamp_ns: int
+    messages: dict[str, Any]  # output key ("voxels", "markers", "bev", "seg_overlay/CAM") -> message
+    timings: dict[str, float] = field(default_factory=dict)
+    num_occupied: int = 0
+
+
+# output key -> (ROS type, relative topic)
+OUTPUT_TYPES = {
+    "voxels": "sensor_msgs/msg/PointCloud2",
+    "markers": "visualization_msgs/msg/MarkerArray",
+    "bev": "nav_msgs/msg/OccupancyGrid",
+    "seg_overlay": "sensor_msgs/msg/Image",
+}
+
+
+def output_topics(cameras: Sequence[str], opts: OutputOptions) -> dict[str, tuple[str, str]]:
+    """{key: (type, '~/key')} for the enabled outputs."""
+    out = {}
+    if opts.publish_voxels:
+        out["voxels"] = (OUTPUT_TYPES["voxels"], "~/voxels")
+    if opts.publish_markers:
+        out["markers"] = (OUTPUT_TYPES["markers"], "~/markers")
+    if opts.publish_bev:
+        out["bev"] = (OUTPUT_TYPES["bev"], "~/bev")
+    if opts.publish_overlay:
+        for cam in cameras:
+            out[f"seg_overlay/{cam}"] = (OUTPUT_TYPES["seg_overlay"], f"~/seg_overlay/{cam}")
+    return out
+
+
+def check_image_size(msg: Any, source: str, max_pixels: int) -> None:
+    """Reject raw images larger than ``max_pixels`` and compressed ones larger than 3 bytes per
+    allowed pixel before decoding."""
+    if hasattr(msg, "encoding"):
+        n = int(msg.width) * int(msg.height)
+        if n > max_pixels:
+            raise SetError("size", f"{source}: image {msg.width}x{msg.height} exceeds the limit of {max_pixels} pixels")
+    else:
+        n = len(msg.data)
+        if n > 3 * max_pixels:
+            raise SetError("size", f"{source}: compressed image of {n} bytes exceeds the limit "
+                                   f"({3 * max_pixels} bytes for {max_pixels} pixels)")
+
+
+class OccupancyPipeline:
+    """predictor: priorocc_core.inference.OccupancyPredictor (or anything with .predict and .cfg)."""
+
+    def __init__(self, predictor: Any, cameras: Sequence[str], opts: OutputOptions | None = None):
+        self.predictor = predictor
+        self.cameras = tuple(cameras)
+        self.opts = opts or OutputOptions()
+        if self.opts.jpeg_reduce not in (1, 2, 4, 8):
+            raise ValueError(f"jpeg_reduce must be 1, 2, 4 or 8, got {self.opts.jpeg_reduce}")
+        pc = getattr(predictor, "cameras", None)
+        if pc is not None and tuple(pc) != self.cameras:
+            raise ValueError(f"camera order {self.cameras} differs from the model's {tuple(pc)}")
+        grid_cfg = getattr(getattr(getattr(predictor, "cfg", None), "model", None), "grid", None)
+        self.grid = VoxelGrid.from_grid_config(grid_cfg) if grid_cfg is not None else VoxelGrid()
+        self._vis_key: bytes | None = None
+        self._vis: np.ndarray | None = None
+
+    # ---------------------------------------------------------------- stages
+    def decode(self, image_msgs: Sequence[Any], K: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """N image messages + (N, 3, 3) K -> N (H, W, 3) uint8 RGB and the K of the decoded size."""
+        imgs, Ks = [], []
+        for cam, msg, k in zip(self.cameras, image_msgs, K):
+            check_image_size(msg, cam, self.opts.max_image_pixels)
+            try:
+                img = decode_any(msg, source=cam, reduce=self.opts.jpeg_reduce)
+            except ImageDecodeError as e:
+                raise SetError("decode", str(e)) from e
+            reduce = self.opts.jpeg_reduce if is_jpeg(msg) else 1
+            imgs.append(img)
+            Ks.append(reduced_K(k, reduce))
+        return imgs, np.stack(Ks)
+
+    def visibility(self, cam2ego: np.ndarray, K: np.ndarray, hw: list[tuple[int, int]]) -> np.ndarray:
+        key = np.concatenate([np.asarray(cam2ego).ravel(), np.asarray(K).ravel(), np.asarray(hw).ravel()]).tobytes()
+        if key != self._vis_key:
+            self._vis = outputs.camera_visibility(cam2ego, K, hw, self.grid)
+            self._vis_key = key
+        assert self._vis is not None
+        return self._vis
+
+    def run(self, stamp_ns: int, image_msgs: Sequence[Any], K: np.ndarray, cam2ego: np.ndarray) -> PipelineResult:
+        """Decode, predict and build every enabled output for one set.
+
+        image_msgs: N Image/CompressedImage in camera order; K (N, 3, 3) for the images' native
+        size; cam2ego (N, 4, 4) camera -> base_link. Raises SetError.
+        """
+        t0 = time.perf_counter()
+        imgs, Kd = self.decode(image_msgs, K)
+        t1 = time.perf_counter()
+        try:
+            pred = self.predictor.predict(imgs, Kd, cam2ego)
+        except Exception as e:  # noqa: BLE001 - reported per set
+            raise SetError("inference", f"inference failed: {type(e).__name__}: {e}") from e
+        t2 = time.perf_counter()
+        msgs = self.build(stamp_ns, pred, imgs, Kd, cam2ego)
+        t3 = time.perf_counter()
+        timings = {"decode": t1 - t0, "model": t2 - t1, "build": t3 - t2}
+        for k, v in (getattr(pred, "timings", None) or {}).items():
+            timings[f"model.{k}"] = v
+        occ = np.asarray(pred.occupancy)
+        return PipelineResult(stamp_ns, msgs, timings, int(outputs.occupied_mask(occ).sum()))
+
+    def build(self, stamp_ns: int, pred: Any, imgs: Sequence[np.ndarray], K: np.ndarray,
+              cam2ego: np.ndarray) -> dict[str, Any]:
+        o = self.opts
+        occ = np.asarray(pred.occupancy)
+        out: dict[str, Any] = {}
+        if o.publish_voxels:
+            out["voxels"] = outputs.voxels_to_pointcloud2(occ, make_header(stamp_ns, o.frame_id), self.grid)
+        if o.publish_markers:
+            out["markers"] = outputs.voxels_to_markers(occ, make_header(stamp_ns, o.frame_id), self.grid)
+        if o.publish_bev:
+            vis = None
+            if o.bev_unknown_from_cameras:
+                vis = self.visibility(cam2ego, K, [im.shape[:2] for im in imgs])
+            out["bev"] = outputs.voxels_to_occupancy_grid(occ, make_header(stamp_ns, o.frame_id), self.grid, vis)
+        if o.publish_overlay and getattr(pred, "seg2d", None) is not None:
+            for i, cam in enumerate(self.cameras):
+                ov = outputs.seg_overlay(imgs[i], pred.img_aug[i], pred.seg2d[i], o.overlay_alpha, o.overlay_scale)
+                out[f"seg_overlay/{cam}"] = encode_image(ov, make_header(stamp_ns, o.frame_id))
+        return out

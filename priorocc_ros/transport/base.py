@@ -1,0 +1,123 @@
+"""The transport interface the occupancy node is written against.
+
+The node's behaviour (``priorocc_ros.node_core.OccupancyNodeCore``) never touches rclpy or
+DDS directly; it talks to one ``Transport``:
+
+- ``rclpy_transport.RclpyTransport``: a real ROS 2 node (rclpy imported lazily).
+- ``dds_transport.DdsTransport``: Cyclone DDS directly, wire-compatible with ROS 2 on
+  ``rmw_cyclonedds_cpp``.
+- ``loopback.LoopbackTransport``: in-process, for tests.
+
+Message objects handed to callbacks and to ``Publisher.publish`` are constructed from the
+classes ``Transport.msg_type`` returns. The ROS-free layer builds them through
+``msg_type`` with every field as a keyword (rosbags style: ``Header(stamp=..., frame_id=...)``,
+numpy arrays for primitive arrays), so the same code serves every transport.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+RELIABILITIES = ("reliable", "best_effort")
+DURABILITIES = ("volatile", "transient_local")
+
+
+@dataclass(frozen=True)
+class QoSProfile:
+    """ROS 2 QoS, history KEEP_LAST with ``depth``."""
+
+    reliability: str  # "reliable" | "best_effort"
+    durability: str  # "volatile" | "transient_local"
+    depth: int
+
+    def __post_init__(self) -> None:
+        if self.reliability not in RELIABILITIES:
+            raise ValueError(f"QoSProfile.reliability must be one of {RELIABILITIES}, got {self.reliability!r}")
+        if self.durability not in DURABILITIES:
+            raise ValueError(f"QoSProfile.durability must be one of {DURABILITIES}, got {self.durability!r}")
+        if int(self.depth) < 1:
+            raise ValueError(f"QoSProfile.depth must be >= 1, got {self.depth!r}")
+
+
+# rclpy.qos.qos_profile_sensor_data: best effort, keep last 5, volatile.
+SENSOR_DATA_QOS = QoSProfile("best_effort", "volatile", 5)
+# rclpy default for publishers/subscriptions: reliable, keep last 10, volatile.
+RELIABLE_QOS = QoSProfile("reliable", "volatile", 10)
+# /tf_static as tf2_ros StaticTransformBroadcaster uses it: reliable, transient local, keep last 1.
+TF_STATIC_QOS = QoSProfile("reliable", "transient_local", 1)
+
+
+class Publisher(Protocol):
+    def publish(self, msg: Any) -> None: ...
+
+
+class Logger(Protocol):
+    def info(self, msg: str) -> None: ...
+
+    def warning(self, msg: str) -> None: ...
+
+    def error(self, msg: str) -> None: ...
+
+
+class Transport(abc.ABC):
+    """What the node needs from a middleware. One instance = one node.
+
+    Topic names: absolute (``/CAM_FRONT/camera_info``) or private (``~/voxels``); a transport
+    resolves ``~/x`` to ``/<node_name>/x`` (``resolve_topic`` below does it for transports
+    without their own resolution).
+    """
+
+    name: str  # node name, e.g. "priorocc"
+    logger: Logger
+
+    @abc.abstractmethod
+    def msg_type(self, type_name: str) -> type:
+        """``"sensor_msgs/msg/Image"`` -> the message class (ROS field names)."""
+
+    @abc.abstractmethod
+    def create_subscription(self, type_name: str, topic: str, callback: Callable[[Any], None],
+                            qos: QoSProfile) -> object:
+        """Subscribe; ``callback(msg)`` runs on a transport thread (never the inference thread)."""
+
+    @abc.abstractmethod
+    def create_publisher(self, type_name: str, topic: str, qos: QoSProfile) -> Publisher:
+        """A publisher; ``publish`` is safe to call from any thread."""
+
+    @abc.abstractmethod
+    def declare_parameter(self, name: str, default: Any) -> Any:
+        """Declare a parameter; return its value (the user's override, else ``default``)."""
+
+    @abc.abstractmethod
+    def now_ns(self) -> int:
+        """Node clock in nanoseconds (sim time from /clock when use_sim_time)."""
+
+    @abc.abstractmethod
+    def create_timer(self, period_s: float, callback: Callable[[], None]) -> object:
+        """Call ``callback()`` every ``period_s`` seconds until shutdown."""
+
+    @abc.abstractmethod
+    def spin(self) -> None:
+        """Block until ``shutdown()`` or SIGINT/SIGTERM."""
+
+    @abc.abstractmethod
+    def shutdown(self) -> None:
+        """Stop spinning and release the middleware's resources (idempotent)."""
+
+    # ----- helpers shared by implementations -----
+    def resolve_topic(self, topic: str) -> str:
+        return resolve_topic(topic, self.name)
+
+
+def resolve_topic(topic: str, node_name: str, namespace: str = "/") -> str:
+    """ROS 2 name resolution for the forms the node uses: ``~/x`` -> ``/<ns>/<node>/x``,
+    ``x`` -> ``/<ns>/x``, ``/x`` unchanged."""
+    if not topic:
+        raise ValueError("empty topic name")
+    ns = namespace.rstrip("/")
+    if topic.startswith("~"):
+        rest = topic[1:].lstrip("/")
+        return f"{ns}/{node_name}/{rest}" if rest else f"{ns}/{node_name}"
+    if topic.startswith("/"):
+        return topic
+    return f"{ns}/{topic}"

@@ -1,0 +1,229 @@
+"""In-process transport for tests: publishers deliver to subscribers of the same topic.
+
+Several ``LoopbackTransport`` objects sharing one ``LoopbackBus`` behave like nodes on one
+ROS graph. Delivery is synchronous (inside ``publish``) by default, or through a queue
+drained by a dispatcher thread (``LoopbackBus(queued=True)``), which is what a middleware
+does. ``transient_local`` publishers keep their last ``depth`` messages for late subscribers.
+Messages are rosbags' classes (``rosbags.typesys`` ROS 2 Humble store); they are passed by
+reference, not serialised.
+"""
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+import time
+from collections import defaultdict, deque
+from typing import Any, Callable
+
+from priorocc_ros.msgs import typestore
+from priorocc_ros.transport.base import QoSProfile, Transport
+
+
+class _ListLogger:
+    """Logger that records (level, text) and optionally prints."""
+
+    def __init__(self, name: str, echo: bool = False):
+        self.name = name
+        self.echo = echo
+        self.records: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+
+    def _log(self, level: str, msg: str) -> None:
+        with self._lock:
+            self.records.append((level, msg))
+        if self.echo:
+            print(f"[{level.upper()}] [{self.name}]: {msg}", flush=True)
+
+    def info(self, msg: str) -> None:
+        self._log("info", msg)
+
+    def warning(self, msg: str) -> None:
+        self._log("warning", msg)
+
+    def error(self, msg: str) -> None:
+        self._log("error", msg)
+
+    def messages(self, level: str | None = None) -> list[str]:
+        with self._lock:
+            return [m for lv, m in self.records if level is None or lv == level]
+
+
+class LoopbackBus:
+    """The shared 'graph': topic -> subscriptions, plus latched messages."""
+
+    def __init__(self, queued: bool = False):
+        self.queued = queued
+        self._lock = threading.RLock()
+        self._subs: dict[str, list[tuple[str, Callable[[Any], None]]]] = defaultdict(list)
+        self._types: dict[str, str] = {}
+        self._latched: dict[str, deque] = {}
+        self.published: dict[str, list[Any]] = defaultdict(list)  # every message, for assertions
+        self._queue: queue.Queue | None = None
+        self._thread: threading.Thread | None = None
+        if queued:
+            self._queue = queue.Queue()
+            self._thread = threading.Thread(target=self._dispatch, name="loopback-dispatch", daemon=True)
+            self._thread.start()
+
+    def _check_type(self, topic: str, type_name: str) -> None:
+        known = self._types.setdefault(topic, type_name)
+        if known != type_name:
+            raise TypeError(f"topic {topic!r} carries {known}, not {type_name}")
+
+    def subscribe(self, topic: str, type_name: str, callback: Callable[[Any], None]) -> None:
+        with self._lock:
+            self._check_type(topic, type_name)
+            self._subs[topic].append((type_name, callback))
+            latched = list(self._latched.get(topic, ()))
+        for msg in latched:
+            self._deliver(callback, msg)
+
+    def unsubscribe(self, topic: str, callback: Callable[[Any], None]) -> None:
+        with self._lock:
+            self._subs[topic] = [s for s in self._subs[topic] if s[1] is not callback]
+
+    def publish(self, topic: str, type_name: str, msg: Any, qos: QoSProfile) -> None:
+        with self._lock:
+            self._check_type(topic, type_name)
+            self.published[topic].append(msg)
+            if qos.durability == "transient_local":
+                self._latched.setdefault(topic, deque(maxlen=qos.depth)).append(msg)
+            callbacks = [cb for _, cb in self._subs.get(topic, ())]
+        for cb in callbacks:
+            self._deliver(cb, msg)
+
+    def _deliver(self, cb: Callable[[Any], None], msg: Any) -> None:
+        if self._queue is not None:
+            self._queue.put((cb, msg))
+        else:
+            cb(msg)
+
+    def _dispatch(self) -> None:
+        assert self._queue is not None
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            cb, msg = item
+            try:
+                cb(msg)
+            finally:
+                self._queue.task_done()
+
+    def drain(self, timeout: float = 10.0) -> None:
+        """Wait until every queued message has been delivered (queued mode)."""
+        if self._queue is None:
+            return
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if time.monotonic() > deadline:
+                raise TimeoutError("loopback bus did not drain")
+            time.sleep(0.002)
+
+    def close(self) -> None:
+        if self._queue is not None and self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=5)
+
+
+class _LoopbackPublisher:
+    def __init__(self, bus: LoopbackBus, topic: str, type_name: str, qos: QoSProfile):
+        self.bus, self.topic, self.type_name, self.qos = bus, topic, type_name, qos
+
+    def publish(self, msg: Any) -> None:
+        self.bus.publish(self.topic, self.type_name, msg, self.qos)
+
+
+class _Timer:
+    def __init__(self, period_s: float, callback: Callable[[], None]):
+        self.period_s = float(period_s)
+        self.callback = callback
+        self.next_t = time.monotonic() + self.period_s
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class LoopbackTransport(Transport):
+    """A node on a ``LoopbackBus``.
+
+    ``parameters``: user overrides for ``declare_parameter``. ``clock_ns``: a callable giving
+    the node time (default wall clock); tests can pass a fake clock. Timers fire from
+    ``spin()`` or explicitly via ``fire_timers()``.
+    """
+
+    def __init__(self, name: str = "priorocc", bus: LoopbackBus | None = None,
+                 parameters: dict[str, Any] | None = None, clock_ns: Callable[[], int] | None = None,
+                 echo_log: bool = False):
+        self.name = name
+        self.bus = bus if bus is not None else LoopbackBus()
+        self.parameters_override = dict(parameters or {})
+        self.parameters: dict[str, Any] = {}
+        self.logger = _ListLogger(name, echo=echo_log)
+        self._clock_ns = clock_ns or time.time_ns
+        self._timers: list[_Timer] = []
+        self._stop = threading.Event()
+        self._subs: list[tuple[str, Callable]] = []
+
+    def msg_type(self, type_name: str) -> type:
+        try:
+            return typestore().types[type_name]
+        except KeyError:
+            raise KeyError(f"unknown ROS 2 message type {type_name!r}") from None
+
+    def create_subscription(self, type_name, topic, callback, qos):
+        self.msg_type(type_name)
+        topic = self.resolve_topic(topic)
+        self.bus.subscribe(topic, type_name, callback)
+        self._subs.append((topic, callback))
+        return (topic, callback)
+
+    def create_publisher(self, type_name, topic, qos):
+        self.msg_type(type_name)
+        return _LoopbackPublisher(self.bus, self.resolve_topic(topic), type_name, qos)
+
+    def declare_parameter(self, name, default):
+        value = self.parameters_override.get(name, default)
+        self.parameters[name] = value
+        return value
+
+    def now_ns(self) -> int:
+        return int(self._clock_ns())
+
+    def create_timer(self, period_s, callback):
+        t = _Timer(period_s, callback)
+        self._timers.append(t)
+        return t
+
+    def fire_timers(self) -> None:
+        """Run every timer callback once, now."""
+        for t in list(self._timers):
+            if not t.cancelled:
+                t.callback()
+
+    def spin(self) -> None:
+        prev = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                prev[sig] = signal.signal(sig, lambda *_: self._stop.set())
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                for t in list(self._timers):
+                    if not t.cancelled and now >= t.next_t:
+                        t.next_t = now + t.period_s
+                        t.callback()
+                self._stop.wait(0.01)
+        finally:
+            for sig, h in prev.items():
+                signal.signal(sig, h)
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        for topic, cb in self._subs:
+            self.bus.unsubscribe(topic, cb)
+        self._subs.clear()
+        for t in self._timers:
+            t.cancel()
