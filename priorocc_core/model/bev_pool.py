@@ -3,11 +3,12 @@
 Every frustum point (b, n, d, h, w) that falls inside the grid adds
 ``depth[b, n, d, h, w] * feat[b, n, h, w, :]`` to its voxel (b, z, y, x). What depends only
 on geometry (which voxel each point hits) is computed once by :func:`pooling_indices` and can
-be cached for a fixed camera rig; :func:`bev_pool` then does one gather + one index_add.
+be cached for a fixed camera rig; :func:`bev_pool` then does one gather + one index_add
+(training, export) or one sparse x dense matrix product (inference).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -26,9 +27,26 @@ class PoolingIndices:
     ranks_depth: torch.Tensor
     ranks_feat: torch.Tensor
     out_shape: tuple[int, int, int, int]
+    _csr: tuple | None = field(default=None, repr=False, compare=False)
 
     def to(self, device) -> "PoolingIndices":
         return PoolingIndices(self.ranks_bev.to(device), self.ranks_depth.to(device), self.ranks_feat.to(device), self.out_shape)
+
+    def csr(self, n_feat: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(pair (P,), crow (V+1,), col (nnz,)): the plan as a sparse voxel x feature-pixel matrix.
+
+        Points of one pixel that land in the same voxel (different depth bins) share one
+        matrix entry ``pair``; built once per plan, i.e. once per rig.
+        """
+        if self._csr is None or self._csr[0] != n_feat:
+            b, dz, dy, dx = self.out_shape
+            key = self.ranks_bev * n_feat + self.ranks_feat
+            uniq, pair = torch.unique(key, sorted=True, return_inverse=True)  # row-major: voxel, then pixel
+            rows = torch.div(uniq, n_feat, rounding_mode="floor")
+            crow = torch.zeros(b * dz * dy * dx + 1, dtype=torch.int64, device=key.device)
+            crow[1:] = torch.bincount(rows, minlength=b * dz * dy * dx).cumsum(0)
+            self._csr = (n_feat, pair, crow, uniq - rows * n_feat)
+        return self._csr[1:]
 
 
 def pooling_indices(coords: torch.Tensor, lower: torch.Tensor, interval: torch.Tensor,
@@ -57,12 +75,48 @@ def pooling_indices(coords: torch.Tensor, lower: torch.Tensor, interval: torch.T
 
 
 def bev_pool(depth: torch.Tensor, feat: torch.Tensor, plan: PoolingIndices) -> torch.Tensor:
-    """depth (B, N, D, fH, fW), feat (B, N, fH, fW, C) -> (B, C, Dz, Dy, Dx) sums."""
+    """depth (B, N, D, fH, fW), feat (B, N, fH, fW, C) -> (B, C, Dz, Dy, Dx) sums.
+
+    Inference (no autograd, not tracing / exporting / compiling): :func:`bev_pool_sparse`.
+    Otherwise (training, export): :func:`bev_pool_index_add` (differentiable, exportable).
+    """
+    if (not (torch.is_grad_enabled() and (depth.requires_grad or feat.requires_grad))
+            and not torch.onnx.is_in_onnx_export() and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling() and depth.dtype == feat.dtype):
+        return bev_pool_sparse(depth, feat, plan)
+    return bev_pool_index_add(depth, feat, plan)
+
+
+def bev_pool_index_add(depth: torch.Tensor, feat: torch.Tensor, plan: PoolingIndices) -> torch.Tensor:
+    """Gather + index_add: writes a (P, C) intermediate. Shapes as :func:`bev_pool`."""
     c = feat.shape[-1]
     b, dz, dy, dx = plan.out_shape
     vals = depth.reshape(-1)[plan.ranks_depth].unsqueeze(1) * feat.reshape(-1, c)[plan.ranks_feat]  # (P, C)
     out = torch.zeros(b * dz * dy * dx, c, dtype=vals.dtype, device=vals.device)
-    out = out.index_add(0, plan.ranks_bev, vals)
+    if torch.onnx.is_in_onnx_export():
+        # index_add exports as ScatterElements without reduction (duplicates overwrite);
+        # scatter_add exports as ScatterElements(reduction="add") from opset 16
+        out = out.scatter_add(0, plan.ranks_bev.unsqueeze(1).expand(-1, c), vals)
+    else:
+        out = out.index_add(0, plan.ranks_bev, vals)
+    return out.view(b, dz, dy, dx, c).permute(0, 4, 1, 2, 3)
+
+
+def bev_pool_sparse(depth: torch.Tensor, feat: torch.Tensor, plan: PoolingIndices) -> torch.Tensor:
+    """One sparse (voxels x feature pixels) CSR matrix holding the summed depth weights, times the
+    dense (pixels, C) features: no (P, C) intermediate. Its structure comes from the plan (once
+    per rig); per frame only the P weights are gathered. Shapes as :func:`bev_pool`; no autograd."""
+    c = feat.shape[-1]
+    b, dz, dy, dx = plan.out_shape
+    n_feat = feat.numel() // c
+    pair, crow, col = plan.csr(n_feat)
+    w = depth.reshape(-1)[plan.ranks_depth]
+    if pair.numel() != col.numel():  # sum the depth bins of one pixel that share a voxel
+        w = torch.zeros(col.numel(), dtype=w.dtype, device=w.device).index_add_(0, pair, w)
+    else:
+        w = torch.empty_like(w).index_copy_(0, pair, w)
+    mat = torch.sparse_csr_tensor(crow, col, w, (b * dz * dy * dx, n_feat), check_invariants=False)
+    out = mat @ feat.reshape(n_feat, c)  # (V, C)
     return out.view(b, dz, dy, dx, c).permute(0, 4, 1, 2, 3)
 
 

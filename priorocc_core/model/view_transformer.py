@@ -61,7 +61,8 @@ class LSSViewTransformer(nn.Module):
         if plan is None:
             plan = self.plan(cam2ego, K, img_aug, bev_aug)
         context = context.view(b, n, self.out_channels, h, w).permute(0, 1, 3, 4, 2)  # (B, N, fH, fW, C)
-        bev = bev_pool(depth.view(b, n, self.D, h, w), context, plan)  # (B, C, Dz, Dy, Dx)
+        # sums in fp32 even when the network runs in bf16 / fp16 (no-op in fp32)
+        bev = bev_pool(depth.view(b, n, self.D, h, w).float(), context.float(), plan).to(x.dtype)  # (B, C, Dz, Dy, Dx)
         bev = torch.cat(bev.unbind(dim=2), dim=1)  # collapse z: (B, C*Dz, Dy, Dx)
         return bev, depth
 
