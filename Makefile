@@ -18,5 +18,8 @@ venv: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+demo: $(STAMP)
+	$(PY) training/demo.py --checkpoint models/demo --out demo_out
+
 clean:
 	rm -rf $(VENV) demo_out

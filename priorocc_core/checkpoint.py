@@ -66,10 +66,16 @@ def weights_path(path: str | Path) -> Path:
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: Config, step: int = 0,
-                    extra_meta: dict[str, Any] | None = None, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write ``model``'s weights (or ``state_dict``) with ``cfg``; returns the weights file."""
+                    extra_meta: dict[str, Any] | None = None, state_dict: dict[str, torch.Tensor] | None = None,
+                    dtype: torch.dtype | None = None) -> Path:
+    """Write ``model``'s weights (or ``state_dict``) with ``cfg``; returns the weights file.
+
+    ``dtype`` (e.g. torch.float16) stores floating-point tensors in that type to halve the file;
+    loading casts them back to the model's parameter type."""
     target = weights_path(path)
     sd = state_dict if state_dict is not None else model.state_dict()
+    if dtype is not None:
+        sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
     meta = {
         "format": FORMAT,
         "config": json.dumps(cfg.to_dict()),

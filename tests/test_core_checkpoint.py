@@ -63,3 +63,15 @@ def test_write_is_atomic(tmp_path, tiny_cfg, monkeypatch):
         save_checkpoint(tmp_path / "ck", model, tiny_cfg, step=2)
     assert read_checkpoint(tmp_path / "ck")[2]["step"] == 1  # the old checkpoint is intact
     assert [p.name for p in (tmp_path / "ck").iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_half_precision_storage_loads_back(tmp_path, tiny_cfg):
+    model = build_model(tiny_cfg.model)
+    save_checkpoint(tmp_path / "half", model, tiny_cfg, dtype=torch.float16)
+    full = (tmp_path / "full")
+    save_checkpoint(full, model, tiny_cfg)
+    size_half = (tmp_path / "half" / "model.safetensors").stat().st_size
+    assert size_half < 0.6 * (full / "model.safetensors").stat().st_size
+    loaded, _, _ = load_checkpoint(tmp_path / "half")
+    w0, w1 = model.state_dict()["neck.fpn_convs.0.weight"], loaded.state_dict()["neck.fpn_convs.0.weight"]
+    assert w1.dtype == torch.float32 and torch.allclose(w0, w1, atol=1e-3)

@@ -8,9 +8,13 @@ be cached for a fixed camera rig; :func:`bev_pool` then does one gather + one in
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
+
+# torch flags sparse CSR as beta on every construction; the path is tested here (tests/test_bev_pool.py)
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
 
 @dataclass
