@@ -1,0 +1,169 @@
+"""Sample records: from a nuScenes dataroot (nuscenes-devkit), from FlashOCC / BEVDet info
+pkl files, or from the project's own JSON info cache.
+
+A record is a plain dict (JSON-serialisable)::
+
+    token, scene_name, timestamp,
+    ego2global (4, 4) of the keyframe (LIDAR_TOP sample_data's ego pose),
+    lidar: {path, lidar2ego (4, 4)} or None,
+    cams: {CAM: {path, K (3, 3), sensor2ego (4, 4), ego2global (4, 4) at the camera's timestamp,
+                 sample_data_token}},
+    occ_path: folder holding labels.npz or None
+
+Paths are stored as given (relative to the dataroot, or absolute) and resolved by the dataset.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from ..classes import CAMERAS
+from ..geometry import transform_from_quat
+from .io import DataError, write_json_atomic
+
+CACHE_FORMAT = "priorocc-info-v1"
+
+
+# --------------------------------------------------------------------------- nuScenes
+def records_from_nuscenes(nusc, scene_names: list[str] | None = None) -> list[dict]:
+    """Records for every keyframe of the given scenes (all scenes if None), in scene order."""
+    want = None if scene_names is None else set(scene_names)
+    out = []
+    for scene in nusc.scene:
+        if want is not None and scene["name"] not in want:
+            continue
+        tok = scene["first_sample_token"]
+        while tok:
+            sample = nusc.get("sample", tok)
+            out.append(_record_from_sample(nusc, sample, scene["name"]))
+            tok = sample["next"]
+    return out
+
+
+def _record_from_sample(nusc, sample: dict, scene_name: str) -> dict:
+    lidar_sd = nusc.get("sample_data", sample["data"]["LIDAR_TOP"]) if "LIDAR_TOP" in sample["data"] else None
+    rec = {"token": sample["token"], "scene_name": scene_name, "timestamp": sample["timestamp"], "cams": {},
+           "lidar": None, "occ_path": None}
+    if lidar_sd is not None:
+        pose = nusc.get("ego_pose", lidar_sd["ego_pose_token"])
+        cs = nusc.get("calibrated_sensor", lidar_sd["calibrated_sensor_token"])
+        rec["ego2global"] = transform_from_quat(pose["translation"], pose["rotation"]).tolist()
+        rec["lidar"] = {"path": lidar_sd["filename"],
+                        "lidar2ego": transform_from_quat(cs["translation"], cs["rotation"]).tolist()}
+    for ch, sd_tok in sample["data"].items():
+        sd = nusc.get("sample_data", sd_tok)
+        if sd["sensor_modality"] != "camera":
+            continue
+        cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+        pose = nusc.get("ego_pose", sd["ego_pose_token"])
+        rec["cams"][ch] = {
+            "path": sd["filename"],
+            "K": np.asarray(cs["camera_intrinsic"], dtype=np.float64).tolist(),
+            "sensor2ego": transform_from_quat(cs["translation"], cs["rotation"]).tolist(),
+            "ego2global": transform_from_quat(pose["translation"], pose["rotation"]).tolist(),
+            "sample_data_token": sd_tok,
+        }
+    if "ego2global" not in rec:  # no lidar: use CAM_FRONT's pose as the keyframe's
+        first = rec["cams"].get("CAM_FRONT") or next(iter(rec["cams"].values()))
+        rec["ego2global"] = first["ego2global"]
+    return rec
+
+
+# --------------------------------------------------------------------------- FlashOCC / BEVDet pkl
+class _InfoUnpickler(pickle.Unpickler):
+    """Unpickler for info files: builtins containers and numpy arrays / scalars only."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"), ("builtins", "set"), ("builtins", "frozenset"),
+        ("builtins", "complex"), ("builtins", "slice"), ("collections", "OrderedDict"),
+    }
+
+    def __init__(self, f, path):
+        super().__init__(f)
+        self._path = path
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise DataError(
+            f"info file {self._path}: refuses to unpickle {module}.{name}; info files may hold only builtins "
+            "and numpy arrays (is this really a FlashOCC / BEVDet info .pkl?)"
+        )
+
+
+def load_flashocc_pkl(path: str | Path) -> tuple[list[dict], dict]:
+    """Read ``bevdetv2-nuscenes_infos_*.pkl`` safely -> (raw infos, metadata)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"info file {path} does not exist")
+    with open(path, "rb") as f:
+        try:
+            data = _InfoUnpickler(f, path).load()
+        except DataError:
+            raise
+        except Exception as e:
+            raise DataError(f"info file {path} cannot be unpickled: {e}") from e
+    if not isinstance(data, dict) or "infos" not in data or not isinstance(data["infos"], list):
+        raise DataError(f"info file {path}: expected dict(infos=[...], metadata=...) as FlashOCC writes it")
+    return data["infos"], data.get("metadata", {})
+
+
+def records_from_flashocc(infos: list[dict], source: str | Path) -> list[dict]:
+    """Convert FlashOCC / BEVDet info dicts to records."""
+    out = []
+    for i, info in enumerate(infos):
+        try:
+            rec = {"token": info["token"], "timestamp": int(info.get("timestamp", 0)),
+                   "scene_name": info.get("scene_name"), "cams": {}, "lidar": None, "occ_path": info.get("occ_path")}
+            rec["ego2global"] = transform_from_quat(info["ego2global_translation"], info["ego2global_rotation"]).tolist()
+            if info.get("lidar_path"):
+                rec["lidar"] = {"path": str(info["lidar_path"]), "lidar2ego": transform_from_quat(
+                    info["lidar2ego_translation"], info["lidar2ego_rotation"]).tolist()}
+            for ch, c in info["cams"].items():
+                rec["cams"][ch] = {
+                    "path": str(c["data_path"]),
+                    "K": np.asarray(c["cam_intrinsic"], dtype=np.float64).tolist(),
+                    "sensor2ego": transform_from_quat(c["sensor2ego_translation"], c["sensor2ego_rotation"]).tolist(),
+                    "ego2global": transform_from_quat(c["ego2global_translation"], c["ego2global_rotation"]).tolist(),
+                    "sample_data_token": c.get("sample_data_token", ""),
+                }
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"info file {source}: info #{i} lacks or has a malformed field: {e!r}") from e
+        if rec["scene_name"] is None and rec["occ_path"]:
+            rec["scene_name"] = Path(str(rec["occ_path"])).parent.name
+        out.append(rec)
+    return out
+
+
+# --------------------------------------------------------------------------- project cache
+def write_info_cache(records: list[dict], path: str | Path, meta: dict | None = None) -> None:
+    write_json_atomic(path, {"format": CACHE_FORMAT, "meta": meta or {}, "records": records}, indent=None)
+
+
+def load_info_file(path: str | Path) -> list[dict]:
+    """Records from a FlashOCC / BEVDet ``.pkl`` or the project's JSON cache."""
+    path = Path(path)
+    if path.suffix == ".pkl":
+        infos, _ = load_flashocc_pkl(path)
+        return records_from_flashocc(infos, path)
+    if not path.is_file():
+        raise DataError(f"info file {path} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"info file {path} is not valid JSON: {e}") from e
+    if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
+        raise DataError(f"info file {path}: expected a PriorOcc info cache (format {CACHE_FORMAT!r}) or a .pkl")
+    return data["records"]
+
+
+def check_cameras(cameras, source: str) -> None:
+    unknown = [c for c in cameras if c not in CAMERAS]
+    if unknown:
+        raise DataError(f"{source}: unknown camera name(s) {unknown}; known cameras: {list(CAMERAS)}")
