@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, read_config
 from .config import Config
 from .inference import OccupancyPredictor, Prediction
 
@@ -56,23 +56,9 @@ def _load(checkpoint) -> tuple[torch.nn.Module, Config]:
 
 def _read_config(checkpoint) -> Config:
     """The config stored in a checkpoint, without reading its weights."""
-    import json
-
-    from safetensors import safe_open
-
-    from .checkpoint import CheckpointError, _sniff, weights_path
-
     if isinstance(checkpoint, (tuple, list)) and len(checkpoint) == 2:
         return checkpoint[1]
-    target = weights_path(checkpoint)
-    if not target.is_file():
-        raise CheckpointError(f"{checkpoint}: no checkpoint there (expected {target})")
-    _sniff(target)
-    with safe_open(str(target), framework="pt") as f:
-        meta = f.metadata() or {}
-    if "config" not in meta:
-        raise CheckpointError(f"{target}: safetensors file without PriorOcc metadata")
-    return Config.from_dict(json.loads(meta["config"]))
+    return read_config(checkpoint)
 
 
 def set_threads(threads: int | None) -> None:
@@ -124,25 +110,6 @@ class TorchPredictor(OccupancyPredictor):
         seg = out["seg_logits"]
         return dict(occ=out["occ_logits"].argmax(-1),
                     seg_logits=None if seg is None else seg.float().view(b, n, *seg.shape[1:]))
-
-    @torch.no_grad()
-    def predict(self, images: Sequence[np.ndarray], K: np.ndarray, cam2ego: np.ndarray) -> Prediction:
-        t0 = time.perf_counter()
-        batch = self.preprocess(images, K, cam2ego)
-        t1 = time.perf_counter()
-        out = self.run_network(batch)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        t2 = time.perf_counter()
-        occ = out["occ"][0].to(torch.uint8).cpu().numpy()
-        seg = None
-        if out["seg_logits"] is not None:
-            h, w = self.cfg.model.image.input_size
-            logits = F.interpolate(out["seg_logits"][0], size=(h, w), mode="bilinear", align_corners=True)
-            seg = logits.argmax(1).to(torch.uint8).cpu().numpy()
-        t3 = time.perf_counter()
-        return Prediction(occ, seg, batch["img_aug"][0].cpu().numpy().astype(np.float64),
-                          {"preprocess": t1 - t0, "model": t2 - t1, "postprocess": t3 - t2})
 
 
 # --------------------------------------------------------------------------- exported graph (ORT / OpenVINO)

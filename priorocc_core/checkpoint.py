@@ -100,8 +100,8 @@ def _sniff(path: Path) -> None:
         raise CheckpointError(f"{path}: file is truncated ({len(head)} bytes); expected a safetensors checkpoint")
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Config, dict]:
-    """Read tensors, config and metadata without building a model."""
+def _open(path: str | Path) -> tuple[Path, dict, Config]:
+    """(weights file, metadata, config) of a checkpoint, without reading its tensors."""
     target = weights_path(path)
     if not target.is_file():
         raise CheckpointError(f"{path}: no checkpoint there (expected {target})")
@@ -111,7 +111,6 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Config, 
 
         with safe_open(str(target), framework="pt") as f:
             meta = f.metadata() or {}
-        tensors = load_file(str(target))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{target}: not a readable safetensors checkpoint (corrupt or truncated?): {e}") from e
     if meta.get("format") != FORMAT or "config" not in meta:
@@ -121,6 +120,21 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Config, 
         cfg = Config.from_dict(json.loads(meta["config"]))
     except (ConfigError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{target}: its stored config is invalid: {e}") from e
+    return target, meta, cfg
+
+
+def read_config(path: str | Path) -> Config:
+    """The config a checkpoint stores (reads only its header)."""
+    return _open(path)[2]
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Config, dict]:
+    """Read tensors, config and metadata without building a model."""
+    target, meta, cfg = _open(path)
+    try:
+        tensors = load_file(str(target))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{target}: not a readable safetensors checkpoint (corrupt or truncated?): {e}") from e
     info = {
         "step": int(meta.get("step", 0)),
         "classes": json.loads(meta.get("classes", "[]")),

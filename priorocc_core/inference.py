@@ -71,12 +71,18 @@ class OccupancyPredictor:
             bev_aug=torch.eye(4, **f32)[None],
         )
 
+    def run_network(self, batch: dict) -> dict:
+        """A batch from :meth:`preprocess` -> dict(occ (1, Dx, Dy, Dz) integer labels,
+        seg_logits (1, N, K, h, w) or None). Backends override this (see backends.py)."""
+        out = self.model(batch)
+        return dict(occ=out["occ"], seg_logits=out["seg_logits"])
+
     @torch.no_grad()
     def predict(self, images: Sequence[np.ndarray], K: np.ndarray, cam2ego: np.ndarray) -> Prediction:
         t0 = time.perf_counter()
         batch = self.preprocess(images, K, cam2ego)
         t1 = time.perf_counter()
-        out = self.model(batch)
+        out = self.run_network(batch)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         t2 = time.perf_counter()
@@ -84,7 +90,7 @@ class OccupancyPredictor:
         seg = None
         if out["seg_logits"] is not None:
             h, w = self.cfg.model.image.input_size
-            logits = F.interpolate(out["seg_logits"][0], size=(h, w), mode="bilinear", align_corners=True)
+            logits = F.interpolate(out["seg_logits"][0].float(), size=(h, w), mode="bilinear", align_corners=True)
             seg = logits.argmax(1).to(torch.uint8).cpu().numpy()
         t3 = time.perf_counter()
         return Prediction(occ, seg, batch["img_aug"][0].cpu().numpy().astype(np.float64),
