@@ -19,6 +19,8 @@ from launch_ros.substitutions import FindPackageShare
 ARGS = [
     ("checkpoint", "", "checkpoint directory (model.safetensors + config.yaml)"),
     ("device", "cpu", "torch device: cpu, cuda, cuda:0"),
+    ("backend", "torch", "inference backend: torch, onnxruntime, openvino"),
+    ("precision", "fp32", "fp32, bf16, fp16 (GPU)"),
     ("compressed", "true", "subscribe to sensor_msgs/CompressedImage (true) or sensor_msgs/Image (false)"),
     ("image_topic", "", "image topic pattern with {camera}; empty = /{camera}/image_rect_compressed"),
     ("camera_info_topic", "/{camera}/camera_info", "camera_info topic pattern with {camera}"),
@@ -45,6 +47,8 @@ def _launch_setup(context, *args, **kwargs):
     params = {
         "checkpoint": get("checkpoint"),
         "device": get("device"),
+        "backend": get("backend"),
+        "precision": get("precision"),
         "compressed": get("compressed").lower() == "true",
         "image_topic": get("image_topic"),
         "camera_info_topic": get("camera_info_topic"),

@@ -78,8 +78,8 @@ class ImportReport:
             lines.append(f"  missing  {count} tensors: {why}")
         return "\n".join(lines)
 
-    def print(self, file=sys.stdout) -> None:
-        print(self.format(), file=file)
+    def print(self, file=None) -> None:
+        print(self.format(), file=file or sys.stdout)
 
 
 def read_source_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:

@@ -44,6 +44,8 @@ PARAMETERS: dict[str, Any] = {
     # model
     "checkpoint": "",  # checkpoint directory (model.safetensors + config.yaml)
     "device": "cpu",  # cpu, cuda, cuda:0
+    "backend": "torch",  # torch, onnxruntime, openvino (priorocc_core.backends)
+    "precision": "fp32",  # fp32, bf16, fp16 (GPU)
     # inputs
     "cameras": list(CAMERAS),
     "compressed": True,  # CompressedImage (True) or Image (False)
@@ -131,10 +133,11 @@ class OccupancyNodeCore:
         if predictor is None:
             if not p["checkpoint"]:
                 raise ValueError("parameter 'checkpoint' is required (a checkpoint directory)")
-            from priorocc_core.inference import OccupancyPredictor
+            from priorocc_core.backends import make_predictor
 
-            predictor = OccupancyPredictor.from_checkpoint(p["checkpoint"], device=p["device"])
-            self.log.info(f"loaded checkpoint {p['checkpoint']} on {p['device']}")
+            predictor = make_predictor(p["checkpoint"], backend=p["backend"], precision=p["precision"],
+                                       device=p["device"])
+            self.log.info(f"loaded checkpoint {p['checkpoint']} ({p['backend']} {p['precision']}) on {p['device']}")
         self.cameras = tuple(p["cameras"])
         self.opts = OutputOptions(
             frame_id=p["base_frame"], publish_voxels=bool(p["publish_voxels"]),

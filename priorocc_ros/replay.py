@@ -197,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", required=True, help="output bag folder")
     ap.add_argument("--checkpoint", default=None, help="checkpoint directory (or -p checkpoint:=...)")
     ap.add_argument("--device", default=None)
+    ap.add_argument("--backend", default=None, choices=("torch", "onnxruntime", "openvino"),
+                    help="inference backend (default torch; priorocc_core.backends)")
+    ap.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"))
     ap.add_argument("-p", "--param", action="append", type=_parse_param, default=[], metavar="NAME:=VALUE",
                     help="node parameter (see docs/ros.md), repeatable")
     ap.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
@@ -212,8 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     params = dict(args.param)
     if args.checkpoint:
         params["checkpoint"] = args.checkpoint
-    if args.device:
-        params["device"] = args.device
+    for name in ("device", "backend", "precision"):
+        if getattr(args, name):
+            params[name] = getattr(args, name)
     if not params.get("checkpoint"):
         print("priorocc_replay: --checkpoint is required", file=sys.stderr)
         return 2
