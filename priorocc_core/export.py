@@ -20,9 +20,7 @@ Gather + ScatterElements(reduction="add") (opset 16+).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .atomic import commit_temp, discard_temp, temp_path_for
 from .config import Config
 from .model.bev_pool import PoolingIndices
 
@@ -104,8 +103,7 @@ def export_onnx(model: nn.Module, cfg: Config, path: str | Path, logits: bool = 
     model = model.float().eval()
     wrapper = ExportWrapper(model, cfg, logits).eval()
     args = example_inputs(cfg)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = temp_path_for(path)
     try:
         with torch.no_grad():
             torch.onnx.export(
@@ -114,10 +112,9 @@ def export_onnx(model: nn.Module, cfg: Config, path: str | Path, logits: bool = 
                 dynamic_axes={k: {0: "points"} for k in ExportWrapper.INPUT_NAMES[1:]},
                 do_constant_folding=True)
         onnx.checker.check_model(tmp)
-        os.replace(tmp, path)
+        commit_temp(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        discard_temp(tmp)
         raise
     return path
 

@@ -180,7 +180,7 @@ def main(argv=None) -> int:
                 run(tcmd, out / "logs" / f"train_{vname}_seed{seed}.log", commands)
                 train_wall = json.loads(summary.read_text())["wall_s"]
             eval_json = wd / "eval_val.json"
-            val_opts = [f"data.dataroot={worlds['val'][0]}", "data.val_split=all"]
+            val_opts = [f"data.dataroot={worlds['val'][0]}", "data.val_split=all"] + args.cfg_options
             if args.labels == "projection":
                 val_opts.append(f"data.seg_label_root={worlds['val'][0] / 'seg_2d_labels_projection'}")
             ecmd = [py, str(HERE / "evaluate.py"), args.config, str(wd / "final"), "--out", str(eval_json),

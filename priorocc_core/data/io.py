@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFile
+
+from ..atomic import atomic_write_bytes as _atomic_write_bytes
 
 OCC_KEYS = ("semantics", "mask_lidar", "mask_camera")
 
@@ -134,21 +134,6 @@ def load_lidar_points(path: str | Path, dims: int = 5) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- atomic writers
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     _atomic_write_bytes(Path(path), data)
 
