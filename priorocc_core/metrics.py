@@ -59,6 +59,11 @@ def _check_grid(name: str, a: np.ndarray, shape: Optional[tuple] = None) -> None
         raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
 
 
+def confusion(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """(num_classes, num_classes) counts, rows = ground truth, columns = prediction."""
+    return np.bincount(gt * num_classes + pred, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
 def iou_from_confusion(hist: np.ndarray) -> np.ndarray:
     """Per-class IoU (C,) from a (C, C) confusion matrix hist[gt, pred]; NaN where 0/0."""
     tp = np.diag(hist).astype(np.float64)
@@ -102,9 +107,7 @@ class OccMIoU:
         pred, gt = pred[keep], gt[keep]
         if pred.size and (pred.min() < 0 or pred.max() >= self.num_classes):
             raise ValueError(f"pred: labels must be in 0..{self.num_classes - 1}, got {pred.min()}..{pred.max()}")
-        self.hist += np.bincount(gt * self.num_classes + pred, minlength=self.num_classes**2).reshape(
-            self.num_classes, self.num_classes
-        )
+        self.hist += confusion(gt, pred, self.num_classes)
         self.count += 1
 
     def per_class_iou(self) -> np.ndarray:
@@ -148,9 +151,7 @@ class SegMIoU:
         bad = (pred < 0) | (pred >= self.num_classes)
         if bad.any():
             raise ValueError(f"2D pred: labels must be in 0..{self.num_classes - 1}")
-        self.hist += np.bincount(gt * self.num_classes + pred, minlength=self.num_classes**2).reshape(
-            self.num_classes, self.num_classes
-        )
+        self.hist += confusion(gt, pred, self.num_classes)
         self.count += 1
 
     def per_class_iou(self) -> np.ndarray:

@@ -16,6 +16,7 @@ numpy arrays for primitive arrays), so the same code serves every transport.
 from __future__ import annotations
 
 import abc
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
@@ -46,6 +47,22 @@ SENSOR_DATA_QOS = QoSProfile("best_effort", "volatile", 5)
 RELIABLE_QOS = QoSProfile("reliable", "volatile", 10)
 # /tf_static as tf2_ros StaticTransformBroadcaster uses it: reliable, transient local, keep last 1.
 TF_STATIC_QOS = QoSProfile("reliable", "transient_local", 1)
+
+
+class PollTimer:
+    """A timer for transports whose spin loop polls it: ``next_t`` (time.monotonic) is when
+    ``callback`` is due next; the loop calls it and adds ``period_s``."""
+
+    def __init__(self, period_s: float, callback: Callable[[], None]):
+        if period_s <= 0:
+            raise ValueError(f"timer period must be > 0 s, got {period_s}")
+        self.period_s = float(period_s)
+        self.callback = callback
+        self.next_t = time.monotonic() + self.period_s
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
 
 
 class Publisher(Protocol):

@@ -26,7 +26,7 @@ from cyclonedds.core import DDSException, GuardCondition, WaitSet
 
 from priorocc_ros.dds.participant import CodecError, DdsContext, DdsReader, DdsWriter, encode
 from priorocc_ros.msgs import stamp_to_ns, typestore
-from priorocc_ros.transport.base import QoSProfile, Transport
+from priorocc_ros.transport.base import PollTimer, QoSProfile, Transport
 
 CLOCK_QOS = QoSProfile("best_effort", "volatile", 1)  # rclcpp::ClockQoS / rclpy TimeSource
 _SPIN_POLL_S = 0.1  # longest wait between checks of the stop flag (signals, shutdown)
@@ -67,17 +67,6 @@ class _Subscription:
         self.decode_errors = 0
 
 
-class _Timer:
-    def __init__(self, period_s: float, callback: Callable[[], None]):
-        if period_s <= 0:
-            raise ValueError(f"timer period must be > 0 s, got {period_s}")
-        self.period_s = float(period_s)
-        self.callback = callback
-        self.next_t = time.monotonic() + self.period_s
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
 
 
 class DdsPublisher:
@@ -136,7 +125,7 @@ class DdsTransport(Transport):
         self._guard = GuardCondition(self._ctx.participant)
         self._waitset.attach(self._guard)
         self._subs: list[_Subscription] = []
-        self._timers: list[_Timer] = []
+        self._timers: list[PollTimer] = []
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._spinning = threading.Event()
@@ -189,8 +178,8 @@ class DdsTransport(Transport):
             return int(self._sim_time_ns or 0)
         return time.time_ns()
 
-    def create_timer(self, period_s: float, callback: Callable[[], None]) -> _Timer:
-        timer = _Timer(period_s, callback)
+    def create_timer(self, period_s: float, callback: Callable[[], None]) -> PollTimer:
+        timer = PollTimer(period_s, callback)
         with self._lock:
             self._timers.append(timer)
         self._guard.set(True)

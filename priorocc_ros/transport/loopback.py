@@ -17,7 +17,7 @@ from collections import defaultdict, deque
 from typing import Any, Callable
 
 from priorocc_ros.msgs import typestore
-from priorocc_ros.transport.base import QoSProfile, Transport
+from priorocc_ros.transport.base import PollTimer, QoSProfile, Transport
 
 
 class _ListLogger:
@@ -135,15 +135,6 @@ class _LoopbackPublisher:
         self.bus.publish(self.topic, self.type_name, msg, self.qos)
 
 
-class _Timer:
-    def __init__(self, period_s: float, callback: Callable[[], None]):
-        self.period_s = float(period_s)
-        self.callback = callback
-        self.next_t = time.monotonic() + self.period_s
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
 
 
 class LoopbackTransport(Transport):
@@ -163,7 +154,7 @@ class LoopbackTransport(Transport):
         self.parameters: dict[str, Any] = {}
         self.logger = _ListLogger(name, echo=echo_log)
         self._clock_ns = clock_ns or time.time_ns
-        self._timers: list[_Timer] = []
+        self._timers: list[PollTimer] = []
         self._stop = threading.Event()
         self._subs: list[tuple[str, Callable]] = []
 
@@ -193,7 +184,7 @@ class LoopbackTransport(Transport):
         return int(self._clock_ns())
 
     def create_timer(self, period_s, callback):
-        t = _Timer(period_s, callback)
+        t = PollTimer(period_s, callback)
         self._timers.append(t)
         return t
 
