@@ -23,13 +23,13 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .atomic import commit_temp, discard_temp, temp_path_for
 from .config import Config
+from .geometry import surround_rig
 from .model.bev_pool import PoolingIndices
 
 OPSET = 17
@@ -81,17 +81,8 @@ def example_rig(cfg: Config) -> dict[str, torch.Tensor]:
     """(1, N, ...) geometry of N cameras evenly spread in yaw, 1.5 m high (network-input pixels)."""
     n = len(cfg.model.image.cameras)
     h, w = cfg.model.image.input_size
-    K = torch.tensor([[w * 0.9, 0, w / 2], [0, w * 0.9, h / 2], [0, 0, 1.0]])
-    cams = []
-    for i in range(n):
-        yaw = 2 * np.pi * i / n
-        rz = torch.tensor([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]], dtype=torch.float32)
-        m = torch.eye(4)
-        m[:3, :3] = rz @ torch.tensor([[0, 0, 1.0], [-1, 0, 0], [0, -1, 0]])
-        m[2, 3] = 1.5
-        cams.append(m)
-    return dict(cam2ego=torch.stack(cams)[None], K=K.repeat(1, n, 1, 1),
-                img_aug=torch.eye(3).repeat(1, n, 1, 1), bev_aug=torch.eye(4)[None])
+    cam2ego, K = surround_rig(n, (h, w), focal=w * 0.9, height=1.5)
+    return dict(cam2ego=cam2ego[None], K=K[None], img_aug=torch.eye(3).repeat(1, n, 1, 1), bev_aug=torch.eye(4)[None])
 
 
 def export_onnx(model: nn.Module, cfg: Config, path: str | Path, logits: bool = False, opset: int = OPSET) -> Path:

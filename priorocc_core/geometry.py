@@ -156,3 +156,22 @@ def frustum_to_ego(
     pts = torch.einsum("bnij,bndhwj->bndhwi", combine, pts) + cam2ego[..., :3, 3].view(b, n, 1, 1, 1, 3)
     pts = torch.einsum("bij,bndhwj->bndhwi", bev_aug[:, :3, :3], pts) + bev_aug[:, :3, 3].view(b, 1, 1, 1, 1, 3)
     return pts
+
+
+def surround_rig(n: int, input_hw: tuple[int, int], focal: float, height: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """A synthetic rig for tests, export and benchmarks: ``n`` cameras evenly spread in yaw at
+    ``height`` metres, optical axes horizontal, principal point at the image centre.
+
+    Returns (cam2ego (n, 4, 4), K (n, 3, 3)) float32, in network-input pixels."""
+    h, w = input_hw
+    K = torch.tensor([[focal, 0, w / 2], [0, focal, h / 2], [0, 0, 1.0]])
+    cam_axes = torch.tensor([[0, 0, 1.0], [-1, 0, 0], [0, -1, 0]])  # camera z forward -> ego x
+    cams = []
+    for i in range(n):
+        yaw = 2 * math.pi * i / n
+        rz = torch.tensor([[math.cos(yaw), -math.sin(yaw), 0], [math.sin(yaw), math.cos(yaw), 0], [0, 0, 1]])
+        m = torch.eye(4)
+        m[:3, :3] = rz @ cam_axes
+        m[2, 3] = height
+        cams.append(m)
+    return torch.stack(cams), K.repeat(n, 1, 1)

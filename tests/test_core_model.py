@@ -1,11 +1,11 @@
 """The network: shapes per DESIGN.md, the injector switch, losses, configs."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 from priorocc_core.config import Config, ConfigError
+from priorocc_core.geometry import surround_rig
 from priorocc_core.model import build_model
 
 
@@ -13,21 +13,11 @@ def random_batch(cfg, b=1, train=True, seed=0):
     g = torch.Generator().manual_seed(seed)
     n = len(cfg.model.image.cameras)
     h, w = cfg.model.image.input_size
-    K = torch.tensor([[h * 1.5, 0, w / 2], [0, h * 1.5, h / 2], [0, 0, 1.0]])
-    # six cameras around the ego, optical axis horizontal, 1.5 m high
-    cams = []
-    for i in range(n):
-        yaw = 2 * np.pi * i / n
-        r_cam = torch.tensor([[0, 0, 1.0], [-1, 0, 0], [0, -1, 0]])  # camera axes in a forward-looking ego frame
-        rz = torch.tensor([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]], dtype=torch.float32)
-        m = torch.eye(4)
-        m[:3, :3] = rz @ r_cam
-        m[2, 3] = 1.5
-        cams.append(m)
+    cam2ego, K = surround_rig(n, (h, w), focal=h * 1.5, height=1.5)
     batch = dict(
         imgs=torch.randn(b, n, 3, h, w, generator=g),
-        cam2ego=torch.stack(cams).repeat(b, 1, 1, 1),
-        K=K.repeat(b, n, 1, 1),
+        cam2ego=cam2ego.repeat(b, 1, 1, 1),
+        K=K.repeat(b, 1, 1, 1),
         img_aug=torch.eye(3).repeat(b, n, 1, 1),
         bev_aug=torch.eye(4).repeat(b, 1, 1),
     )

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from priorocc_core.checkpoint import load_checkpoint  # noqa: E402
 from priorocc_core.config import load_config  # noqa: E402
+from priorocc_core.geometry import surround_rig  # noqa: E402
 from priorocc_core.model import build_model  # noqa: E402
 
 
@@ -27,19 +28,11 @@ def random_inputs(cfg, b: int, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     n = len(cfg.image.cameras)
     h, w = cfg.image.input_size
-    cams = []
-    for i in range(n):
-        yaw = torch.tensor(2 * torch.pi * i / n)
-        rz = torch.tensor([[torch.cos(yaw), -torch.sin(yaw), 0], [torch.sin(yaw), torch.cos(yaw), 0], [0, 0, 1]])
-        m = torch.eye(4)
-        m[:3, :3] = rz @ torch.tensor([[0, 0, 1.0], [-1, 0, 0], [0, -1, 0]])
-        m[2, 3] = 1.6
-        cams.append(m)
-    K = torch.tensor([[w * 0.9, 0, w / 2], [0, w * 0.9, h / 2], [0, 0, 1.0]])
+    cam2ego, K = surround_rig(n, (h, w), focal=w * 0.9, height=1.6)
     dx, dy, dz = cfg.grid.occ_size
     return dict(
         imgs=torch.randn(b, n, 3, h, w, generator=g),
-        cam2ego=torch.stack(cams).repeat(b, 1, 1, 1), K=K.repeat(b, n, 1, 1),
+        cam2ego=cam2ego.repeat(b, 1, 1, 1), K=K.repeat(b, 1, 1, 1),
         img_aug=torch.eye(3).repeat(b, n, 1, 1), bev_aug=torch.eye(4).repeat(b, 1, 1),
         voxel_semantics=torch.randint(0, cfg.head.num_classes, (b, dx, dy, dz), generator=g).to(torch.uint8),
         mask_camera=(torch.rand(b, dx, dy, dz, generator=g) > 0.3).to(torch.uint8),
