@@ -1,4 +1,4 @@
-"""Occ3D-nuScenes classes, colours and the camera order (see DESIGN.md)."""
+"""Occ3D-nuScenes classes, colours and the camera order (see docs/design.md)."""
 from __future__ import annotations
 
 import numpy as np

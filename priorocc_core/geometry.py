@@ -1,4 +1,4 @@
-"""Geometry as plain functions on 4x4 / 3x3 matrices (frames named as in DESIGN.md).
+"""Geometry as plain functions on 4x4 / 3x3 matrices (frames named as in docs/design.md).
 
 Conventions
 -----------

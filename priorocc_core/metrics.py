@@ -37,7 +37,7 @@ import numpy as np
 
 from .classes import FREE, IGNORE, NUM_OCC_CLASSES, NUM_SEG_CLASSES, OCC_CLASSES
 
-# Occ3D-nuScenes grid (DESIGN.md): x, y in [-40, 40), z in [-1, 5.4), 0.4 m voxels.
+# Occ3D-nuScenes grid (docs/design.md): x, y in [-40, 40), z in [-1, 5.4), 0.4 m voxels.
 PC_RANGE = (-40.0, -40.0, -1.0, 40.0, 40.0, 5.4)
 VOXEL_SIZE = 0.4
 RAY_THRESHOLDS = (1.0, 2.0, 4.0)

@@ -63,10 +63,11 @@ def train_aug(src_hw: tuple[int, int], cfg: ImageConfig, rng: np.random.Generato
     return ImageAug(resize, (new_w, new_h), (crop_w, crop_h, crop_w + fw, crop_h + fh), flip, rotate)
 
 
-def apply_image_aug(img: Image.Image, aug: ImageAug, resample=Image.BILINEAR) -> Image.Image:
+def apply_image_aug(img: Image.Image, aug: ImageAug, resample=Image.BICUBIC) -> Image.Image:
     """Apply ``aug`` to a PIL image the way FlashOCC's ``img_transform_core`` does.
 
-    Use ``resample=Image.NEAREST`` for label images.
+    FlashOCC calls ``img.resize(dims)`` without a filter, which is Pillow's BICUBIC for RGB
+    images: the default here is the same. Use ``resample=Image.NEAREST`` for label images.
     """
     img = img.resize(aug.resize_dims, resample=resample)
     img = img.crop(aug.crop)

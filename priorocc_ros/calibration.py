@@ -1,6 +1,6 @@
 """Calibration from ROS messages: CameraInfo -> K, TF -> cam2ego, and a YAML fallback.
 
-Matrices follow DESIGN.md: ``K`` (3, 3); ``cam2ego`` (4, 4) maps camera-frame points
+Matrices follow docs/design.md: ``K`` (3, 3); ``cam2ego`` (4, 4) maps camera-frame points
 (x right, y down, z forward, the optical frame nuScenes and ROS cameras use) to ``base_link``.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``OccupancyNodeCore(transport)`` declares the parameters, subscribes to the camera images,
 camera_info, /tf and /tf_static, synchronises the six streams, runs inference on its own
-thread (newest complete set wins), publishes the outputs of DESIGN.md and /diagnostics.
+thread (newest complete set wins), publishes the outputs of docs/design.md and /diagnostics.
 ``occupancy_node.py`` runs it over rclpy or Cyclone DDS; tests run it over the loopback
 transport. All message objects here are rosbags-style (``priorocc_ros.msgs``).
 

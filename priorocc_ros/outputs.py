@@ -12,7 +12,7 @@
   the predicted 2D classes.
 - ``diagnostics``: diagnostic_msgs/DiagnosticArray with the node's counters and latencies.
 
-The occupancy volume is (Dx, Dy, Dz) uint8 indexed [x, y, z] in ``base_link`` (DESIGN.md).
+The occupancy volume is (Dx, Dy, Dz) uint8 indexed [x, y, z] in ``base_link`` (docs/design.md).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The network: shapes per DESIGN.md, the injector switch, losses, configs."""
+"""The network: shapes per docs/design.md, the injector switch, losses, configs."""
 from __future__ import annotations
 
 import pytest

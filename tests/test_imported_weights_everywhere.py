@@ -33,7 +33,7 @@ def imported_m0(tmp_path_factory):
 
 def test_imported_m0_through_integration_test(imported_m0, capsys):
     assert _script("integration_test").main(["--checkpoint", str(imported_m0)]) == 0
-    assert "all stage shapes match DESIGN.md" in capsys.readouterr().out
+    assert "all stage shapes match docs/design.md" in capsys.readouterr().out
 
 
 def test_imported_m0_in_the_replay(imported_m0, tmp_path):

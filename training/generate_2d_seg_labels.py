@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Generate 2D semantic labels (Occ3D classes 0-16, 255 ignore) for the camera images of a
-nuScenes dataroot, in DESIGN.md's layout: <out>/<image path relative to dataroot>.png.
+nuScenes dataroot, in docs/design.md's layout: <out>/<image path relative to dataroot>.png.
 
 Sources (--sources, priority order, first one that labels a pixel wins):
   segformer   Cityscapes SegFormer via transformers (--model hub id or local folder)

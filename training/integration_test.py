@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Build a model from a config, run a training forward + backward and an inference forward on
 random inputs of the configured size, print every stage's shape, and exit non-zero on any
-mismatch with the shapes in DESIGN.md.
+mismatch with the shapes in docs/design.md.
 
     python training/integration_test.py --config training/configs/priorocc-r50.yaml
     python training/integration_test.py --checkpoint CKPT_DIR     # e.g. an imported FlashOCC model
@@ -42,7 +42,7 @@ def random_inputs(cfg, b: int, seed: int = 0) -> dict:
 
 
 def expected_shapes(cfg, b: int) -> dict:
-    """The shapes DESIGN.md fixes, computed from the config."""
+    """The shapes docs/design.md fixes, computed from the config."""
     n = len(cfg.image.cameras)
     h, w = cfg.image.input_size
     fh, fw = h // 16, w // 16
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     if errors:
         print("FAILED:\n  " + "\n  ".join(errors))
         return 1
-    print("all stage shapes match DESIGN.md")
+    print("all stage shapes match docs/design.md")
     return 0
 
 

@@ -1,6 +1,6 @@
 """OccDataset: nuScenes keyframes + Occ3D ground truth + 2D labels -> network samples.
 
-Per sample (N cameras, network input H x W, see DESIGN.md):
+Per sample (N cameras, network input H x W, see docs/design.md):
     imgs (N, 3, H, W) float32 normalised; cam2ego (N, 4, 4) float32 camera -> ego frame of
     the keyframe (LIDAR_TOP's ego pose), through each camera's own ego pose; K (N, 3, 3);
     img_aug (N, 3, 3); bev_aug (4, 4);

@@ -10,7 +10,7 @@ Formats
 * Occ3D ground truth ``labels.npz``: uint8 ``semantics``, ``mask_lidar``, ``mask_camera``,
   each (200, 200, 16) indexed [x, y, z] in the keyframe's ego frame.
 * 2D label PNG: (H, W) uint8 class index 0-16, 255 = ignore, same size as its image, at
-  ``<label_root>/<image path relative to dataroot, suffix .png>`` (DESIGN.md).
+  ``<label_root>/<image path relative to dataroot, suffix .png>`` (docs/design.md).
 * LIDAR_TOP sweep ``.pcd.bin``: float32 (P, 5) = x, y, z, intensity, ring, in the lidar frame.
 """
 from __future__ import annotations
@@ -80,7 +80,7 @@ def load_occ_gt(path: str | Path, shape: tuple[int, int, int] = (200, 200, 16)) 
 
 
 def seg_label_path(label_root: str | Path, dataroot: str | Path, image_path: str | Path) -> Path:
-    """Where the 2D label PNG of ``image_path`` lives (DESIGN.md layout)."""
+    """Where the 2D label PNG of ``image_path`` lives (docs/design.md layout)."""
     image_path = Path(image_path)
     try:
         rel = image_path.resolve().relative_to(Path(dataroot).resolve())

@@ -1,4 +1,4 @@
-"""2D semantic label sources for the SemanticInjector (DESIGN.md: classes 0-16, 255 ignore).
+"""2D semantic label sources for the SemanticInjector (docs/design.md: classes 0-16, 255 ignore).
 
 * ``projection``: the Occ3D ground truth seen from each camera: the class of the nearest
   occupied voxel along each pixel's ray (exact ray casting of the voxel grid, merged into

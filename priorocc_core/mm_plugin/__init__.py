@@ -14,7 +14,7 @@ is not installed):
   label arrays, ``tensor`` -> occupancy logits (B, 200, 200, 16, 18). ``inputs`` is the project's
   batch dict (imgs, cam2ego, K, img_aug, bev_aug, voxel_semantics, mask_camera, seg_labels).
 * MODELS ``SemanticInjector``: the plug-in itself (SegHead + FusionLayer).
-* TRANSFORMS ``LoadSeg2DLabels``: loads each camera's 2D label PNG (DESIGN.md layout) into
+* TRANSFORMS ``LoadSeg2DLabels``: loads each camera's 2D label PNG (docs/design.md layout) into
   ``results["gt_seg_2d"]`` (N, H, W) uint8, for FlashOCC / BEVDet pipelines (camera paths from
   ``results["curr"]["cams"][CAM]["data_path"]`` or ``results["img_filename"]``).
 * DATASETS ``PriorOccDataset``: the project's :class:`priorocc_core.data.OccDataset` built from a

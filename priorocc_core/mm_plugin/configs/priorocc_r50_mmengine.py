@@ -3,7 +3,7 @@
 #   from mmdet3d.registry import MODELS
 #   cfg = Config.fromfile("priorocc_core/mm_plugin/configs/priorocc_r50_mmengine.py")
 #   model = MODELS.build(cfg.model)       # custom_imports registers PriorOcc first
-# The model keys are the sections of priorocc_core.config.ModelConfig (see DESIGN.md).
+# The model keys are the sections of priorocc_core.config.ModelConfig (see docs/design.md).
 custom_imports = dict(imports=["priorocc_core.mm_plugin"], allow_failed_imports=False)
 
 point_cloud_range = [-40.0, -40.0, -1.0, 40.0, 40.0, 5.4]
