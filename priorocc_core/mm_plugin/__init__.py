@@ -19,6 +19,9 @@ is not installed):
   ``results["curr"]["cams"][CAM]["data_path"]`` or ``results["img_filename"]``).
 * DATASETS ``PriorOccDataset``: the project's :class:`priorocc_core.data.OccDataset` built from a
   project YAML config file (``config_file``, ``split``, ``train``, ``cfg_options``).
+* FUNCTIONS ``priorocc_collate``: the project's ``collate`` wrapped as ``{"inputs": batch}``, the
+  form mmengine's ``BaseModel.train_step`` passes to ``forward``; use it as the data loader's
+  ``collate_fn=dict(type="priorocc_collate")`` with ``PriorOccDataset``.
 
 Works with ``mmengine`` + ``mmcv-lite`` (no compiled mmcv ops are used). ``register_all()`` is
 idempotent. The package is optional: the project's own training never imports it.
@@ -47,6 +50,7 @@ except ImportError:  # pragma: no cover - depends on the environment
             "pip install mmengine mmcv-lite mmdet mmdet3d --no-deps (see docs/training.md)") from e
 
 from mmengine.model import BaseModel
+from mmengine.registry import FUNCTIONS
 
 try:
     from mmcv.transforms import BaseTransform
@@ -155,6 +159,13 @@ class PriorOccDataset(torch.utils.data.Dataset):
         return self.ds[i]
 
 
+def priorocc_collate(samples: Sequence[dict]) -> dict:
+    """OccDataset samples -> ``{"inputs": batch}`` (registered in FUNCTIONS as ``priorocc_collate``)."""
+    from ..data import collate
+
+    return {"inputs": collate(list(samples))}
+
+
 def _import_own_modules(registry) -> Optional[str]:
     """Let a registry import its own package's modules now (mmengine does it lazily on the first
     build). With mmcv-lite, mmdet3d.models / mmdet3d.datasets fail to import (compiled mmcv ops,
@@ -176,7 +187,15 @@ def register_all() -> dict[str, list[str]]:
 
     from ..model.semantic_injector import SemanticInjector
 
-    failed = [m for m in (_import_own_modules(r) for r in (MODELS, TRANSFORMS, DATASETS)) if m]
+    import importlib
+
+    from mmengine.registry import Registry
+
+    # every registry of the scope (a Runner with default_scope="mmdet3d" also builds its hooks,
+    # loops, visualizers, ...: mmdet3d.visualization needs compiled mmcv ops too)
+    scope_registries = [r for r in vars(importlib.import_module(f"{REGISTRY_SCOPE}.registry")).values()
+                        if isinstance(r, Registry)]
+    failed = [m for m in (_import_own_modules(r) for r in scope_registries) if m]
     if failed:
         warnings.warn("priorocc_core.mm_plugin: the registries' own modules could not be imported (expected with "
                       "mmcv-lite); only PriorOcc's modules are available: " + "; ".join(failed), stacklevel=2)
@@ -185,10 +204,13 @@ def register_all() -> dict[str, list[str]]:
     MODELS.register_module(name="SemanticInjector", module=SemanticInjector, force=True)
     TRANSFORMS.register_module(name="LoadSeg2DLabels", module=LoadSeg2DLabels, force=True)
     DATASETS.register_module(name="PriorOccDataset", module=PriorOccDataset, force=True)
+    FUNCTIONS.register_module(name="priorocc_collate", module=priorocc_collate, force=True)
     return {"models": ["PriorOcc", "SemanticInjector"], "transforms": ["LoadSeg2DLabels"],
-            "datasets": ["PriorOccDataset"], "scope": [REGISTRY_SCOPE], "unavailable": failed}
+            "datasets": ["PriorOccDataset"], "functions": ["priorocc_collate"], "scope": [REGISTRY_SCOPE],
+            "unavailable": failed}
 
 
 register_all()
 
-__all__ = ["DATASETS", "MODELS", "TRANSFORMS", "LoadSeg2DLabels", "MMPriorOcc", "PriorOccDataset", "register_all"]
+__all__ = ["DATASETS", "FUNCTIONS", "MODELS", "TRANSFORMS", "LoadSeg2DLabels", "MMPriorOcc", "PriorOccDataset",
+           "priorocc_collate", "register_all"]

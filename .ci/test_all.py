@@ -1,0 +1,74 @@
+"""Run several pytest commands one after the other and close with their total.
+
+    python .ci/test_all.py -- CMD1 ... -- CMD2 ...
+
+Every command runs (with ``--junitxml`` added), whatever the others did; each prints its own pytest
+closing line. The last line is the total over all runs, ``total: N passed, N failed, N skipped``
+(collection errors and runs that produced no report count as failed); the exit code is non-zero
+when any run failed.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+
+def split_commands(argv: list[str]) -> list[list[str]]:
+    cmds: list[list[str]] = []
+    for a in argv:
+        if a == "--":
+            cmds.append([])
+        elif cmds:
+            cmds[-1].append(a)
+        else:
+            raise SystemExit(f"test_all.py: expected '-- CMD ...', got {a!r}")
+    return [c for c in cmds if c]
+
+
+def junit_counts(path: Path) -> tuple[int, int, int] | None:
+    """(passed, failed, skipped) of a pytest junit XML file, None when absent or unreadable."""
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return None
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    tests = sum(int(s.get("tests", 0)) for s in suites)
+    failed = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
+    skipped = sum(int(s.get("skipped", 0)) for s in suites)
+    return tests - failed - skipped, failed, skipped
+
+
+def main(argv: list[str]) -> int:
+    cmds = split_commands(argv)
+    if not cmds:
+        raise SystemExit("test_all.py: no command given")
+    total = [0, 0, 0]
+    lines, worst = [], 0
+    with tempfile.TemporaryDirectory(prefix="priorocc-tests-") as tmp:
+        for i, cmd in enumerate(cmds):
+            xml = Path(tmp) / f"run{i}.xml"
+            try:
+                rc = subprocess.call(cmd + [f"--junitxml={xml}"])
+            except OSError as e:
+                print(f"test_all.py: cannot run {cmd[0]}: {e}", flush=True)
+                rc = 127
+            counts = junit_counts(xml)
+            if counts is None:  # crashed, or never started: one failure so the total shows it
+                counts = (0, 1, 0)
+                print(f"test_all.py: {' '.join(cmd)} exited {rc} without a test report", flush=True)
+            elif rc != 0 and counts[1] == 0:  # e.g. pytest's internal errors / usage errors
+                counts = (counts[0], 1, counts[2])
+            worst = worst or (rc if rc != 0 else 0)
+            total = [t + c for t, c in zip(total, counts)]
+            lines.append(f"run {i + 1} ({cmd[0]}): {counts[0]} passed, {counts[1]} failed, {counts[2]} skipped, "
+                         f"exit {rc}")
+    print("\n".join(lines))
+    print(f"total: {total[0]} passed, {total[1]} failed, {total[2]} skipped", flush=True)
+    return 1 if (worst or total[1]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
