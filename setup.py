@@ -27,6 +27,7 @@ setup(
         "console_scripts": [
             "priorocc_import = priorocc_core.importer:main",
             "priorocc_export = priorocc_core.export:main",
+            "priorocc_config_from_flashocc = priorocc_core.flashocc_config:main",
             "occupancy_node = priorocc_ros.occupancy_node:main",
             "nuscenes_to_bag = priorocc_ros.nuscenes_to_bag:main",
             "priorocc_replay = priorocc_ros.replay:main",
