@@ -4,11 +4,11 @@ The fixtures in tests/fixtures/flashocc/ are written for this project in FlashOC
 the values of FlashOCC's flashocc-r50-M0.py / flashocc-r50.py / flashocc-r50-4d-stereo.py (read from
 FlashOCC's repository); priorocc-r50.py is PriorOcc's own config in that format (docs/design.md).
 
-Mutations tried (each made a test here fail, then restored): FPN_LSS out_channels read from the
-head's in_dim; occ_z step from z without Dz; depth bins taken from data_config; grid_config of the
-view transformer ignored in favour of a wrong default; the 4D parts dropped without a note; the
-_base_ merge letting the base win; `for` bodies not run (data[...].update); Call of any name allowed
-(the marker file gets written); the unsupported-type check removed; the YAML written in place.
+Mutations tried (each made a test here fail, then restored): FPN_LSS out_channels taken from the
+BEV backbone's second stage; occ_z step = the pooling z step instead of range / Dz; the depth bins
+replaced by M1's; the temporal keys dropped without a note; the `sid` check dropped; the _base_
+merge letting the base win; `for` bodies not run (data[...].update); calls of any builtin allowed
+(open() writes the marker file); the unsupported-type check removed.
 """
 from __future__ import annotations
 
