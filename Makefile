@@ -26,14 +26,16 @@ mm-venv: $(STAMP)
 	  echo "building $(MM_VENV) (requirements-mm.txt $$h)"; rm -rf $(MM_VENV) && $(PY) -m venv $(MM_VENV) && \
 	  $(PY) -c "import sysconfig; print(f'import site; site.addsitedir({sysconfig.get_paths()[\"purelib\"]!r})')" \
 	    > "$$($(MM_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_priorocc_main_venv.pth" && \
-	  $(MM_VENV)/bin/pip install -q --no-deps -r requirements-mm.txt && echo "$$h" > $(MM_VENV)/.installed; \
+	  $(MM_VENV)/bin/pip install -q --no-deps -r requirements-mm.txt && touch $(MM_VENV)/COLCON_IGNORE && \
+	  echo "$$h" > $(MM_VENV)/.installed; \
 	fi
 
-# Both runs always run (a failed mm-venv build shows as a failed second run); the last line is the total of both, the exit code non-zero if either failed.
+# Both runs always run (a failed mm-venv build shows as a failed second run); the last line is the
+# total of both, the exit code non-zero if either failed.
 test: $(STAMP)
 	-@$(MAKE) --no-print-directory mm-venv
 	$(PY) .ci/test_all.py -- $(PY) -m pytest -q tests --ignore=$(MM_TESTS) \
-	                      -- $(MM_VENV)/bin/python -m pytest -q $(MM_TESTS)
+	                      -- env OMP_NUM_THREADS=1 $(MM_VENV)/bin/python -m pytest -q $(MM_TESTS)
 
 demo: $(STAMP)
 	$(PY) training/demo.py --checkpoint models/demo --out demo_out

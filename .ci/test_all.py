@@ -63,7 +63,8 @@ def main(argv: list[str]) -> int:
                 counts = (counts[0], 1, counts[2])
             worst = worst or (rc if rc != 0 else 0)
             total = [t + c for t, c in zip(total, counts)]
-            lines.append(f"run {i + 1} ({cmd[0]}): {counts[0]} passed, {counts[1]} failed, {counts[2]} skipped, "
+            label = next((a for a in cmd if "python" in Path(a).name), cmd[0])
+            lines.append(f"run {i + 1} ({label}): {counts[0]} passed, {counts[1]} failed, {counts[2]} skipped, "
                          f"exit {rc}")
     print("\n".join(lines))
     print(f"total: {total[0]} passed, {total[1]} failed, {total[2]} skipped", flush=True)
