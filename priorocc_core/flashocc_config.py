@@ -294,7 +294,7 @@ class _Converter:
             d["num_workers"] = int(data.get("workers_per_gpu"))
         for split in ("train", "val"):
             s = data.get(split, None) or {}
-            while isinstance(s, dict) and isinstance(s.get("dataset"), dict):  # CBGSDataset(dataset=...) wrappers
+            while isinstance(s, dict) and not s.get("ann_file") and isinstance(s.get("dataset"), dict):  # CBGS wrapper
                 if s.get("type"):
                     self.unmapped(f"data.{split}.type={s['type']}: dataset wrapper not mapped (no class-balanced "
                                   "sampling here)")
