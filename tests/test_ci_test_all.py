@@ -1,0 +1,41 @@
+""".ci/test_all.py (what `make test` runs): every run runs, the last line is the total of all runs,
+the exit code is non-zero when any run failed or produced no report.
+
+Mutations tried (each failed here, then restored): main() returning 0 whatever the runs did; the
+second run skipped after a failing first; failures of a run that left no report not counted.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "test_all.py"
+
+
+def _run(tmp_path, *cmds):
+    argv = [sys.executable, str(SCRIPT)]
+    for c in cmds:
+        argv += ["--", *c]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+
+def test_total_of_both_runs_and_exit_code(tmp_path):
+    (tmp_path / "test_a.py").write_text("def test_1(): pass\ndef test_2(): assert False\n")
+    (tmp_path / "test_b.py").write_text("import pytest\ndef test_3(): pass\n@pytest.mark.skip\ndef test_4(): pass\n")
+    pytest_cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    r = _run(tmp_path, pytest_cmd + ["test_a.py"], pytest_cmd + ["test_b.py"])
+    lines = r.stdout.strip().splitlines()
+    assert r.returncode == 1
+    assert lines[-1] == "total: 2 passed, 1 failed, 1 skipped"
+    assert "1 failed, 1 passed" in r.stdout and "1 passed, 1 skipped" in r.stdout  # both pytest closing lines
+
+    r = _run(tmp_path, pytest_cmd + ["test_b.py"], pytest_cmd + ["test_b.py"])
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "total: 2 passed, 0 failed, 2 skipped"
+
+
+def test_a_run_without_report_is_a_failure(tmp_path):
+    (tmp_path / "test_b.py").write_text("def test_3(): pass\n")
+    r = _run(tmp_path, [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_b.py"],
+             [str(tmp_path / "no-such-venv" / "python"), "-m", "pytest"])
+    assert r.returncode == 1 and r.stdout.strip().splitlines()[-1] == "total: 1 passed, 1 failed, 0 skipped"
