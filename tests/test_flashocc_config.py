@@ -8,7 +8,8 @@ Mutations tried (each made a test here fail, then restored): FPN_LSS out_channel
 BEV backbone's second stage; occ_z step = the pooling z step instead of range / Dz; the depth bins
 replaced by M1's; the temporal keys dropped without a note; the `sid` check dropped; the _base_
 merge letting the base win; `for` bodies not run (data[...].update); calls of any builtin allowed
-(open() writes the marker file); the unsupported-type check removed.
+(open() writes the marker file); the unsupported-type check removed; the injector's mid_channels
+fixed at 256; a non-ResNet backbone not listed.
 """
 from __future__ import annotations
 
@@ -92,6 +93,17 @@ def test_priorocc_config_in_flashocc_format():
     # the plug-in's own mmengine config (model type PriorOcc with our sections) gives our model section
     cfg2, _ = convert_flashocc_config(REPO / "priorocc_core" / "mm_plugin" / "configs" / "priorocc_r50_mmengine.py")
     assert cfg2.model == ref.model and cfg2.train.load_from == ref.train.load_from
+
+
+def test_injector_settings_are_taken_from_the_file(tmp_path):
+    src = (FIX / "priorocc-r50.py").read_text().replace(
+        "mid_channels=256, num_classes=17,\n                           loss_weight=0.3, softmax_before_fusion=False",
+        "mid_channels=128, num_classes=11,\n                           loss_weight=0.5, softmax_before_fusion=True")
+    assert "mid_channels=128" in src
+    (tmp_path / "variant.py").write_text(src)
+    inj = convert_flashocc_config(tmp_path / "variant.py")[0].model.injector
+    assert (inj.enabled, inj.mid_channels, inj.num_classes, inj.loss_weight, inj.softmax_before_fusion) == (
+        True, 128, 11, 0.5, True)
 
 
 def test_4d_stereo_parts_are_listed_not_dropped():
