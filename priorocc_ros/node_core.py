@@ -26,49 +26,20 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from priorocc_core.classes import CAMERAS
 from priorocc_ros import outputs
 from priorocc_ros.calibration import CalibrationError, StaticCalibration, TfBuffer, camera_info_to_K, load_calibration_yaml
 from priorocc_ros.msgs import header as make_header
 from priorocc_ros.msgs import stamp_to_ns
+from priorocc_ros.params import PARAMETERS
 from priorocc_ros.pipeline import OccupancyPipeline, OutputOptions, SetError, check_image_size, output_topics
 from priorocc_ros.runner import InferenceRunner
 from priorocc_ros.sync import ApproximateTimeSynchronizer, SyncedSet
-from priorocc_ros.transport.base import RELIABLE_QOS, SENSOR_DATA_QOS, TF_STATIC_QOS, Transport
+from priorocc_ros.transport.base import RELIABLE_QOS, SENSOR_DATA_QOS, TF_STATIC_LISTENER_QOS, Transport
 
 DIAG_NAME = "priorocc: occupancy"
 # DiagnosticStatus levels
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
 
-PARAMETERS: dict[str, Any] = {
-    # model
-    "checkpoint": "",  # checkpoint directory (model.safetensors + config.yaml)
-    "device": "cpu",  # cpu, cuda, cuda:0
-    "backend": "torch",  # torch, onnxruntime, openvino (priorocc_core.backends)
-    "precision": "fp32",  # fp32, bf16, fp16 (GPU)
-    # inputs
-    "cameras": list(CAMERAS),
-    "compressed": True,  # CompressedImage (True) or Image (False)
-    "image_topic": "",  # pattern with {camera}; "" = /{camera}/image_rect_compressed or /{camera}/image_rect
-    "camera_info_topic": "/{camera}/camera_info",
-    "slop": 0.06,  # seconds; max spread of stamps within one set
-    "sync_queue_size": 10,
-    "max_wait": 0.5,  # seconds an incomplete set waits for its missing cameras
-    "base_frame": "base_link",  # TF target frame and output frame_id
-    "calibration_file": "",  # YAML fallback for extrinsics (and K); see calibration.load_calibration_yaml
-    "max_image_pixels": 4096 * 4096,
-    "jpeg_reduce": 1,  # decode JPEGs at 1/n resolution (1, 2, 4, 8); K is scaled to match
-    # outputs
-    "publish_voxels": True,
-    "publish_markers": True,
-    "publish_bev": True,
-    "publish_overlay": True,
-    "overlay_alpha": 0.5,
-    "overlay_scale": 1.0,
-    "bev_unknown_from_cameras": True,
-    "queue_size": 1,  # sets waiting for inference; older ones are dropped
-    "diagnostics_period": 1.0,  # seconds
-}
 
 
 @dataclass
@@ -188,7 +159,7 @@ class OccupancyNodeCore:
         self._subs.append(transport.create_subscription("tf2_msgs/msg/TFMessage", "/tf", self._tf_cb(False),
                                                         RELIABLE_QOS))
         self._subs.append(transport.create_subscription("tf2_msgs/msg/TFMessage", "/tf_static", self._tf_cb(True),
-                                                        TF_STATIC_QOS))
+                                                        TF_STATIC_LISTENER_QOS))
         self._diag_timer = transport.create_timer(float(p["diagnostics_period"]), self.publish_diagnostics)
         # Move the long-lived heap (torch, the model, message classes) out of the garbage
         # collector's reach: building a MarkerArray allocates ~10^5 small objects per set, and
@@ -341,6 +312,8 @@ class OccupancyNodeCore:
             d[f"errors_{k}"] = v
         d["rate_hz"] = (len(times) - 1) / (times[-1] - times[0]) if len(times) >= 2 and times[-1] > times[0] else 0.0
         d["runner_dropped"] = self.runner.stats.dropped
+        for k, v in dict(getattr(self.t, "stats", {})).items():  # samples not decoded, callbacks that raised
+            d[f"transport_{k}"] = v
         for stage, ps in self.latency.percentiles().items():
             for q, v in ps.items():
                 if q != "n":

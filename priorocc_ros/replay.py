@@ -90,7 +90,7 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
     """Run the node over ``input_bag``; write every output topic to ``output_bag``.
 
     predictor: an OccupancyPredictor (else the ``checkpoint`` parameter is loaded).
-    parameters: node parameters (see node_core.PARAMETERS). Raises BagError if the input bag
+    parameters: node parameters (see params.PARAMETERS). Raises BagError if the input bag
     cannot be opened; damage further in is counted in ``bag_errors`` and the replay goes on.
     """
     params = dict(parameters or {})

@@ -1,5 +1,4 @@
 """Output message builders, calibration (CameraInfo, TF, YAML) and the transports."""
-import array
 import importlib
 import sys
 
@@ -170,76 +169,7 @@ def test_loopback_delivers_and_latches():
         a.create_publisher("sensor_msgs/msg/Image", "/a/out", RELIABLE_QOS).publish(new_msg("sensor_msgs/msg/Image"))
 
 
-# --------------------------------------------------------------------------- rclpy adapter
-class _RclpyLike:
-    """Mimics rosidl-generated rclpy classes: uint8[]/numeric sequences must be array.array,
-    fixed numeric arrays numpy, byte fields 1-byte bytes."""
-
-    _fields: dict = {}
-
-    def __init__(self):
-        for k in self._fields:
-            object.__setattr__(self, k, None)
-
-    def __setattr__(self, k, v):
-        kind = self._fields[k]
-        if kind == "seq_num":
-            assert isinstance(v, array.array), (k, type(v))
-        if kind == "arr_num":
-            assert isinstance(v, np.ndarray), (k, type(v))
-        if kind == "byte":
-            assert isinstance(v, bytes) and len(v) == 1, (k, v)
-        object.__setattr__(self, k, v)
-
-
-def _fake_rclpy_resolver():
-    from rosbags.interfaces import Nodetype
-
-    from priorocc_ros.msgs import typestore
-
-    cache = {}
-
-    def resolve(type_name):
-        if type_name not in cache:
-            fields = {}
-            for name, (kind, arg) in typestore().fielddefs[type_name][1]:
-                if kind == Nodetype.BASE:
-                    fields[name] = "byte" if arg[0] == "byte" else "base"
-                elif kind == Nodetype.NAME:
-                    fields[name] = "msg"
-                else:
-                    (sk, sa), _ = arg
-                    numeric = sk == Nodetype.BASE and sa[0] not in ("string", "bool", "byte", "char")
-                    fields[name] = ("seq_num" if kind == Nodetype.SEQUENCE else "arr_num") if numeric else "list"
-            cache[type_name] = type(type_name.replace("/", "_"), (_RclpyLike,), {"_fields": fields})
-        return cache[type_name]
-
-    return resolve
-
-
-def test_rclpy_converter_round_trip_generic():
-    from priorocc_ros.transport.rclpy_transport import RclpyConverter
-
-    conv = RclpyConverter(resolve=_fake_rclpy_resolver())
-    pc = outputs.voxels_to_pointcloud2(occ_sample(), header(STAMP, "base_link"))
-    r = conv.to_rclpy(pc, "sensor_msgs/msg/PointCloud2")
-    assert isinstance(r.data, array.array) and r.data.typecode == "B" and len(r.data) == len(pc.data)
-    back = conv.from_rclpy(r, "sensor_msgs/msg/PointCloud2")
-    assert serialize(back) == serialize(pc)
-    info = make_camera_info(np.eye(3) * 5 + np.diag([0, 0, -4]), 16, 9, header(STAMP, "CAM"))
-    ri = conv.to_rclpy(info, "sensor_msgs/msg/CameraInfo")
-    assert isinstance(ri.k, np.ndarray) and isinstance(ri.d, array.array) and ri.d.typecode == "d"
-    assert serialize(conv.from_rclpy(ri, "sensor_msgs/msg/CameraInfo")) == serialize(info)
-    d = outputs.diagnostics(header(STAMP, "b"), "n", "h", 2, "m", {"k": "v"})
-    rd = conv.to_rclpy(d, "diagnostic_msgs/msg/DiagnosticArray")
-    assert rd.status[0].level == b"\x02"
-    assert serialize(conv.from_rclpy(rd, "diagnostic_msgs/msg/DiagnosticArray")) == serialize(d)
-    g = outputs.voxels_to_occupancy_grid(occ_sample(), header(STAMP, "b"))
-    rg = conv.to_rclpy(g, "nav_msgs/msg/OccupancyGrid")
-    assert rg.data.typecode == "b"
-    assert serialize(conv.from_rclpy(rg, "nav_msgs/msg/OccupancyGrid")) == serialize(g)
-
-
+# --------------------------------------------------------------------------- node entry point and launch file
 def test_node_module_imports_without_rclpy_and_launch_file_parses():
     import priorocc_ros.occupancy_node as node
     import priorocc_ros.transport.rclpy_transport  # noqa: F401 - imports rclpy lazily
