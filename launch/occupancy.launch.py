@@ -35,6 +35,8 @@ LAUNCH_ONLY = [
     ("player", "auto", "bag player: ros2bag (ros2 bag play), priorocc (priorocc_play, no rosbag2 needed), "
                        "auto (ros2bag if installed, else priorocc)"),
     ("rate", "1.0", "bag playback rate"),
+    ("bag_delay", "1.0", "seconds the player waits (after the node runs and, for priorocc, its subscriptions "
+                         "are matched) before the first message, so discovery completes both ways"),
     ("loop", "false", "loop the bag"),
     ("rviz", "true", "start rviz2 with the PriorOcc configuration"),
     ("rviz_config", "", "rviz2 configuration; empty = the shipped priorocc.rviz for node_name and base_frame"),
@@ -50,15 +52,15 @@ def _has_package(name):
         return False
 
 
-def player_command(player, bag, rate, loop):
+def player_command(player, bag, rate, loop, delay="0"):
     """The command line of the bag player (``player``: ros2bag, priorocc or auto)."""
     if player == "auto":
         player = "ros2bag" if _has_package("ros2bag") else "priorocc"
     if player == "ros2bag":
-        cmd = ["ros2", "bag", "play", bag, "--clock", "--rate", rate]
+        cmd = ["ros2", "bag", "play", bag, "--clock", "--rate", rate, "--delay", delay]
     elif player == "priorocc":
         exe = os.path.join(get_package_prefix("priorocc"), "lib", "priorocc", "priorocc_play")
-        cmd = [exe, bag, "--clock", "--rate", rate, "--wait-for-subscribers", "1"]
+        cmd = [exe, bag, "--clock", "--rate", rate, "--wait-for-subscribers", "1", "--delay", delay]
     else:
         raise ValueError(f"player:={player!r}: expected ros2bag, priorocc or auto")
     return cmd + (["--loop"] if loop else [])
@@ -96,7 +98,8 @@ def _launch_setup(context, *args, **kwargs):
     )
     actions = [node]
     if bag:
-        player = ExecuteProcess(cmd=player_command(get("player"), bag, get("rate"), get("loop").lower() == "true"),
+        player = ExecuteProcess(cmd=player_command(get("player"), bag, get("rate"), get("loop").lower() == "true",
+                                                   get("bag_delay")),
                                 output="screen", name="bag_player")
         started = []
 

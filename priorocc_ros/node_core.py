@@ -97,6 +97,7 @@ class OccupancyNodeCore:
         block: the synchroniser waits for the runner instead of dropping sets (offline replay)."""
         self.t = transport
         self.log = transport.logger
+        self._block = block
         defaults = dict(PARAMETERS)
         defaults.update(parameters or {})
         self.p = {k: transport.declare_parameter(k, v) for k, v in defaults.items()}
@@ -272,11 +273,25 @@ class OccupancyNodeCore:
             c2e.append(m)
         return np.stack(Ks), np.stack(c2e)
 
+    def _calibration_waiting(self, stamp_ns: int, image_msgs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """``calibration_for``, waiting up to ``calibration_wait`` seconds for CameraInfo / TF that
+        are still on their way, as tf2's MessageFilter does (on the real ROS 2 the first set of a
+        bag can complete ~60-80 ms before /tf_static's reliable sample and some CameraInfos are
+        dispatched). Offline (``block``) the order is the bag's, so nothing is on its way."""
+        deadline = time.monotonic() + (0.0 if self._block else float(self.p["calibration_wait"]))
+        while True:
+            try:
+                return self.calibration_for(stamp_ns, image_msgs)
+            except SetError as e:
+                if e.kind != "calibration" or time.monotonic() >= deadline or self._closed:
+                    raise
+                time.sleep(0.01)
+
     def _process(self, item: tuple[SyncedSet, float, int]) -> None:
         s, t_set, wall_set = item
         t0 = time.perf_counter()
         self.latency.add("queue", t0 - t_set)
-        K, cam2ego = self.calibration_for(s.stamp_ns, s.items)
+        K, cam2ego = self._calibration_waiting(s.stamp_ns, s.items)
         res = self.pipeline.run(s.stamp_ns, s.items, K, cam2ego)
         t1 = time.perf_counter()
         for key, msg in res.messages.items():

@@ -84,15 +84,17 @@ def make_transport(kind: str, node_name: str, params: dict[str, Any], argv: list
 
 
 def split_ros_args(argv: list[str]) -> tuple[list[str], bool]:
-    """(argv without ROS arguments, whether there were any), with rclpy's own
-    ``remove_ros_args`` when rclpy imports (it knows ``--ros-args ... --`` and every form)."""
+    """(argv without ROS arguments, whether there were any). With ``--ros-args`` present,
+    rclpy's own ``remove_ros_args`` decides (it knows ``--ros-args ... --`` and every form);
+    without it there are none (this keeps ``-p NAME:=VALUE`` of the dds transport, which rcl
+    would take for deprecated remap rules)."""
+    if "--ros-args" not in argv:
+        return list(argv), False
     try:
         from rclpy.utilities import remove_ros_args
     except ImportError:  # no ROS 2: everything from --ros-args on would be ROS arguments
-        own = argv[:argv.index("--ros-args")] if "--ros-args" in argv else list(argv)
-        return own, len(own) != len(argv)
-    own = remove_ros_args(["occupancy_node"] + list(argv))[1:]
-    return own, len(own) != len(argv)
+        return argv[:argv.index("--ros-args")], True
+    return remove_ros_args(["occupancy_node"] + list(argv))[1:], True
 
 
 def main(argv: list[str] | None = None) -> int:

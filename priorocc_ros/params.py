@@ -28,6 +28,8 @@ PARAMETER_DOCS: dict[str, tuple[Any, str]] = {
     "sync_queue_size": (10, "images per camera the synchroniser keeps"),
     "max_wait": (0.5, "seconds an incomplete set waits for its missing cameras"),
     "base_frame": ("base_link", "TF target frame of the camera extrinsics and frame_id of the outputs"),
+    "calibration_wait": (0.5, "seconds a set waits for CameraInfo / TF still on their way before it fails "
+                              "(as tf2's MessageFilter waits for transforms)"),
     "calibration_file": ("", "YAML calibration used when TF / CameraInfo have no camera (fallback)"),
     "max_image_pixels": (4096 * 4096, "larger images are rejected"),
     "jpeg_reduce": (1, "decode JPEGs at 1/n resolution (1, 2, 4, 8); K is scaled to match"),

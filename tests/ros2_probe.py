@@ -64,6 +64,7 @@ def main():
     ap.add_argument("--rate", type=float, default=1.0)
     ap.add_argument("--garbage", default=None)
     ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--linger", type=float, default=0.0, help="seconds to go on receiving once --until is met")
     args = ap.parse_args()
     rclpy.init()
     node = rclpy.create_node("priorocc_test_probe")
@@ -102,6 +103,9 @@ def main():
             # wait until the node under test has matched every played topic
             while time.monotonic() < deadline and not all(p.get_subscription_count() > 0 for p, _ in pubs.values()):
                 rclpy.spin_once(node, timeout_sec=0.05)
+            settle = time.monotonic() + 1.0  # let discovery complete on the node's side too
+            while time.monotonic() < settle:
+                rclpy.spin_once(node, timeout_sec=0.05)
             t_bag0 = t_wall0 = None
             for c, t, raw in reader.messages():
                 if t_bag0 is None:
@@ -114,7 +118,9 @@ def main():
             out.write(json.dumps({"played": True}) + "\n")
     while not stop and time.monotonic() < deadline:
         if until and all(counts.get(t, 0) >= n for t, n in until.items()):
-            break
+            deadline = min(deadline, time.monotonic() + args.linger)
+            until = {}
+            continue
         rclpy.spin_once(node, timeout_sec=0.05)
     out.write(json.dumps({"counts": counts}) + "\n")
     del subs

@@ -53,7 +53,11 @@ class RclpyTransport(Transport):
 
         self._rclpy = rclpy
         if not rclpy.ok():
-            rclpy.init(args=args)
+            # rclpy's own SIGINT handler would invalidate the context before the node's final
+            # diagnostics; without it SIGINT is a KeyboardInterrupt that ends spin() cleanly
+            from rclpy.signals import SignalHandlerOptions
+
+            rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
         self.node = Node(node_name)
         self.name = self.node.get_name()
         self.logger = self.node.get_logger()  # has info / warning / error
