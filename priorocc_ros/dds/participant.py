@@ -33,7 +33,7 @@ from priorocc_ros.dds import graph
 from priorocc_ros.dds.idl_types import from_idl, idl_class, to_idl
 from priorocc_ros.dds.names import topic_to_dds, type_to_dds
 from priorocc_ros.dds.qos import to_cyclone_qos
-from priorocc_ros.msgs import typestore
+from priorocc_ros.msgs import serialize, typestore
 from priorocc_ros.transport.base import QoSProfile
 
 ANY_STATE = SampleState.Any | ViewState.Any | InstanceState.Any
@@ -91,7 +91,7 @@ def encode(msg: Any, type_name: str, codec: str = "cdr") -> bytes | bytearray | 
     endian), padded to 4 bytes."""
     try:
         if codec == "cdr":
-            return _pad4(typestore().serialize_cdr(msg, type_name))
+            return _pad4(serialize(msg, type_name))
         if codec == "idl":
             return _pad4(to_idl(msg, type_name).serialize(use_version_2=False))
     except Exception as exc:  # noqa: BLE001 - re-raised with context
