@@ -258,7 +258,8 @@ def test_ros2_run_with_parameters_and_the_cli(install, tmp_path):
 
 def test_rclpy_transport_callback_that_raises_is_logged_counted_and_the_node_goes_on(tmp_path):
     """On real rclpy: a subscription callback and a timer callback that raise are logged and
-    counted; the next message is still delivered (rclpy's executor would re-raise them)."""
+    counted; the next message is still delivered (rclpy's executor would re-raise them).
+    Messages cross rclpy as CDR bytes (publish(bytes), raw subscriptions)."""
     env = ros_env(tmp_path)
     env["PYTHONPATH"] = f"{ROOT}:{env.get('PYTHONPATH', '')}"
     script = tmp_path / "raising.py"
@@ -279,17 +280,22 @@ def tick():
     raise ValueError("bad timer")
 sub = t.create_subscription("std_msgs/msg/Header", "/x", cb, RELIABLE_QOS)
 pub = t.create_publisher("std_msgs/msg/Header", "/x", RELIABLE_QOS)
+sent = []  # what reaches rclpy's Publisher.publish: CDR bytes, not converted messages
+orig = pub._pub.publish
+pub._pub.publish = lambda data: (sent.append(type(data).__name__), orig(data))
 t.create_timer(0.2, tick)
 th = threading.Thread(target=t.spin); th.start()
 time.sleep(1.0)
 pub.publish(header(1, "bad")); time.sleep(0.5); pub.publish(header(2, "good")); time.sleep(0.8)
+raw = [bool(s.raw) for s in t.node.subscriptions]
 t.shutdown(); th.join(5)
-print(json.dumps({"got": got, "stats": dict(t.stats), "ticks": len(ticks)}))
+print(json.dumps({"got": got, "stats": dict(t.stats), "ticks": len(ticks), "sent": sent, "raw": raw}))
 ''')
     res = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["got"] == ["bad", "good"], out
+    assert out["sent"] == ["bytes", "bytes"] and out["raw"] == [True], out  # raw CDR both ways
     assert out["ticks"] >= 3 and out["stats"]["callback_errors"] == 1 + out["ticks"], out
     assert "callback for /x raised RuntimeError: bad message" in res.stderr
     assert "callback for timer raised ValueError: bad timer" in res.stderr
