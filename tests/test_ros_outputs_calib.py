@@ -76,7 +76,7 @@ def test_occupancy_grid_layout_and_states():
 
 
 def test_camera_visibility_of_a_ring_covers_the_far_field():
-    from priorocc_ros.testing import nuscenes_like_rig
+    from tests.ros_helpers import nuscenes_like_rig
 
     K, c2e = nuscenes_like_rig((900, 1600))
     vis = outputs.camera_visibility(c2e, K, [(900, 1600)] * 6)

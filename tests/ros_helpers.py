@@ -1,5 +1,5 @@
-"""Helpers for tests, benchmarks and the demo bag: a tiny checkpoint, a rig of six cameras,
-and a writer of small camera bags with controllable defects. Not used by the node."""
+"""Helpers for tests and benchmarks: a tiny checkpoint, a rig of six cameras, and a writer of
+small camera bags with controllable defects. Not part of the runtime package."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +14,7 @@ from priorocc_ros.image_codec import encode_compressed, encode_image
 from priorocc_ros.msgs import header, new_msg
 from priorocc_ros.transport.base import SENSOR_DATA_QOS, TF_STATIC_QOS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[1]  # the repository root
 TINY_CONFIG = REPO / "training" / "configs" / "tiny.yaml"
 
 
