@@ -9,12 +9,13 @@ and run from there (install/setup.bash), not from the source tree.
 Mutations tried (each made the named test fail; restored):
 - setup.cfg deleted -> colcon installs the scripts into bin/: ``ros2 launch`` / ``ros2 run``
   find no executable (launch / run tests).
-- launch file: player started together with the node (no ready event) -> sets played
-  while the model loads are lost: fewer than 6 outputs (test_launch_...).
-- rclpy transport: ``raw=True`` dropped from create_subscription -> callbacks get rclpy
-  objects, deserialize raises, nothing out (launch test); publish(msg) of a rosbags object
-  -> TypeError in rclpy (launch test).
+- launch file: player started together with the node (no ready event) -> both launch tests
+  fail (the first set is played into a node still loading).
+- rclpy transport: ``raw=True`` dropped -> callback test fails (rclpy objects reach the
+  deserialiser); ``publish(msg)`` instead of CDR bytes -> rclpy TypeError (callback test).
 - rclpy transport: guard removed -> the raising callback stops the executor (callback test).
+- tf_static listener depth 1, timer on the node clock, argv split at the first --ros-args,
+  rviz config not rewritten: see the tests' own docstrings (each fails).
 - DdsContext without node announcement -> ``ros2 node list`` lacks /priorocc_dds (interop);
   endpoint USER_DATA without type hash -> the rclpy peer logs "Failed to parse type hash"
   (interop); char hashed as char -> rmw_dds_common hashes differ from rclpy's (type hash test).
@@ -391,3 +392,70 @@ def test_launch_loop_gives_outputs_on_both_passes(looped):
     """Both passes give outputs: a first-pass stamp comes out again."""
     stamps = [r["stamp_ns"] for r in looped if r.get("topic") == "/priorocc/bev"]
     assert len(stamps) >= 8 and len(set(stamps)) < len(stamps), stamps
+
+
+def test_rclpy_transport_tf_static_sim_time_timer_and_ros_args(tmp_path):
+    """On real rclpy: /tf_static from two static broadcasters that published before the node
+    subscribed both arrive (tf2 listener depth 100; a depth-1 reader keeps one); the timer
+    fires under use_sim_time with no /clock (steady clock; a node-clock timer would wait for
+    sim time forever); ROS arguments are removed by rclpy's remove_ros_args, ``--`` included.
+    Mutations: TF_STATIC_LISTENER_QOS depth 1 -> one frame missing; timer on the node clock ->
+    no tick; split at the first --ros-args -> '--node-name x' after '--' lost."""
+    env = ros_env(tmp_path)
+    env["PYTHONPATH"] = f"{ROOT}:{env.get('PYTHONPATH', '')}"
+    script = tmp_path / "tf_static.py"
+    script.write_text('''
+import json, threading, time
+import rclpy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from tf2_msgs.msg import TFMessage
+from geometry_msgs.msg import TransformStamped
+from priorocc_ros.occupancy_node import split_ros_args
+from priorocc_ros.transport.base import TF_STATIC_LISTENER_QOS
+from priorocc_ros.transport.rclpy_transport import RclpyTransport
+own = split_ros_args(["--transport", "ros", "--ros-args", "-p", "a:=1", "--", "--node-name", "x"])
+t = RclpyTransport("tfs", args=["tfs", "--ros-args", "-p", "use_sim_time:=true"])
+latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+pubs = []
+for k in range(2):  # two static broadcasters, as tf2_ros.StaticTransformBroadcaster publishes
+    n = rclpy.create_node(f"broadcaster{k}")
+    p = n.create_publisher(TFMessage, "/tf_static", latched)
+    ts = TransformStamped(); ts.header.frame_id = "base_link"; ts.child_frame_id = f"cam{k}"
+    ts.transform.rotation.w = 1.0
+    p.publish(TFMessage(transforms=[ts])); pubs.append((n, p))
+time.sleep(1.0)
+frames, ticks = [], []
+sub = t.create_subscription("tf2_msgs/msg/TFMessage", "/tf_static",
+                            lambda m: frames.extend(x.child_frame_id for x in m.transforms), TF_STATIC_LISTENER_QOS)
+t.create_timer(0.2, lambda: ticks.append(1))
+th = threading.Thread(target=t.spin); th.start()
+time.sleep(2.0)
+sim = t.use_sim_time if hasattr(t, "use_sim_time") else t.node.get_parameter("use_sim_time").value
+t.shutdown(); th.join(5)
+print(json.dumps({"frames": sorted(frames), "ticks": len(ticks), "sim": sim, "own": own}))
+''')
+    res = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["frames"] == ["cam0", "cam1"], out
+    assert out["sim"] is True and out["ticks"] >= 3, out
+    assert out["own"] == [["--transport", "ros", "--node-name", "x"], True], out
+
+
+def test_launch_rviz_config_follows_node_name_and_base_frame(install, tmp_path):
+    """The installed launch file's rviz configuration for node_name:=robot base_frame:=odom."""
+    env = ros_env(tmp_path, install)
+    code = ('import importlib.util, os, sys\n'
+            'from ament_index_python.packages import get_package_share_directory as d\n'
+            'f = os.path.join(d("priorocc"), "launch", "occupancy.launch.py")\n'
+            's = importlib.util.spec_from_file_location("l", f); m = importlib.util.module_from_spec(s)\n'
+            's.loader.exec_module(m)\n'
+            'print(m.rviz_config_for("priorocc", "base_link")); print(m.rviz_config_for("robot", "odom"))\n')
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr[-3000:]
+    shipped, moved = res.stdout.split()
+    text = Path(moved).read_text()
+    Path(moved).unlink()
+    assert shipped.endswith("share/priorocc/rviz/priorocc.rviz")
+    assert "/robot/markers" in text and "/robot/bev" in text and "/priorocc/" not in text
+    assert "Fixed Frame: odom" in text and "base_link" not in text
