@@ -112,7 +112,8 @@ class HeadConfig:
     out_dim: int = 256  # = C_enc in FlashOCC
     num_classes: int = 18
     use_mask: bool = True  # train on voxels inside mask_camera
-    class_balance: bool = False  # class weights 1 / log(frequency)
+    class_balance: bool = False  # class weights 1 / log(frequency) (FlashOCC's, Occ3D-nuScenes counts)
+    class_weights: tuple[float, ...] = ()  # explicit cross-entropy weight per class (num_classes values); overrides class_balance
 
 
 @dataclass
@@ -149,13 +150,16 @@ class TrainConfig:
     grad_clip: float = 5.0
     warmup_iters: int = 200
     warmup_ratio: float = 0.001
-    lr_steps: tuple[int, ...] = (24,)  # epochs at which lr is multiplied by 0.1
+    lr_steps: tuple[int, ...] = (24,)  # epochs at which lr is multiplied by 0.1 (lr_policy step)
+    lr_policy: str = "step"  # step: x0.1 at lr_steps; cosine: after warm-up, cosine to lr * min_lr_ratio at the run's end
+    min_lr_ratio: float = 0.01  # cosine floor
     epochs: int = 24
     max_iters: int = 0  # > 0 stops after this many iterations (smoke runs, ablations)
     batch_size: int = 4  # per process
     ema: bool = True
     ema_decay: float = 0.9990
-    amp: bool = True  # CUDA only
+    amp: bool = True  # CUDA: float16 autocast; CPU: bfloat16 autocast only where the CPU has AMX / avx512_bf16
+    channels_last: bool = False  # NHWC memory format for the convolutions
     seed: int = 0
     log_interval: int = 10
     checkpoint_interval: int = 1  # epochs

@@ -147,3 +147,24 @@ def test_integration_script_passes_on_tiny(opts, capsys):
     out = capsys.readouterr().out
     assert "BEV (lift-splat)" in out and "occupancy logits" in out
     assert ("SemanticInjector" in out) == (not opts)
+
+
+def test_explicit_class_weights_weight_the_occupancy_loss():
+    """head.class_weights: the loss is the weighted mean sum_i w[y_i] ce_i / sum_i w[y_i] over masked voxels
+    (torch's weighted cross-entropy mean); a wrong length is refused."""
+    import torch
+    import torch.nn.functional as F
+
+    from priorocc_core.model.occ_head import OccHead2D
+
+    w = [float(i + 1) for i in range(18)]
+    head = OccHead2D(8, 8, dz=2, num_classes=18, class_weights=w)
+    logits = torch.randn(1, 3, 3, 2, 18)
+    target = torch.randint(0, 18, (1, 3, 3, 2))
+    mask = torch.rand(1, 3, 3, 2) > 0.3
+    want = F.cross_entropy(logits[mask], target[mask], weight=torch.tensor(w))
+    assert head.loss(logits, target, mask).item() == pytest.approx(want.item(), rel=1e-5)
+    assert OccHead2D(8, 8, 2, 18).loss(logits, target, mask).item() == pytest.approx(
+        F.cross_entropy(logits[mask], target[mask]).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="class_weights"):
+        OccHead2D(8, 8, 2, 18, class_weights=[1.0] * 17)

@@ -124,3 +124,65 @@ def test_make_synthetic_cli(tmp_path):
     assert (tmp_path / "w" / "v1.0-test" / "scene.json").is_file()
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "x"), "--scenes", "0"])
+
+
+def test_batched_rasteriser_large_faces_match_slab_test():
+    """Faces bigger than one tile (raycast._SMALL px) are cut into tiles and drawn in batches; at 216 x 384
+    most of the image is such faces. Box index, face axis and distance equal the brute-force ray/box
+    slab test (cast_rays) on every pixel but a few on box edges (float32 rounding).
+    Mutations tried: a tile row offset by one (y0 + (ty + 1) * S); every face plane 1 % too far
+    (face_coefficients c * 1.01): each fails here."""
+    import torch
+
+    from priorocc_core.data import raycast
+    from priorocc_core.data.raycast import cast_camera, cast_rays
+    from priorocc_core.data.synthetic import build_scene, load_rig
+    from priorocc_core.data.synthetic.render import BoxTable
+
+    rig = load_rig()
+    sc = build_scene(1, 0, 3)
+    bt = BoxTable.from_scene(sc, 1)
+    hw = (216, 384)
+    for ch in ("CAM_FRONT_LEFT", "CAM_BACK"):
+        K = rig.K_at(ch, hw)
+        c2l = sc.ego2local(1) @ rig.cameras[ch].sensor2ego
+        r = cast_camera(c2l, K, hw, bt.lo, bt.hi)
+        o = torch.from_numpy(r["origin"]).float().expand(hw[0] * hw[1], 3)
+        t2, i2 = cast_rays(o, r["dirs"].reshape(-1, 3), bt.lo, bt.hi)
+        i1, t1 = r["idx"].reshape(-1), r["t"].reshape(-1)
+        boxes = i2 >= 0
+        # pixels on boxes whose face is larger than a tile: the case the tiles exist for
+        rects = raycast.box_screen_rects(bt.lo, bt.hi, np.linalg.inv(c2l), K, hw)
+        big = torch.from_numpy((rects[:, 2] - rects[:, 0] > raycast._SMALL) | (rects[:, 3] - rects[:, 1] > raycast._SMALL))
+        on_big = boxes & big[i2.clamp(min=0)]
+        assert on_big.float().mean() > 0.2, "scene does not exercise large faces"
+        same = i1 == i2
+        assert same[boxes].float().mean() > 0.999 and same[on_big].float().mean() > 0.999
+        both = same & boxes
+        assert torch.allclose(t1[both], t2[both], rtol=1e-4, atol=1e-3)
+        # with the ground plane: the nearer of the ground and the slab test's box
+        gz = -0.6
+        rg = cast_camera(c2l, K, hw, bt.lo, bt.hi, ground_z=gz)
+        dz = r["dirs"].reshape(-1, 3)[:, 2]
+        tg = torch.where(dz < -1e-6, (gz - float(r["origin"][2])) / dz, torch.full_like(dz, float("inf")))
+        want_t = torch.minimum(t2, tg)
+        want_i = torch.where(t2 < tg, i2, torch.full_like(i2, -1))
+        assert (rg["idx"].reshape(-1) == want_i).float().mean() > 0.999
+        fin = torch.isfinite(want_t) & (rg["idx"].reshape(-1) == want_i)
+        assert torch.allclose(rg["t"].reshape(-1)[fin], want_t[fin], rtol=1e-4, atol=1e-3)
+
+
+def test_split_tiles_partitions_rectangles():
+    """Tiles of each rectangle cover it exactly once (pixel count and union) and never exceed _SMALL."""
+    from priorocc_core.data import raycast
+
+    rects = np.array([[0, 0, 1, 1], [3, 5, 100, 51], [10, 10, 58, 58], [0, 0, 200, 97]])
+    tiles, src = raycast._split_tiles(rects)
+    assert ((tiles[:, 2] - tiles[:, 0]) <= raycast._SMALL).all() and ((tiles[:, 3] - tiles[:, 1]) <= raycast._SMALL).all()
+    for i, (x0, y0, x1, y1) in enumerate(rects):
+        cover = np.zeros((200, 200), dtype=int)
+        for tx0, ty0, tx1, ty1 in tiles[src == i]:
+            cover[ty0:ty1, tx0:tx1] += 1
+        want = np.zeros_like(cover)
+        want[y0:y1, x0:x1] = 1
+        assert np.array_equal(cover, want)

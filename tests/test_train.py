@@ -98,6 +98,38 @@ def test_lr_schedule():
     assert s(200) == pytest.approx(1e-4) and s(300) == pytest.approx(1e-5)
 
 
+def test_lr_schedule_cosine():
+    """Cosine after warm-up (mmcv CosineAnnealing by iteration): lr at warm-up end, min_lr at the last
+    iteration, the mean of both half way. Mutation tried: progress measured from 0 instead of the
+    warm-up end (s(10) < lr) fails."""
+    from train import LRSchedule
+
+    s = LRSchedule(1e-3, 10, 0.01, [1], 100, policy="cosine", total_iters=110, min_lr_ratio=0.02)
+    assert s(0) == pytest.approx(1e-5)
+    assert s(10) == pytest.approx(1e-3)
+    assert s(60) == pytest.approx((1e-3 + 2e-5) / 2)
+    assert s(110) == pytest.approx(2e-5) and s(500) == pytest.approx(2e-5)
+    assert all(s(i) >= s(i + 1) for i in range(10, 110))
+    with pytest.raises(SystemExit, match="lr_policy"):
+        LRSchedule(1e-3, 0, 0.1, [1], 10, policy="poly")
+
+
+def test_cpu_autocast_follows_cpu_flags(monkeypatch):
+    """CPU bf16 autocast only with native bf16 (AMX / avx512_bf16 in the flags), fp32 otherwise."""
+    import torch
+
+    import train
+
+    assert train.autocast_mode(torch.device("cpu"), False) is None
+    monkeypatch.setattr(train, "cpu_bf16_supported", lambda: True)
+    assert train.autocast_mode(torch.device("cpu"), True) == torch.bfloat16
+    monkeypatch.setattr(train, "cpu_bf16_supported", lambda: False)
+    assert train.autocast_mode(torch.device("cpu"), True) is None
+    flags = open("/proc/cpuinfo").read() if Path("/proc/cpuinfo").is_file() else ""
+    monkeypatch.undo()
+    assert train.cpu_bf16_supported() == (" amx_bf16" in flags or " avx512_bf16" in flags)
+
+
 def test_sampler_shards_and_seeds():
     from train import SeededSampler
 

@@ -4,6 +4,7 @@
     python training/ablation.py --out work_dirs/ablation [--config training/configs/ablation-small.yaml]
         [--seeds 0 1] [--iters 300] [--scenes 2] [--keyframes 10] [--val-scenes 1] [--world-seed 7]
         [--labels world|projection] [--extra-variant NAME:KEY=VAL,KEY=VAL ...] [--eval-samples N]
+        [--noisy-rate 0.3] [--results-md RESULTS.md]
 
 Steps (each skipped when its output already exists, so an interrupted ablation continues):
 1. training world  : training/make_synthetic.py --out OUT/world_train --seed WORLD_SEED
@@ -12,11 +13,19 @@ Steps (each skipped when its output already exists, so an interrupted ablation c
 2. 2D labels: ``world`` uses the exact labels the generator writes (seg_2d_labels/);
    ``projection`` regenerates them from the Occ3D ground truth with
    training/generate_2d_seg_labels.py (the source that needs no network).
+   With --noisy-rate R, training/corrupt_seg_labels.py also writes a copy of the training world's
+   2D labels with R of the 8 x 8 px blocks relabelled to a wrong class (the measured share of
+   changed pixels is reported), for the ``noisy`` variant (the injector defaults trained on those
+   labels; its 2D mIoU is still measured against the clean validation labels).
 3. For every seed and variant (``injector``: model.injector.enabled=true, ``no_injector``: false,
-   plus any --extra-variant), train.py with the same budget (--iters iterations), then
+   ``noisy``, plus any --extra-variant), train.py with the same budget (--iters iterations), then
    evaluate.py on the validation world.
-4. OUT/RESULTS.md (and results.json): one row per run (mIoU, RayIoU, 2D mIoU, wall time), the
-   mean +- std per variant, the per-class IoU per variant, and the exact commands that ran.
+4. OUT/RESULTS.md (and results.json): one row per run (mIoU, objects / ground / structures mIoU,
+   car IoU, RayIoU, 2D mIoU, wall time), the mean +- std per variant, a paired comparison of every
+   variant with ``no_injector`` across seeds (mean difference, 95 % interval, paired t-test, wins)
+   with a plain conclusion, the per-class IoU per variant, and the exact commands that ran.
+   --results-md FILE also writes that report into FILE between ablation markers (the repository's
+   RESULTS.md is generated this way, never edited by hand).
 """
 from __future__ import annotations
 
@@ -36,6 +45,11 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 from priorocc_core.classes import OCC_CLASSES  # noqa: E402
+
+# class groups of the report (Occ3D class indices)
+GROUPS = {"objects": range(0, 11), "ground": range(11, 15), "structures": range(15, 17)}
+BASELINE = "no_injector"
+MARK_BEGIN, MARK_END = "<!-- ablation.py:begin -->", "<!-- ablation.py:end -->"
 
 
 def run(cmd: list[str], log: Path, commands: list[str], env=None) -> float:
@@ -71,6 +85,55 @@ def mean_std(vals):
     return float(np.mean(vals)), float(np.std(vals))
 
 
+def group_miou(ev: dict, group: str) -> float | None:
+    """Mean IoU of a class group over the classes present (IoU not None) in the evaluation."""
+    pc = ev["occ_mask_camera"]["per_class"]
+    vals = [pc.get(OCC_CLASSES[c]) for c in GROUPS[group]]
+    vals = [v for v in vals if v is not None and v == v]
+    return float(np.mean(vals)) if vals else None
+
+
+def metrics_of(run: dict) -> dict:
+    e = run["eval"]
+    m = {"mIoU": e.get("mIoU"), "RayIoU": e.get("RayIoU"), "mIoU_2d": e.get("mIoU_2d"),
+         "car": e["occ_mask_camera"]["per_class"].get("car")}
+    for g in GROUPS:
+        m[g] = group_miou(e, g)
+    return m
+
+
+def paired(runs: list[dict], variant: str, key: str, baseline: str = BASELINE) -> dict | None:
+    """Paired comparison of ``variant`` with ``baseline`` on metric ``key`` over the seeds both have."""
+    from scipy import stats
+
+    a = {r["seed"]: metrics_of(r)[key] for r in runs if r["variant"] == variant}
+    b = {r["seed"]: metrics_of(r)[key] for r in runs if r["variant"] == baseline}
+    seeds = sorted(s for s in a if s in b and a[s] is not None and b[s] is not None)
+    if not seeds:
+        return None
+    d = np.array([a[s] - b[s] for s in seeds])
+    out = {"n": len(seeds), "mean": float(d.mean()), "wins": int((d > 0).sum()), "diffs": d.tolist()}
+    if len(seeds) >= 2:
+        sd = float(d.std(ddof=1))
+        half = float(stats.t.ppf(0.975, len(seeds) - 1) * sd / np.sqrt(len(seeds)))
+        p = float(stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue) if sd > 0 else float("nan")
+        out.update(sd=sd, ci=(out["mean"] - half, out["mean"] + half), p=p)
+    return out
+
+
+def verdict(c: dict | None, what: str) -> str:
+    """A plain sentence on how sure the comparison is."""
+    if c is None:
+        return f"{what}: no paired runs."
+    if c["n"] < 2:
+        return f"{what}: one seed only ({c['mean']:+.2f}); no conclusion possible."
+    lo, hi = c["ci"]
+    head = f"{what}: {c['mean']:+.2f} on average, better in {c['wins']} of {c['n']} seeds, 95 % interval [{lo:+.2f}, {hi:+.2f}], paired t-test p = {c['p']:.3f}"
+    if c["p"] == c["p"] and c["p"] < 0.05:
+        return head + (": a gain shown at the 5 % level." if c["mean"] > 0 else ": a loss shown at the 5 % level.")
+    return head + ": not distinguishable from no difference with this many seeds."
+
+
 def write_results(out: Path, runs: list[dict], args, commands: list[str]) -> Path:
     variants = list(dict.fromkeys(r["variant"] for r in runs))
     lines = ["# Injector ablation on the synthetic world", ""]
@@ -78,22 +141,36 @@ def write_results(out: Path, runs: list[dict], args, commands: list[str]) -> Pat
               f"{' '.join(map(str, args.seeds))}; training world: {args.scenes} scenes x {args.keyframes} keyframes "
               f"(seed {args.world_seed}); validation world: {args.val_scenes} scenes x {args.keyframes} keyframes "
               f"(seed {args.world_seed + 1000}); 2D labels: {args.labels}. Machine: {args.machine}.", ""]
-    lines += ["## Runs", "", "| variant | seed | mIoU (mask_camera) | RayIoU | RayIoU@1/2/4 | 2D mIoU | train wall (s) |",
-              "|---|---|---|---|---|---|---|"]
+    keys = [("mIoU", "mIoU"), ("objects", "objects mIoU"), ("ground", "ground mIoU"), ("structures", "manmade+veg mIoU"),
+            ("car", "car IoU"), ("RayIoU", "RayIoU"), ("mIoU_2d", "2D mIoU")]
+    lines += ["Objects = classes 0-10 (others ... truck), ground = 11-14 (driveable, other flat, sidewalk, terrain), "
+              "structures = manmade and vegetation; a group's mIoU averages the classes present in the validation "
+              "world's camera-visible ground truth or the prediction. All IoU inside mask_camera.", ""]
+    lines += ["## Runs", "", "| variant | seed | " + " | ".join(k[1] for k in keys) + " | RayIoU@1/2/4 | train wall (s) |",
+              "|---|---|" + "---|" * (len(keys) + 2)]
     for r in runs:
-        e = r["eval"]
-        ray = e.get("rayiou", {})
-        lines.append(f"| {r['variant']} | {r['seed']} | {fmt(e.get('mIoU'))} | {fmt(e.get('RayIoU'))} | "
+        m = metrics_of(r)
+        ray = r["eval"].get("rayiou", {})
+        lines.append(f"| {r['variant']} | {r['seed']} | " + " | ".join(fmt(m[k]) for k, _ in keys) + " | "
                      f"{fmt(ray.get('RayIoU@1'))} / {fmt(ray.get('RayIoU@2'))} / {fmt(ray.get('RayIoU@4'))} | "
-                     f"{fmt(e.get('mIoU_2d'))} | {r['train_wall_s']:.0f} |")
-    lines += ["", "## Mean +- std over seeds", "", "| variant | runs | mIoU | RayIoU | 2D mIoU |", "|---|---|---|---|---|"]
+                     f"{r['train_wall_s']:.0f} |")
+    lines += ["", "## Mean +- std over seeds", "", "| variant | runs | " + " | ".join(k[1] for k in keys) + " | car IoU > 0 |",
+              "|---|---|" + "---|" * (len(keys) + 1)]
     for v in variants:
         rs = [r for r in runs if r["variant"] == v]
         cells = []
-        for key in ("mIoU", "RayIoU", "mIoU_2d"):
-            m, s = mean_std([r["eval"].get(key) for r in rs])
-            cells.append("n/a" if m is None else f"{m:.2f} +- {s:.2f}")
-        lines.append(f"| {v} | {len(rs)} | " + " | ".join(cells) + " |")
+        for key, _ in keys:
+            m, sd = mean_std([metrics_of(r)[key] for r in rs])
+            cells.append("n/a" if m is None else f"{m:.2f} +- {sd:.2f}")
+        cars = sum(1 for r in rs if (metrics_of(r)["car"] or 0) > 0)
+        lines.append(f"| {v} | {len(rs)} | " + " | ".join(cells) + f" | {cars} of {len(rs)} seeds |")
+    if BASELINE in variants:
+        lines += ["", f"## Paired comparison with {BASELINE} (same seed: same initial weights and data order)", ""]
+        for v in variants:
+            if v == BASELINE:
+                continue
+            for key, name in (("mIoU", "mIoU"), ("objects", "objects mIoU")):
+                lines.append(f"- **{v}**, {verdict(paired(runs, v, key), name)}")
     lines += ["", "## Per-class IoU (mask_camera, mean over seeds)", "",
               "| class | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
     for c in OCC_CLASSES[:-1]:
@@ -110,7 +187,22 @@ def write_results(out: Path, runs: list[dict], args, commands: list[str]) -> Pat
     os.replace(tmp, path)
     (out / "results.json.tmp").write_text(json.dumps({"runs": runs, "commands": commands}, indent=1))
     os.replace(out / "results.json.tmp", out / "results.json")
+    if getattr(args, "results_md", None):
+        write_section(Path(args.results_md), "\n".join(lines), MARK_BEGIN, MARK_END)
     return path
+
+
+def write_section(path: Path, text: str, begin: str, end: str) -> None:
+    """Replace the text between ``begin`` and ``end`` in ``path`` (appended when absent), atomically."""
+    old = path.read_text() if path.is_file() else ""
+    block = f"{begin}\n{text.rstrip()}\n{end}"
+    if begin in old and end in old:
+        new = old[: old.index(begin)] + block + old[old.index(end) + len(end):]
+    else:
+        new = old.rstrip() + ("\n\n" if old.strip() else "") + block + "\n"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(new)
+    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:
@@ -134,6 +226,10 @@ def main(argv=None) -> int:
     ap.add_argument("--cfg-options", nargs="+", default=[], help="overrides for every run")
     ap.add_argument("--device", default=None)
     ap.add_argument("--machine", default="2-core CPU, this dev box")
+    ap.add_argument("--noisy-rate", type=float, default=None, metavar="R",
+                    help="add the 'noisy' variant: injector trained on 2D labels with R of the 8 px blocks relabelled")
+    ap.add_argument("--results-md", default=None, metavar="FILE",
+                    help="also write the report into FILE between ablation markers (e.g. RESULTS.md)")
     args = ap.parse_args(argv)
 
     py = sys.executable
@@ -156,18 +252,33 @@ def main(argv=None) -> int:
             run(cmd, out / "logs" / f"labels_{name}.log", commands)
             (d / ".labels_projection").write_text("ok\n")
 
+    noisy_root = None
+    if args.noisy_rate is not None:
+        src = (worlds["train"][0] / "seg_2d_labels_projection") if args.labels == "projection" \
+            else worlds["train"][0] / "seg_2d_labels"
+        noisy_root = worlds["train"][0] / f"seg_2d_labels_noisy{round(100 * args.noisy_rate)}"
+        cmd = [py, str(HERE / "corrupt_seg_labels.py"), "--src", str(src), "--out", str(noisy_root),
+               "--rate", str(args.noisy_rate)]
+        if not (noisy_root / "corruption.json").is_file():
+            run(cmd, out / "logs" / "labels_noisy.log", commands)
+        else:
+            commands.append(" ".join(shlex.quote(c) for c in cmd) + "   # (already done)")
+
     label_opts = []
     if args.labels == "projection":
         label_opts = [f"data.seg_label_root={worlds['train'][0] / 'seg_2d_labels_projection'}"]
     variants = [("injector", ["model.injector.enabled=true"]), ("no_injector", ["model.injector.enabled=false"])]
+    if noisy_root is not None:
+        variants.append(("noisy", ["model.injector.enabled=true"]))
     variants += [parse_variant(s) for s in args.extra_variant]
 
     runs = []
     for seed in args.seeds:
         for vname, vopts in variants:
             wd = out / "runs" / f"{vname}_seed{seed}"
+            lopts = [f"data.seg_label_root={noisy_root}"] if vname == "noisy" else label_opts
             opts = [f"data.dataroot={worlds['train'][0]}", f"train.seed={seed}", f"train.max_iters={args.iters}",
-                    "train.epochs=100000"] + label_opts + args.cfg_options + vopts
+                    "train.epochs=100000"] + lopts + args.cfg_options + vopts
             tcmd = [py, str(HERE / "train.py"), args.config, "--work-dir", str(wd), "--no-progress",
                     "--cfg-options"] + opts
             if args.device:

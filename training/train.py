@@ -9,9 +9,11 @@ What it does
 - DistributedDataParallel when started by torchrun (WORLD_SIZE > 1): gloo on CPU, nccl on CUDA;
   each process reads its own shard of every epoch (DistributedSampler's split).
 - AdamW (cfg.train.lr, weight_decay), linear warm-up from lr * warmup_ratio over warmup_iters
-  iterations, then lr * 0.1 at every epoch in lr_steps; gradient clipping (grad_clip > 0);
-  AMP (float16 autocast + GradScaler) on CUDA when cfg.train.amp; EMA of the weights when
-  cfg.train.ema.
+  iterations, then lr * 0.1 at every epoch in lr_steps (lr_policy step) or a cosine to
+  lr * min_lr_ratio at the last iteration (lr_policy cosine); gradient clipping (grad_clip > 0);
+  with cfg.train.amp: float16 autocast + GradScaler on CUDA, bfloat16 autocast on a CPU with AMX or
+  avx512_bf16 (fp32 elsewhere: emulated bf16 is slower); channels_last when cfg.train.channels_last;
+  EMA of the weights when cfg.train.ema.
 - Work dir: config.yaml (the resolved config), losses.jsonl (every iteration's loss terms, rank 0),
   tb/ (TensorBoard: each loss term, total loss, lr, samples/s, grad norm), checkpoints/iter_XXXXXXX/
   (periodic, every cfg.train.checkpoint_interval epochs and --checkpoint-every iterations),
@@ -202,20 +204,51 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 # ----------------------------------------------------------------------------- schedule
 class LRSchedule:
-    """lr(iteration): linear warm-up (mmcv 'linear': from lr * ratio to lr), x0.1 per passed step epoch."""
+    """lr(iteration): linear warm-up (mmcv 'linear': from lr * ratio to lr), then either x0.1 per passed
+    step epoch (policy 'step') or a cosine from lr to lr * min_lr_ratio at total_iters (policy 'cosine',
+    mmcv's CosineAnnealing by iteration: suited to a short fixed budget)."""
 
-    def __init__(self, base_lr: float, warmup_iters: int, warmup_ratio: float, step_epochs, iters_per_epoch: int):
+    def __init__(self, base_lr: float, warmup_iters: int, warmup_ratio: float, step_epochs, iters_per_epoch: int,
+                 policy: str = "step", total_iters: int = 0, min_lr_ratio: float = 0.01):
+        if policy not in ("step", "cosine"):
+            raise SystemExit(f"train.lr_policy {policy!r}: expected 'step' or 'cosine'")
         self.base_lr = base_lr
         self.warmup_iters = warmup_iters
         self.warmup_ratio = warmup_ratio
         self.step_iters = sorted(int(e) * iters_per_epoch for e in step_epochs)
+        self.policy, self.total_iters, self.min_lr_ratio = policy, total_iters, min_lr_ratio
 
     def __call__(self, it: int) -> float:
-        lr = self.base_lr * (0.1 ** sum(it >= s for s in self.step_iters))
+        if self.policy == "cosine":
+            span = max(1, self.total_iters - self.warmup_iters)
+            prog = min(1.0, max(0, it - self.warmup_iters) / span)
+            lo = self.base_lr * self.min_lr_ratio
+            lr = lo + (self.base_lr - lo) * 0.5 * (1 + math.cos(math.pi * prog))
+        else:
+            lr = self.base_lr * (0.1 ** sum(it >= s for s in self.step_iters))
         if self.warmup_iters > 0 and it < self.warmup_iters:
             k = (1 - it / self.warmup_iters) * (1 - self.warmup_ratio)
             lr = lr * (1 - k)
         return lr
+
+
+def cpu_bf16_supported() -> bool:
+    """True where the CPU does bfloat16 matrix maths natively (AMX or avx512_bf16, from /proc/cpuinfo's
+    flags): elsewhere (e.g. avx2-only EPYC) oneDNN emulates bf16 and autocast is slower than fp32."""
+    try:
+        flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("amx_bf16", "avx512_bf16"))
+
+
+def autocast_mode(device: torch.device, amp: bool) -> Optional[torch.dtype]:
+    """The autocast dtype of a training step: float16 on CUDA, bfloat16 on a CPU with native bf16, else None."""
+    if not amp:
+        return None
+    if device.type == "cuda":
+        return torch.float16
+    return torch.bfloat16 if cpu_bf16_supported() else None
 
 
 # ----------------------------------------------------------------------------- state (no pickle)
@@ -429,6 +462,8 @@ def train(cfg: Config, work_dir: Path, resume: Optional[str] = None, load_from: 
     if src and not resume:
         load_initial_weights(model, src, cfg, log)
     model.to(dd.device)
+    if tc.channels_last:
+        model.to(memory_format=torch.channels_last)
     torch.manual_seed(tc.seed + dd.rank)
     if dd.enabled:
         ddp_kwargs = {"device_ids": [dd.device.index]} if dd.device.type == "cuda" else {}
@@ -441,9 +476,11 @@ def train(cfg: Config, work_dir: Path, resume: Optional[str] = None, load_from: 
             (no_decay if p.ndim <= 1 else decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr)
-    sched = LRSchedule(tc.lr, tc.warmup_iters, tc.warmup_ratio, tc.lr_steps, iters_per_epoch)
-    use_amp = tc.amp and dd.device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    sched = LRSchedule(tc.lr, tc.warmup_iters, tc.warmup_ratio, tc.lr_steps, iters_per_epoch, tc.lr_policy,
+                       total_iters, tc.min_lr_ratio)
+    amp_dtype = autocast_mode(dd.device, tc.amp)
+    use_amp = amp_dtype is not None
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     ema = ModelEMA(unwrap(model), tc.ema_decay) if tc.ema else None
 
     step, epoch, start_in_epoch = 0, 0, 0
@@ -486,7 +523,10 @@ def train(cfg: Config, work_dir: Path, resume: Optional[str] = None, load_from: 
 
         bar = tqdm(total=total_iters, initial=step, desc=cfg.name, unit="it", dynamic_ncols=True, smoothing=0.1)
     log(f"training {cfg.name}: {len(ds)} samples, {dd.world} process(es) on {dd.device}, batch {tc.batch_size}/process, "
-        f"{iters_per_epoch} it/epoch, {total_iters} iterations, AMP {'on' if use_amp else 'off'}, "
+        f"{iters_per_epoch} it/epoch, {total_iters} iterations, lr {tc.lr_policy}, "
+        f"AMP {str(amp_dtype).replace('torch.', '') if use_amp else 'off'}"
+        f"{' (no native bf16 on this CPU: fp32)' if tc.amp and not use_amp and dd.device.type == 'cpu' else ''}, "
+        f"{'channels_last, ' if tc.channels_last else ''}"
         f"EMA {'on' if ema else 'off'}")
 
     def checkpoint(name: str, iter_in_epoch: int, ep: int) -> Optional[Path]:
@@ -522,7 +562,7 @@ def train(cfg: Config, work_dir: Path, resume: Optional[str] = None, load_from: 
                 for g in opt.param_groups:
                     g["lr"] = lr
                 batch = to_device(batch, dd.device)
-                with torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext():
+                with torch.autocast(dd.device.type, dtype=amp_dtype) if use_amp else contextlib.nullcontext():
                     losses = model(batch)
                 loss = sum(losses.values())
                 if not torch.isfinite(loss):

@@ -85,35 +85,71 @@ def _safe_inv(d: torch.Tensor) -> torch.Tensor:
     return 1.0 / d
 
 
-_SMALL = 48  # faces whose screen rectangle fits in _SMALL x _SMALL pixels are drawn in one batch
+_SMALL = 48  # faces are drawn in batches of tiles of _SMALL x _SMALL pixels
+_CHUNK = 512  # tiles per batch (memory: _CHUNK * 5 * _SMALL^2 floats)
 
 
-def _draw_small(coef: np.ndarray, rects: np.ndarray, box_ids: np.ndarray, axis: int, inv_depth: torch.Tensor,
+def _draw_tiles(coef: torch.Tensor, rects: np.ndarray, box_ids: np.ndarray, axes: np.ndarray, inv_depth: torch.Tensor,
                 idx: torch.Tensor, axis_buf: torch.Tensor) -> None:
-    """Draw many small faces at once: coef (F, 5, 3) affine functions (4 edges, inverse depth),
-    rects (F, 4); z-buffer by scatter-max of the inverse depth, then the winners write ids."""
+    """Draw tiles of faces at once: coef (F, 5, 3) float32 affine functions of the pixel centre (4 edges,
+    inverse depth), rects (F, 4) int (x0, y0, x1, y1) at most _SMALL x _SMALL, box_ids / axes (F,); z-buffer
+    by scatter-max of the inverse depth into inv_depth, then the winners write their box id and axis."""
     h, w = inv_depth.shape
     dev = inv_depth.device
     r = torch.arange(_SMALL, device=dev)
-    x = torch.from_numpy(rects[:, 0]).to(dev)[:, None, None] + r.view(1, 1, -1)  # (F, 1, S)
-    y = torch.from_numpy(rects[:, 1]).to(dev)[:, None, None] + r.view(1, -1, 1)  # (F, S, 1)
-    inr = (x < torch.from_numpy(rects[:, 2]).to(dev)[:, None, None]) & (y < torch.from_numpy(rects[:, 3]).to(dev)[:, None, None])
-    cf = torch.from_numpy(coef).float().to(dev)  # (F, 5, 3)
+    rt = torch.from_numpy(rects).to(dev)
+    x = rt[:, 0, None, None] + r.view(1, 1, -1)  # (F, 1, S)
+    y = rt[:, 1, None, None] + r.view(1, -1, 1)  # (F, S, 1)
+    inr = (x < rt[:, 2, None, None]) & (y < rt[:, 3, None, None])
+    cf = coef.to(dev)
     uf, vf = x.float() + 0.5, y.float() + 0.5
-    f = cf[:, :, 0, None, None] * uf[:, None] + cf[:, :, 1, None, None] * vf[:, None] + cf[:, :, 2, None, None]
+    f = cf[:, :, 0, None, None] * uf[:, None] + (cf[:, :, 1, None, None] * vf[:, None] + cf[:, :, 2, None, None])
     wd = f[:, 4]
     ok = inr & (f[:, :4].amin(1) >= 0) & (wd > 0)
     pix = (y * w + x).expand_as(ok)[ok]
-    val = wd[ok]
     if pix.numel() == 0:
         return
+    val = wd[ok]
     flat = inv_depth.view(-1)
     before = flat[pix]
     flat.scatter_reduce_(0, pix, val, reduce="amax")
     win = (val == flat[pix]) & (val > before)
     ids = torch.from_numpy(box_ids).to(dev)[:, None, None].expand_as(ok)[ok]
+    ax = torch.from_numpy(axes).to(dev)[:, None, None].expand_as(ok)[ok]
     idx.view(-1)[pix[win]] = ids[win]
-    axis_buf.view(-1)[pix[win]] = axis
+    axis_buf.view(-1)[pix[win]] = ax[win]
+
+
+def _split_tiles(rects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cut rectangles (F, 4) into tiles of at most _SMALL x _SMALL -> (tile rects (T, 4), source index (T,))."""
+    nx = -(-(rects[:, 2] - rects[:, 0]) // _SMALL)
+    ny = -(-(rects[:, 3] - rects[:, 1]) // _SMALL)
+    n = nx * ny
+    src = np.repeat(np.arange(len(rects)), n)
+    k = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)  # tile number within its face
+    tx, ty = k % nx[src], k // nx[src]
+    x0 = rects[src, 0] + tx * _SMALL
+    y0 = rects[src, 1] + ty * _SMALL
+    tiles = np.stack([x0, y0, np.minimum(x0 + _SMALL, rects[src, 2]), np.minimum(y0 + _SMALL, rects[src, 3])], 1)
+    return tiles, src
+
+
+def face_coefficients(Mx: np.ndarray, a: int, plane: np.ndarray, rlo: np.ndarray, rhi: np.ndarray) -> np.ndarray:
+    """Affine pixel functions of the faces on the planes p_a = plane (camera at the origin): (F, 5, 3).
+
+    Rows 0-3 are the inside tests sg * (c g_b - lo_b g_a) >= 0, sg * (hi_b g_a - c g_b) >= 0 (same for axis e),
+    row 4 the inverse depth g_a / c (> 0 in front), with g = Mx rows (d(u, v) = Mx @ (u, v, 1)), sg = sign(c)."""
+    b, e = (a + 1) % 3, (a + 2) % 3
+    c = plane[:, None]
+    sg = np.where(c > 0, 1.0, -1.0)
+    ga, gb, ge = Mx[a][None], Mx[b][None], Mx[e][None]
+    return np.stack([
+        sg * (c * gb - rlo[:, b, None] * ga),
+        sg * (rhi[:, b, None] * ga - c * gb),
+        sg * (c * ge - rlo[:, e, None] * ga),
+        sg * (rhi[:, e, None] * ga - c * ge),
+        ga / c,
+    ], 1)
 
 
 def cast_camera(
@@ -131,8 +167,9 @@ def cast_camera(
     A box face on the plane p_a = c is hit by the ray of pixel (u, v) iff a few affine
     functions of (u, v) are >= 0 (ray direction d(u, v) = R K^-1 (u, v, 1) is affine in the
     pixel, so the inside tests and the inverse depth 1 / s are too); only faces that look at
-    the camera are drawn, each over its screen rectangle; a buffer of inverse depth keeps
-    the nearest. The result is the same as intersecting each ray with every box.
+    the camera are drawn, each over its screen rectangle cut into _SMALL x _SMALL tiles, all
+    tiles of all faces in a few batched tensor operations; a buffer of inverse depth keeps the
+    nearest (scatter-max). The result is the same as intersecting each ray with every box.
 
     cam2world (4, 4); K (3, 3) (no skew); hw = (H, W); lo / hi (M, 3) in the world frame.
     Returns dict: t (H, W) float32 distance along the unit ray (inf = none); idx (H, W)
@@ -152,24 +189,20 @@ def cast_camera(
     dirs = (d / dnorm.unsqueeze(-1)).float()
     uf, vf = uu.float(), vv.float()
 
-    def affine(a: np.ndarray, x0, y0, x1, y1) -> torch.Tensor:
-        # a = (A, B, C): A u + B v + C over the rectangle, float32
-        return (float(a[0]) * uf[x0:x1]).view(1, -1) + (float(a[1]) * vf[y0:y1] + float(a[2])).view(-1, 1)
-
     inv_depth = torch.zeros((h, w), dtype=torch.float32, device=dev)  # 1 / s, 0 = nothing
     idx = torch.full((h, w), -1, dtype=torch.int64, device=dev)
     axis_buf = torch.full((h, w), 2, dtype=torch.int64, device=dev)
     if ground_z is not None:
         c = float(ground_z) - o[2]
         if c < 0:
-            g = affine(Mx[2] / c, 0, 0, w, h)
-            inv_depth = torch.clamp(g, min=0.0)
+            g = Mx[2] / c
+            inv_depth = torch.clamp((float(g[0]) * uf).view(1, -1) + (float(g[1]) * vf + float(g[2])).view(-1, 1), min=0.0)
     if len(lo):
         rlo, rhi = lo - o, hi - o  # camera at the origin
         world2cam = np.eye(4)
         world2cam[:3, :3] = cam2world[:3, :3].T
+        coefs, rects_all, ids_all, axes_all = [], [], [], []
         for a in range(3):
-            b, e = (a + 1) % 3, (a + 2) % 3
             for side in (0, 1):
                 # the face at lo_a is seen from o_a < lo_a; the face at hi_a from o_a > hi_a
                 plane = rlo[:, a] if side == 0 else rhi[:, a]
@@ -179,40 +212,20 @@ def cast_camera(
                 flo, fhi = rlo[sel].copy(), rhi[sel].copy()
                 flo[:, a] = fhi[:, a] = plane[sel]
                 rects = box_screen_rects(flo, fhi, world2cam, K, hw)
-                ga = Mx[a]
-                nonempty = np.nonzero(rects[:, 2] > rects[:, 0])[0]
-                rw = rects[nonempty, 2] - rects[nonempty, 0]
-                rh = rects[nonempty, 3] - rects[nonempty, 1]
-                small = (rw <= _SMALL) & (rh <= _SMALL)
-                coef = []
-                for j in nonempty.tolist():
-                    m = int(sel[j])
-                    c = float(plane[m])
-                    sg = 1.0 if c > 0 else -1.0
-                    # inside tests: sg * (c g_x - lo_x g_a) >= 0 and sg * (hi_x g_a - c g_x) >= 0
-                    coef.append(np.stack([
-                        sg * (c * Mx[b] - rlo[m, b] * ga),
-                        sg * (rhi[m, b] * ga - c * Mx[b]),
-                        sg * (c * Mx[e] - rlo[m, e] * ga),
-                        sg * (rhi[m, e] * ga - c * Mx[e]),
-                        ga / c,  # inverse depth, > 0 in front
-                    ]))
-                coef = np.array(coef).reshape(-1, 5, 3)
-                if small.any():
-                    _draw_small(coef[small], rects[nonempty[small]], sel[nonempty[small]], a, inv_depth, idx, axis_buf)
-                for jj in np.nonzero(~small)[0].tolist():
-                    m = int(sel[nonempty[jj]])
-                    x0, y0, x1, y1 = rects[nonempty[jj]].tolist()
-                    cf = coef[jj]
-                    emin = affine(cf[0], x0, y0, x1, y1)
-                    for ed in cf[1:4]:
-                        emin = torch.minimum(emin, affine(ed, x0, y0, x1, y1))
-                    wd = affine(cf[4], x0, y0, x1, y1)
-                    ib = inv_depth[y0:y1, x0:x1]
-                    hit = (emin >= 0) & (wd > ib)
-                    ib.copy_(torch.where(hit, wd, ib))
-                    idx[y0:y1, x0:x1].masked_fill_(hit, m)
-                    axis_buf[y0:y1, x0:x1].masked_fill_(hit, a)
+                keep = np.nonzero(rects[:, 2] > rects[:, 0])[0]
+                m = sel[keep]
+                coefs.append(face_coefficients(Mx, a, plane[m], rlo[m], rhi[m]))
+                rects_all.append(rects[keep])
+                ids_all.append(m)
+                axes_all.append(np.full(len(m), a, dtype=np.int64))
+        if coefs:
+            coef = torch.from_numpy(np.concatenate(coefs)).float()
+            tiles, src = _split_tiles(np.concatenate(rects_all))
+            ids, axes = np.concatenate(ids_all)[src], np.concatenate(axes_all)[src]
+            coef = coef[torch.from_numpy(src)]
+            for s in range(0, len(tiles), _CHUNK):
+                _draw_tiles(coef[s : s + _CHUNK], tiles[s : s + _CHUNK], ids[s : s + _CHUNK], axes[s : s + _CHUNK],
+                            inv_depth, idx, axis_buf)
     found = inv_depth > 0
     t = torch.where(found, dnorm.float() / inv_depth.clamp(min=1e-12), torch.full_like(inv_depth, float("inf")))
     return dict(t=t, idx=idx, axis=axis_buf, dirs=dirs, origin=o)

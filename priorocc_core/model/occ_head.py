@@ -21,12 +21,16 @@ NUSC_CLASS_FREQUENCIES = np.array([
 
 class OccHead2D(nn.Module):
     def __init__(self, in_dim: int = 256, out_dim: int = 256, dz: int = 16, num_classes: int = 18,
-                 use_mask: bool = True, class_balance: bool = False):
+                 use_mask: bool = True, class_balance: bool = False, class_weights=()):
         super().__init__()
         self.dz, self.num_classes, self.use_mask = dz, num_classes, use_mask
         self.final_conv = nn.Conv2d(in_dim, out_dim, 3, padding=1)
         self.predicter = nn.Sequential(nn.Linear(out_dim, out_dim * 2), nn.Softplus(), nn.Linear(out_dim * 2, num_classes * dz))
         weights = torch.from_numpy(1.0 / np.log(NUSC_CLASS_FREQUENCIES[:num_classes] + 0.001)).float()
+        if len(class_weights):
+            if len(class_weights) != num_classes:
+                raise ValueError(f"head.class_weights has {len(class_weights)} values, expected num_classes = {num_classes}")
+            weights, class_balance = torch.tensor([float(w) for w in class_weights]), True
         self.register_buffer("class_weights", weights if class_balance else None, persistent=False)
 
     def forward(self, bev: torch.Tensor) -> torch.Tensor:

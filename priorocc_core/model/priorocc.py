@@ -43,7 +43,8 @@ class PriorOcc(nn.Module):
         self.bev_backbone = BEVResNet(vt.out_channels * cfg.grid.size_xyz[2], enc.num_channels, enc.num_layer)
         self.bev_neck = FPNLSS(enc.num_channels[0] + enc.num_channels[-1], enc.out_channels)
         dz = cfg.grid.occ_size[2]
-        self.occ_head = OccHead2D(enc.out_channels, cfg.head.out_dim, dz, cfg.head.num_classes, cfg.head.use_mask, cfg.head.class_balance)
+        self.occ_head = OccHead2D(enc.out_channels, cfg.head.out_dim, dz, cfg.head.num_classes, cfg.head.use_mask,
+                                 cfg.head.class_balance, cfg.head.class_weights)
 
     # ------------------------------------------------------------------ stages
     def encode_images(self, imgs: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,77 @@
+"""The ablation's report: class groups, paired comparison across seeds, noisy-label corruption."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+
+from priorocc_core.classes import OCC_CLASSES  # noqa: E402
+
+
+def _run(variant, seed, miou, car=None, drive=50.0):
+    pc = {c: None for c in OCC_CLASSES[:-1]}
+    pc.update(car=car, driveable_surface=drive, manmade=10.0)
+    return {"variant": variant, "seed": seed, "train_wall_s": 1.0,
+            "eval": {"mIoU": miou, "RayIoU": miou / 2, "occ_mask_camera": {"per_class": pc}}}
+
+
+def test_paired_comparison_by_hand():
+    """diffs 1, 2, 3: mean 2, sd 1, 95 % interval 2 +- t(0.975, 2) / sqrt(3) = 2 +- 2.4841, t = 3.4641,
+    two-sided p = 0.0742 (t distribution, 2 dof): not significant, and the sentence says so.
+    Mutation tried: the interval with the normal 1.96 instead of t(2) fails."""
+    import ablation
+
+    runs = [_run("no_injector", s, 10.0) for s in range(3)] + [_run("injector", s, 10.0 + d) for s, d in enumerate((1, 2, 3))]
+    c = ablation.paired(runs, "injector", "mIoU")
+    assert c["n"] == 3 and c["wins"] == 3 and c["mean"] == pytest.approx(2.0) and c["sd"] == pytest.approx(1.0)
+    assert c["ci"][0] == pytest.approx(2 - 2.4841, abs=1e-3) and c["ci"][1] == pytest.approx(2 + 2.4841, abs=1e-3)
+    assert c["p"] == pytest.approx(0.0742, abs=1e-3)
+    assert "not distinguishable" in ablation.verdict(c, "mIoU")
+    runs += [_run("no_injector", 3, 10.0), _run("injector", 3, 12.0)]  # diffs 1, 2, 3, 2: t = 2 / (0.8165 / 2) = 4.899, 3 dof, p = 0.0163
+    c = ablation.paired(runs, "injector", "mIoU")
+    assert c["p"] == pytest.approx(0.0163, abs=1e-3) and "gain shown" in ablation.verdict(c, "mIoU")
+    assert "one seed only" in ablation.verdict(ablation.paired(runs[:1] + runs[3:4], "injector", "mIoU"), "mIoU")
+
+
+def test_groups_and_report(tmp_path):
+    """Objects / ground / structures mIoU average the classes present; the report lands between markers
+    in --results-md and a rerun replaces it without touching the rest of the file."""
+    import argparse
+
+    import ablation
+
+    r = _run("injector", 0, 20.0, car=30.0)
+    assert ablation.group_miou(r["eval"], "objects") == pytest.approx(30.0)
+    assert ablation.group_miou(r["eval"], "ground") == pytest.approx(50.0)
+    assert ablation.group_miou(_run("x", 0, 1.0)["eval"], "objects") is None
+    md = tmp_path / "repo_RESULTS.md"
+    md.write_text("# Results\n\nhand text\n")
+    args = argparse.Namespace(config="c.yaml", iters=5, seeds=[0, 1], scenes=1, keyframes=2, world_seed=7, val_scenes=1,
+                              labels="world", machine="test", results_md=str(md))
+    runs = [_run("no_injector", s, 10.0) for s in (0, 1)] + [_run("injector", s, 11.0, car=5.0 * s) for s in (0, 1)]
+    ablation.write_results(tmp_path, runs, args, ["cmd"])
+    text = md.read_text()
+    assert text.startswith("# Results\n\nhand text\n") and text.count(ablation.MARK_BEGIN) == 1
+    assert "| injector | 2 |" in text and "1 of 2 seeds" in text and "paired t-test" in text
+    ablation.write_results(tmp_path, runs[:2], args, ["cmd"])
+    text = md.read_text()
+    assert text.count(ablation.MARK_BEGIN) == 1 and "| injector | 2 |" not in text and "hand text" in text
+
+
+def test_label_corruption_rate_and_ignore():
+    """A fraction `rate` of the blocks changes class (to a class other than the block's majority);
+    ignore pixels stay ignore; rate 0 changes nothing."""
+    from corrupt_seg_labels import corrupt_label
+
+    rng = np.random.default_rng(0)
+    lab = np.repeat(np.repeat(rng.integers(0, 17, (40, 60)), 8, 0), 8, 1).astype(np.uint8)  # one class per block
+    lab[:16] = 255
+    noisy = corrupt_label(lab, 0.3, 8, np.random.default_rng(1))
+    known = lab != 255
+    assert (noisy[~known] == 255).all()
+    assert abs((noisy[known] != lab[known]).mean() - 0.3) < 0.03
+    assert np.array_equal(corrupt_label(lab, 0.0, 8, np.random.default_rng(1)), lab)
