@@ -39,33 +39,83 @@ def bev_semantic_map(occ: np.ndarray, mask: np.ndarray | None = None) -> np.ndar
     return np.ascontiguousarray(rgb[::-1, ::-1])  # x up, y left
 
 
-def render_voxels_3d(occ: np.ndarray, path, title: str = "", voxel: float = 0.4,
-                     origin=(-40.0, -40.0, -1.0), max_points: int = 60000) -> None:
-    """Write a 3D scatter rendering of the occupied voxels (class colours) to ``path`` (PNG)."""
-    import matplotlib
+GROUND_CLASSES = (11, 12, 13, 14)  # driveable surface, other flat, sidewalk, terrain: drawn low-key
+GROUND_GREY = (0.42, 0.42, 0.45)
+BACKGROUND = (0.13, 0.13, 0.15)  # dark, so that manmade (lavender) and every class colour stand out
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def _voxel_panel(ax, occ: np.ndarray, title: str, voxel: float, origin, max_points: int) -> set:
+    """One 3D scatter panel: ground classes as small faint grey squares, everything else in its class colour."""
     idx = np.argwhere(occ != FREE)
     if len(idx) > max_points:
         idx = idx[np.random.default_rng(0).choice(len(idx), max_points, replace=False)]
     xyz = idx * voxel + np.asarray(origin) + voxel / 2
     cls = occ[tuple(idx.T)]
-    fig = plt.figure(figsize=(9, 7), dpi=110)
-    ax = fig.add_subplot(111, projection="3d")
-    ax.scatter(xyz[:, 0], xyz[:, 1], xyz[:, 2], c=OCC_COLORS[cls] / 255.0, s=1.5, marker="s", depthshade=False)
+    ground = np.isin(cls, GROUND_CLASSES)
+    g = xyz[ground]
+    ax.scatter(g[:, 0], g[:, 1], g[:, 2], c=[GROUND_GREY], s=1.0, marker="s", alpha=0.6, depthshade=False,
+               linewidths=0)
+    o, oc = xyz[~ground], cls[~ground]
+    ax.scatter(o[:, 0], o[:, 1], o[:, 2], c=OCC_COLORS[oc] / 255.0, s=3.0, marker="s", depthshade=True, linewidths=0)
     ax.set_xlim(-40, 40), ax.set_ylim(-40, 40), ax.set_zlim(-1, 10)
-    ax.set_box_aspect((80, 80, 11))
-    ax.view_init(elev=35, azim=-150)
+    ax.set_box_aspect((80, 80, 16))
+    ax.view_init(elev=30, azim=-150)
+    ax.set_facecolor(BACKGROUND)
+    for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
+        axis.set_pane_color(BACKGROUND)
+        axis.label.set_color("white")
+        axis.set_tick_params(colors="white")
     ax.set_xlabel("x (m)"), ax.set_ylabel("y (m)")
-    ax.set_title(title)
-    present = sorted(set(cls.tolist()))
-    handles = [plt.Line2D([], [], marker="s", ls="", color=OCC_COLORS[c] / 255.0, label=OCC_CLASSES[c]) for c in present]
-    ax.legend(handles=handles, loc="upper left", fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path)
+    ax.set_title(title, color="white")
+    return set(oc.tolist())
+
+
+def render_voxels_3d(occ: np.ndarray, path, title: str = "", voxel: float = 0.4,
+                     origin=(-40.0, -40.0, -1.0), max_points: int = 60000, gt: np.ndarray | None = None,
+                     mask: np.ndarray | None = None) -> None:
+    """Write a 3D rendering of the occupied voxels to ``path`` (PNG): objects, buildings and vegetation in
+    their class colours, the ground classes low-key grey so that obstacles stand out. With ``gt`` a
+    second panel shows the ground truth; with ``mask`` (Dx, Dy, Dz) only voxels inside it are drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(occ, title or "prediction")] + ([(gt, "ground truth")] if gt is not None else [])
+    fig = plt.figure(figsize=(9 * len(panels), 7), dpi=90, facecolor=BACKGROUND)
+    present: set = set()
+    for i, (vol, name) in enumerate(panels):
+        vol = vol.copy()
+        if mask is not None:
+            vol[~mask.astype(bool)] = FREE
+        present |= _voxel_panel(fig.add_subplot(1, len(panels), i + 1, projection="3d"), vol, name, voxel, origin,
+                                max_points)
+    handles = [plt.Line2D([], [], marker="s", ls="", color=OCC_COLORS[c] / 255.0, label=OCC_CLASSES[c])
+               for c in sorted(present)]
+    handles.append(plt.Line2D([], [], marker="s", ls="", color=GROUND_GREY, label="ground classes"))
+    leg = fig.legend(handles=handles, loc="upper center", fontsize=9, ncol=min(len(handles), 8), facecolor=BACKGROUND,
+                     edgecolor=BACKGROUND)
+    for t in leg.get_texts():
+        t.set_color("white")
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.savefig(path, facecolor=BACKGROUND)
     plt.close(fig)
+
+
+def side_by_side(tiles: list[np.ndarray], width: int) -> np.ndarray:
+    """Stack (H, W, 3) uint8 pictures vertically, each scaled to ``width``, on white."""
+    from PIL import Image
+
+    rows = []
+    for t in tiles:
+        im = Image.fromarray(t)
+        h = max(1, round(im.height * width / im.width))
+        rows.append(np.asarray(im.convert("RGB").resize((width, h), Image.BILINEAR)))
+    gap = np.full((6, width, 3), 255, np.uint8)
+    out = []
+    for r in rows:
+        out += [r, gap]
+    return np.concatenate(out[:-1], axis=0)
 
 
 def legend_strip(width: int = 900) -> np.ndarray:

@@ -126,12 +126,12 @@ def test_make_synthetic_cli(tmp_path):
         main(["--out", str(tmp_path / "x"), "--scenes", "0"])
 
 
-def test_batched_rasteriser_large_faces_match_slab_test():
-    """Faces bigger than one tile (raycast._SMALL px) are cut into tiles and drawn in batches; at 216 x 384
-    most of the image is such faces. Box index, face axis and distance equal the brute-force ray/box
-    slab test (cast_rays) on every pixel but a few on box edges (float32 rounding).
-    Mutations tried: a tile row offset by one (y0 + (ty + 1) * S); every face plane 1 % too far
-    (face_coefficients c * 1.01): each fails here."""
+def test_rasteriser_small_and_large_faces_match_slab_test():
+    """At 216 x 384 both drawing paths are exercised: faces up to raycast._SMALL px in batches, larger ones
+    (most of the image) one by one. Box index and distance equal the brute-force ray/box slab test
+    (cast_rays) on every pixel but a few on box edges (float32 rounding), with and without the ground.
+    Mutations tried: every face plane 1 % too far (face_coefficients c * 1.01); a large face's box id
+    replaced by its position in the face list (j instead of ids[j]); each fails here."""
     import torch
 
     from priorocc_core.data import raycast
@@ -170,19 +170,3 @@ def test_batched_rasteriser_large_faces_match_slab_test():
         assert (rg["idx"].reshape(-1) == want_i).float().mean() > 0.999
         fin = torch.isfinite(want_t) & (rg["idx"].reshape(-1) == want_i)
         assert torch.allclose(rg["t"].reshape(-1)[fin], want_t[fin], rtol=1e-4, atol=1e-3)
-
-
-def test_split_tiles_partitions_rectangles():
-    """Tiles of each rectangle cover it exactly once (pixel count and union) and never exceed _SMALL."""
-    from priorocc_core.data import raycast
-
-    rects = np.array([[0, 0, 1, 1], [3, 5, 100, 51], [10, 10, 58, 58], [0, 0, 200, 97]])
-    tiles, src = raycast._split_tiles(rects)
-    assert ((tiles[:, 2] - tiles[:, 0]) <= raycast._SMALL).all() and ((tiles[:, 3] - tiles[:, 1]) <= raycast._SMALL).all()
-    for i, (x0, y0, x1, y1) in enumerate(rects):
-        cover = np.zeros((200, 200), dtype=int)
-        for tx0, ty0, tx1, ty1 in tiles[src == i]:
-            cover[ty0:ty1, tx0:tx1] += 1
-        want = np.zeros_like(cover)
-        want[y0:y1, x0:x1] = 1
-        assert np.array_equal(cover, want)

@@ -66,7 +66,7 @@ def test_demo_runs_imported_m0_and_backends(imported_m0, tiny_checkpoint, tmp_pa
                                  "--width", "352", "--height", "198", "--backend", backend]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["backend"] == backend and m["keyframes"] == 1 and 0.0 <= m["mask_camera"]["mIoU"] <= 100.0
-    for name in ("seg_overlay_0.png", "bev_0.png", "voxels_0.png"):
+    for name in ("seg_overlay_0.png", "bev_0.png", "voxels_0.png", "keyframe_0.png"):
         assert (out / name).stat().st_size > 1000
 
 

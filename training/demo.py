@@ -3,9 +3,11 @@
 
     python training/demo.py [--checkpoint models/demo] [--out demo_out] [--seed 4242] [--backend torch]
 
-Writes into --out: seg_overlay_<k>.png (six cameras blended with the predicted 2D classes),
-bev_<k>.png (BEV semantic map: prediction | ground truth, inside the camera mask),
-voxels_<k>.png (3D rendering of the predicted voxels), metrics.json (mIoU, per-class IoU).
+Writes into --out, per keyframe k: seg_overlay_<k>.png (six cameras blended with the predicted 2D
+classes), bev_<k>.png (BEV semantic map: prediction | ground truth, inside the camera mask),
+voxels_<k>.png (3D view, prediction | ground truth inside the camera mask: objects, buildings and
+vegetation in colour, ground classes low-key grey) and keyframe_<k>.png (the three stacked: the
+side-by-side to look at); metrics.json (mIoU, per-class IoU).
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from priorocc_core.data.io import read_image_rgb  # noqa: E402
 from priorocc_core.data.synthetic import generate_world  # noqa: E402
 from priorocc_core.metrics import OccMIoU  # noqa: E402
 from priorocc_core.preprocess import apply_image_aug, test_time_aug  # noqa: E402
-from priorocc_core.visualize import bev_semantic_map, legend_strip, overlay, render_voxels_3d  # noqa: E402
+from priorocc_core.visualize import bev_semantic_map, legend_strip, overlay, render_voxels_3d, side_by_side  # noqa: E402
 
 
 def make_predictor(checkpoint: str, backend: str, device: str):
@@ -95,14 +97,18 @@ def main(argv=None) -> int:
         for n, img in enumerate(images):
             view = np.asarray(apply_image_aug(Image.fromarray(img), test_time_aug(img.shape[:2], cfg.model.image)))
             tiles.append(overlay(view, pred.seg2d[n], 0.45) if pred.seg2d is not None else view)
-        Image.fromarray(camera_grid(tiles, cams)).save(out / f"seg_overlay_{k}.png")
+        grid = camera_grid(tiles, cams)
+        Image.fromarray(grid).save(out / f"seg_overlay_{k}.png")
         p_map, g_map = bev_semantic_map(pred.occupancy, mask), bev_semantic_map(gt, mask)
         gap = np.full((p_map.shape[0], 8, 3), 255, np.uint8)
         bev = np.concatenate([p_map, gap, g_map], axis=1)
         bev = np.asarray(Image.fromarray(bev).resize((bev.shape[1] * 2, bev.shape[0] * 2), Image.NEAREST))
         legend = legend_strip(bev.shape[1])
-        Image.fromarray(np.concatenate([bev, legend], axis=0)).save(out / f"bev_{k}.png")
-        render_voxels_3d(pred.occupancy, out / f"voxels_{k}.png", title=f"prediction, keyframe {k}")
+        bev = np.concatenate([bev, legend], axis=0)
+        Image.fromarray(bev).save(out / f"bev_{k}.png")
+        render_voxels_3d(pred.occupancy, out / f"voxels_{k}.png", title=f"prediction, keyframe {k}", gt=gt, mask=mask)
+        vox = np.asarray(Image.open(out / f"voxels_{k}.png").convert("RGB"))
+        Image.fromarray(side_by_side([grid, bev, vox], width=grid.shape[1])).save(out / f"keyframe_{k}.png")
     result = {
         "checkpoint": str(args.checkpoint), "trained_steps": info["step"], "backend": args.backend,
         "world_seed": args.seed, "keyframes": len(ds),
