@@ -103,7 +103,7 @@ def _draw_small(coef: torch.Tensor, rects: np.ndarray, box_ids: np.ndarray, axes
     inr = (x < rt[:, 2, None, None]) & (y < rt[:, 3, None, None])
     cf = coef.to(dev)
     uf, vf = x.float() + 0.5, y.float() + 0.5
-    f = cf[:, :, 0, None, None] * uf[:, None] + (cf[:, :, 1, None, None] * vf[:, None] + cf[:, :, 2, None, None])
+    f = cf[:, :, 0, None, None] * uf[:, None] + cf[:, :, 1, None, None] * vf[:, None] + cf[:, :, 2, None, None]
     wd = f[:, 4]
     ok = inr & (f[:, :4].amin(1) >= 0) & (wd > 0)
     pix = (y * w + x).expand_as(ok)[ok]
