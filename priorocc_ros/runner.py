@@ -131,6 +131,7 @@ class InferenceRunner:
                 self.gave_up = True
                 left = len(self._q) + int(self._busy)
                 self._q.clear()
+                self._busy = False
                 self.stats.abandoned += left
                 self.stats.dropped += left
             for _ in range(left):
