@@ -285,24 +285,25 @@ def salvage_sqlite3(path: str | os.PathLike, errors: list[str]) -> Iterator[tupl
             except sqlite3.DatabaseError:
                 top = None
             top = int(top) if top else pages * (page // 32)  # no index: an upper bound on rows
-            bad, misses = 0, 0
+            bad, streak = 0, 0
             for rid in range(1, top + 1):
                 try:
                     row = con.execute("SELECT topic_id, timestamp, data FROM messages WHERE id = ?", (rid,)).fetchone()
                 except sqlite3.DatabaseError:
+                    row = None
                     bad += 1
-                    continue
                 if row is None:
-                    misses += 1
-                    if misses > 1000:
+                    streak += 1
+                    if streak > 256:  # rows are written in order: past the cut nothing reads
                         break
                     continue
-                misses = 0
+                streak = 0
                 tid, t, raw = row
                 if tid in topics:
                     yield topics[tid][0], topics[tid][1], int(t), bytes(raw)
             if bad:
-                errors.append(f"bag {path}: {bad} messages of the cut sqlite3 bag are unreadable")
+                errors.append(f"bag {path}: the sqlite3 bag is damaged from row {rid - streak + 1} on; "
+                              f"read the rows before it")
         finally:
             con.close()
 
