@@ -239,6 +239,10 @@ class OccupancyNodeCore:
         self.input_topics: dict[str, str] = {}
         self.info_topics: dict[str, str] = {}
         self._subs = []
+        # TF first: a transport that dispatches its readers in creation order then applies a
+        # /tf_static that arrived with the first images before those images form a set
+        self._subs.append(transport.create_subscription(TF_TYPE, "/tf_static", self._tf_cb(True), TF_STATIC_QOS))
+        self._subs.append(transport.create_subscription(TF_TYPE, "/tf", self._tf_cb(False), RELIABLE_QOS))
         for cam in self.cameras:
             it, ct = topics[cam]
             self.input_topics[cam] = transport.resolve_topic(it)
@@ -246,8 +250,6 @@ class OccupancyNodeCore:
             self._subs.append(transport.create_subscription(self.image_type, it, self._image_cb(cam),
                                                             SENSOR_DATA_QOS))
             self._subs.append(transport.create_subscription(INFO_TYPE, ct, self._info_cb(cam), SENSOR_DATA_QOS))
-        self._subs.append(transport.create_subscription(TF_TYPE, "/tf", self._tf_cb(False), RELIABLE_QOS))
-        self._subs.append(transport.create_subscription(TF_TYPE, "/tf_static", self._tf_cb(True), TF_STATIC_QOS))
         self._diag_timer = transport.create_timer(float(p["diagnostics_period"]), self.publish_diagnostics)
         # Move the long-lived heap (torch, the model, message classes) out of the garbage
         # collector's reach: building a MarkerArray allocates ~10^5 small objects per set, and
@@ -294,7 +296,8 @@ class OccupancyNodeCore:
         def cb(msg: Any) -> None:
             self._count("images_received")
             try:
-                check_image_size(msg, f"{cam} ({self.input_topics[cam]})", self.opts.max_image_pixels)
+                check_image_size(msg, f"{cam} ({self.input_topics[cam]})", self.opts.max_image_pixels,
+                                 self.opts.jpeg_reduce)
             except SetError as e:
                 self._count("images_rejected")
                 self._fail(e.kind, str(e), count_set=False)

@@ -73,10 +73,11 @@ def output_topics(cameras: Sequence[str], opts: OutputOptions) -> dict[str, tupl
     return out
 
 
-def check_image_size(msg: Any, source: str, max_pixels: int) -> None:
+def check_image_size(msg: Any, source: str, max_pixels: int, jpeg_reduce: int = 1) -> None:
     """Reject, before decoding, raw images larger than ``max_pixels``, compressed ones whose
-    header declares more than ``max_pixels`` (a decompression bomb: a few hundred bytes can
-    declare 16000 x 16000) or that are larger than 3 bytes per allowed pixel."""
+    header declares a decoded size over ``max_pixels`` (a decompression bomb: a few hundred
+    bytes can declare 16000 x 16000; a JPEG decoded at 1/``jpeg_reduce`` allocates only that) or
+    that are larger than 3 bytes per allowed pixel."""
     if hasattr(msg, "encoding"):
         n = int(msg.width) * int(msg.height)
         if n > max_pixels:
@@ -88,9 +89,11 @@ def check_image_size(msg: Any, source: str, max_pixels: int) -> None:
             raise SetError("size", f"{source}: compressed image of {n} bytes exceeds the limit "
                                    f"({3 * max_pixels} bytes for {max_pixels} pixels, parameter max_image_pixels)")
         wh = declared_size(msg.data)
-        if wh is not None and wh[0] * wh[1] > max_pixels:
-            raise SetError("size", f"{source}: compressed image ({n} bytes) declares {wh[0]}x{wh[1]} pixels, over the "
-                                   f"limit of {max_pixels} (parameter max_image_pixels); not decoded")
+        r = jpeg_reduce if wh is not None and is_jpeg(msg) else 1
+        if wh is not None and -(-wh[0] // r) * -(-wh[1] // r) > max_pixels:
+            raise SetError("size", f"{source}: compressed image ({n} bytes) declares {wh[0]}x{wh[1]} pixels"
+                                   f"{f' ({-(-wh[0] // r)}x{-(-wh[1] // r)} decoded at 1/{r})' if r > 1 else ''}, over "
+                                   f"the limit of {max_pixels} (parameter max_image_pixels); not decoded")
 
 
 class OccupancyPipeline:
@@ -119,7 +122,7 @@ class OccupancyPipeline:
         imgs, Ks = [], []
         hws = list(expected_hw) if expected_hw is not None else [None] * len(self.cameras)
         for cam, msg, k, hw in zip(self.cameras, image_msgs, K, hws):
-            check_image_size(msg, cam, self.opts.max_image_pixels)
+            check_image_size(msg, cam, self.opts.max_image_pixels, self.opts.jpeg_reduce)
             try:
                 img = decode_any(msg, source=cam, reduce=self.opts.jpeg_reduce)
             except ImageDecodeError as e:

@@ -425,3 +425,36 @@ def test_13_node_cli_prints_one_line_for_a_bad_parameter(tmp_path, micro, capsys
     assert "Traceback" not in "\n".join(err)
     assert main(["--transport", "dds", "-r", "no-separator"]) == 2
     assert "remap rule 'no-separator'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- bad input (Build list)
+def test_zero_length_and_zero_size_images_and_bad_K_are_clear_errors():
+    """Zero-length JPEG, a 0x0 raw image, a JPEG whose header declares 0x0, NaN / negative /
+    zero K: each one error naming the input and what was expected."""
+    import cv2
+
+    from priorocc_ros.calibration import CalibrationError, camera_info_geometry
+    from priorocc_ros.image_codec import ImageDecodeError, decode_any
+    from tests.ros_helpers import TS, _header
+
+    empty = TS.types["sensor_msgs/msg/CompressedImage"](header=_header(0, "f"), format="jpeg", data=np.zeros(0, np.uint8))
+    with pytest.raises(ImageDecodeError, match="CAM_X: CompressedImage has no data"):
+        decode_any(empty, "CAM_X")
+    zero = raw_image(0, "f", np.zeros((1, 1, 3), np.uint8), "rgb8")
+    zero.width, zero.height, zero.step, zero.data = 0, 0, 0, np.zeros(0, np.uint8)
+    with pytest.raises(ImageDecodeError, match="CAM_X: Image has size 0x0; expected positive width and height"):
+        decode_any(zero, "CAM_X")
+    ok, data = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))
+    b = bytearray(data.tobytes())
+    i = b.index(b"\xff\xc0")
+    b[i + 5:i + 9] = bytes(4)  # SOF declares 0 x 0
+    j0 = TS.types["sensor_msgs/msg/CompressedImage"](header=_header(0, "f"), format="jpeg",
+                                                     data=np.frombuffer(bytes(b), np.uint8))
+    with pytest.raises(ImageDecodeError, match="CAM_X: JPEG data could not be decoded"):
+        decode_any(j0, "CAM_X")
+    for k, why in [(np.nan, "non-finite"), (-100.0, "not a valid camera matrix"), (0.0, "not a valid camera matrix")]:
+        info = camera_info(0, "f", 160, 90)
+        info.k = info.k.copy()
+        info.k[0] = k
+        with pytest.raises(CalibrationError, match=f"CAM_X camera_info: CameraInfo.k .*{why}|{why}"):
+            camera_info_geometry(info, "CAM_X camera_info")
