@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# colcon in a venv of its own: colcon-core pins setuptools below the test venv's
+COLCON_VENV := .venv-colcon
+COLCON_STAMP := $(COLCON_VENV)/.installed
 
 MM_VENV := .venv-mm
 MM_TESTS := tests/test_train_mm_plugin.py
@@ -16,7 +19,13 @@ $(STAMP): requirements.txt setup.py
 	$(VENV)/bin/pip check
 	touch $(STAMP)
 
-venv: $(STAMP)
+$(COLCON_STAMP): requirements-colcon.txt
+	$(PYTHON) -m venv $(COLCON_VENV)
+	$(COLCON_VENV)/bin/pip install -q -r requirements-colcon.txt
+	$(COLCON_VENV)/bin/pip check
+	touch $(COLCON_VENV)/COLCON_IGNORE $(COLCON_STAMP)
+
+venv: $(STAMP) $(COLCON_STAMP)
 
 # The optional OpenMMLab stack lives in its own venv (requirements-mm.txt), rebuilt when that file's
 # hash changes; it sees the main venv's packages through a .pth file, so the main venv stays untouched.
@@ -32,7 +41,7 @@ mm-venv: $(STAMP)
 
 # Both runs always run (a failed mm-venv build shows as a failed second run); the last line is the
 # total of both, the exit code non-zero if either failed.
-test: $(STAMP)
+test: $(STAMP) $(COLCON_STAMP)
 	-@$(MAKE) --no-print-directory mm-venv
 	$(PY) .ci/test_all.py -- $(PY) -m pytest -q tests --ignore=$(MM_TESTS) \
 	                      -- env OMP_NUM_THREADS=1 $(MM_VENV)/bin/python -m pytest -q $(MM_TESTS)
@@ -41,4 +50,4 @@ demo: $(STAMP)
 	$(PY) training/demo.py --checkpoint models/demo --out demo_out
 
 clean:
-	rm -rf $(VENV) $(MM_VENV) demo_out
+	rm -rf $(VENV) $(MM_VENV) $(COLCON_VENV) demo_out

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from priorocc_ros.testing import REPO
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ messages.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -89,9 +90,62 @@ def header(stamp_ns: int, frame_id: str) -> Any:
     return msg_class("std_msgs/msg/Header")(stamp=ns_to_stamp(stamp_ns), frame_id=frame_id)
 
 
+class PointList(list):
+    """A ``geometry_msgs/Point[]`` field value: the Point objects (any reader sees a plain list)
+    plus ``xyz``, the same points as an (N, 3) float64 array, which ``serialize`` copies into
+    the CDR in one slice instead of one Python call per point."""
+
+    def __init__(self, xyz: np.ndarray):
+        xyz = np.ascontiguousarray(xyz, dtype=np.float64).reshape(-1, 3)
+        Point = msg_class("geometry_msgs/msg/Point")
+        super().__init__(Point(x=x, y=y, z=z) for x, y, z in xyz.tolist())
+        self.xyz = xyz
+
+
+def _serialize_marker_array(msg: Any) -> bytes | None:
+    """MarkerArray CDR with PointList points spliced in as bytes (identical to rosbags' own).
+
+    Each long PointList is replaced by one sentinel point with a bit pattern of its own; in the
+    serialised bytes the sentinel's 24 bytes sit right after the sequence length (and its
+    padding to 8, which is the same for any non-empty sequence); they are replaced by the
+    length N and the N * 24 bytes of ``xyz``. N * 24 is a multiple of 8, so every later field
+    keeps its alignment."""
+    Point = msg_class("geometry_msgs/msg/Point")
+    swaps, markers = [], []
+    for i, m in enumerate(msg.markers):
+        pts = m.points
+        if isinstance(pts, PointList) and len(pts) > 1:
+            tag = np.array([np.nan, float(i), -7.0e300 - i], np.float64)
+            tag.view(np.uint64)[0] = 0x7FF8_D00D_0000_0000 + i  # a NaN payload of this marker
+            swaps.append((tag.tobytes(), pts.xyz))
+            m = dataclasses.replace(m, points=[Point(x=tag[0], y=tag[1], z=tag[2])])
+        markers.append(m)
+    if not swaps:
+        return None
+    data = bytes(typestore().serialize_cdr(type(msg)(markers=markers), "visualization_msgs/msg/MarkerArray"))
+    parts, pos = [], 0
+    for tag, xyz in swaps:
+        at = data.find(tag, pos)
+        one, zero = (1).to_bytes(4, "little"), bytes(4)
+        if at >= 4 and data[at - 4:at] == one:
+            count_at = at - 4  # the uint32 length right before the first point
+        elif at >= 8 and data[at - 8:at - 4] == one and data[at - 4:at] == zero:
+            count_at = at - 8  # the length, then 4 bytes of padding to 8
+        else:
+            return None  # not where expected (never seen): the generic serialiser decides
+        parts += [data[pos:count_at], len(xyz).to_bytes(4, "little"), data[count_at + 4:at], xyz.tobytes()]
+        pos = at + 24
+    parts.append(data[pos:])
+    return b"".join(parts)
+
+
 def serialize(msg: Any, type_name: str | None = None) -> bytes:
     """CDR bytes of a rosbags message (what bags and DDS carry)."""
     tn = type_name or msg.__msgtype__
+    if tn == "visualization_msgs/msg/MarkerArray":
+        fast = _serialize_marker_array(msg)
+        if fast is not None:
+            return fast
     return bytes(typestore().serialize_cdr(msg, tn))
 
 

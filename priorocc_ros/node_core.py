@@ -30,50 +30,20 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from priorocc_core.classes import CAMERAS
 from priorocc_ros import outputs
 from priorocc_ros.calibration import CalibrationError, StaticCalibration, TfBuffer, camera_info_geometry, load_calibration_yaml
 from priorocc_ros.msgs import header as make_header
 from priorocc_ros.msgs import stamp_to_ns
+from priorocc_ros.params import PARAMETERS
 from priorocc_ros.pipeline import OccupancyPipeline, OutputOptions, SetError, check_image_size, output_topics
 from priorocc_ros.runner import InferenceRunner
 from priorocc_ros.sync import ApproximateTimeSynchronizer, SyncedSet
-from priorocc_ros.transport.base import RELIABLE_QOS, SENSOR_DATA_QOS, TF_STATIC_QOS, Transport
+from priorocc_ros.transport.base import RELIABLE_QOS, SENSOR_DATA_QOS, TF_STATIC_LISTENER_QOS, Transport
 
 DIAG_NAME = "priorocc: occupancy"
 # DiagnosticStatus levels
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
 
-PARAMETERS: dict[str, Any] = {
-    # model
-    "checkpoint": "",  # checkpoint directory (model.safetensors + config.yaml)
-    "device": "cpu",  # cpu, cuda, cuda:0
-    "backend": "torch",  # torch, onnxruntime, openvino (priorocc_core.backends)
-    "precision": "fp32",  # fp32, bf16, fp16 (GPU)
-    # inputs
-    "cameras": list(CAMERAS),  # the model's camera slots, in the model's order
-    "camera_names": [""],  # the recording's name per slot, fills {camera}; [""] = the slot names
-    "compressed": True,  # CompressedImage (True) or Image (False)
-    "image_topic": "",  # pattern with {camera}; "" = /{camera}/image_rect_compressed or /{camera}/image_rect
-    "camera_info_topic": "/{camera}/camera_info",
-    "slop": 0.06,  # seconds; max spread of stamps within one set
-    "sync_queue_size": 10,
-    "max_wait": 0.5,  # seconds an incomplete set waits for its missing cameras
-    "base_frame": "base_link",  # TF target frame and output frame_id
-    "calibration_file": "",  # YAML fallback for extrinsics (and K); see calibration.load_calibration_yaml
-    "max_image_pixels": 4096 * 4096,
-    "jpeg_reduce": 1,  # decode JPEGs at 1/n resolution (1, 2, 4, 8); K is scaled to match
-    # outputs
-    "publish_voxels": True,
-    "publish_markers": True,
-    "publish_bev": True,
-    "publish_overlay": True,
-    "overlay_alpha": 0.5,
-    "overlay_scale": 1.0,
-    "bev_unknown_from_cameras": True,
-    "queue_size": 1,  # sets waiting for inference; older ones are dropped
-    "diagnostics_period": 1.0,  # seconds
-}
 
 IMAGE_TYPES = {True: "sensor_msgs/msg/CompressedImage", False: "sensor_msgs/msg/Image"}
 INFO_TYPE = "sensor_msgs/msg/CameraInfo"
@@ -172,6 +142,7 @@ class OccupancyNodeCore:
         latency_window: samples kept per latency stage. ParameterError for unusable parameters."""
         self.t = transport
         self.log = transport.logger
+        self._block = block
         defaults = dict(PARAMETERS)
         defaults.update(parameters or {})
         self.p = {k: transport.declare_parameter(k, v) for k, v in defaults.items()}
@@ -241,7 +212,8 @@ class OccupancyNodeCore:
         self._subs = []
         # TF first: a transport that dispatches its readers in creation order then applies a
         # /tf_static that arrived with the first images before those images form a set
-        self._subs.append(transport.create_subscription(TF_TYPE, "/tf_static", self._tf_cb(True), TF_STATIC_QOS))
+        self._subs.append(transport.create_subscription(TF_TYPE, "/tf_static", self._tf_cb(True),
+                                                        TF_STATIC_LISTENER_QOS))
         self._subs.append(transport.create_subscription(TF_TYPE, "/tf", self._tf_cb(False), RELIABLE_QOS))
         for cam in self.cameras:
             it, ct = topics[cam]
@@ -417,11 +389,25 @@ class OccupancyNodeCore:
             hws.append(hw)
         return np.stack(Ks), np.stack(c2e), hws
 
+    def _calibration_waiting(self, s: SyncedSet) -> tuple[np.ndarray, np.ndarray, list]:
+        """``calibration_for``, waiting up to ``calibration_wait`` seconds for TF (and a CameraInfo
+        the set did not carry) still on their way, as tf2's MessageFilter does (on the real ROS 2
+        the first set of a bag can complete ~60-80 ms before /tf_static's reliable sample is
+        dispatched). Offline (``block``) the order is the bag's, so nothing is on its way."""
+        deadline = time.monotonic() + (0.0 if self._block else float(self.p["calibration_wait"]))
+        while True:
+            try:
+                return self.calibration_for(s)
+            except SetError as e:
+                if e.kind != "calibration" or time.monotonic() >= deadline or self._closed:
+                    raise
+                time.sleep(0.01)
+
     def _process(self, item: tuple[SyncedSet, float, int]) -> None:
         s, t_set, wall_set = item
         t0 = time.perf_counter()
         self.latency.add("queue", t0 - t_set)
-        K, cam2ego, hws = self.calibration_for(s)
+        K, cam2ego, hws = self._calibration_waiting(s)
         res = self.pipeline.run(s.stamp_ns, s.items, K, cam2ego, expected_hw=hws)
         if self.runner.gave_up:
             return  # shutdown stopped waiting for this set: it is counted dropped already
@@ -490,6 +476,8 @@ class OccupancyNodeCore:
                           f"failed {d['sets_failed']} + incomplete {d['incomplete_sets']} + in_progress {in_progress}")
         d["rate_hz"] = (len(times) - 1) / (times[-1] - times[0]) if len(times) >= 2 and times[-1] > times[0] else 0.0
         d["runner_dropped"] = self.runner.stats.dropped
+        for k, v in dict(getattr(self.t, "stats", {})).items():  # samples not decoded, callbacks that raised
+            d[f"transport_{k}"] = v
         for stage, ps in self.latency.percentiles().items():
             for q, v in ps.items():
                 if q != "n":

@@ -21,6 +21,10 @@ from typing import Any
 import yaml
 
 
+# logged once the node subscribes (model loaded); the launch file starts the bag on it
+READY_LINE = "occupancy node running"
+
+
 def _default_transport() -> str:
     return "ros" if importlib.util.find_spec("rclpy") is not None else "dds"
 
@@ -69,13 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def make_transport(kind: str, node_name: str, params: dict[str, Any], ros_args: list[str]):
+def make_transport(kind: str, node_name: str, params: dict[str, Any], argv: list[str]):
+    """argv: the full command line after the program name (rclpy takes its --ros-args part)."""
     if kind == "ros":
         from priorocc_ros.transport.rclpy_transport import RclpyTransport
 
         if params:
-            ros_args = ros_args + ["--ros-args"] + [a for k, v in params.items() for a in ("-p", f"{k}:={v}")]
-        return RclpyTransport(node_name, args=["occupancy_node"] + ros_args)
+            argv = argv + ["--ros-args"] + [a for k, v in params.items() for a in ("-p", f"{k}:={v}")]
+        return RclpyTransport(node_name, args=["occupancy_node"] + argv)
     from priorocc_ros.transport.dds_transport import DdsTransport
 
     return DdsTransport(node_name, parameters=params)
@@ -91,30 +96,41 @@ def _startup_error(e: BaseException) -> str | None:
     return None
 
 
+def split_ros_args(argv: list[str]) -> tuple[list[str], bool]:
+    """(argv without ROS arguments, whether there were any). With ``--ros-args`` present,
+    rclpy's own ``remove_ros_args`` decides (it knows ``--ros-args ... --`` and every form);
+    without it there are none (this keeps ``-p NAME:=VALUE`` of the dds transport, which rcl
+    would take for deprecated remap rules)."""
+    if "--ros-args" not in argv:
+        return list(argv), False
+    try:
+        from rclpy.utilities import remove_ros_args
+    except ImportError:  # no ROS 2: everything from --ros-args on would be ROS arguments
+        return argv[:argv.index("--ros-args")], True
+    return remove_ros_args(["occupancy_node"] + list(argv))[1:], True
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    ros_args: list[str] = []
-    if "--ros-args" in argv:  # everything from --ros-args on belongs to rclpy
-        i = argv.index("--ros-args")
-        argv, ros_args = argv[:i], argv[i:]
-    args = build_parser().parse_args(argv)
+    own, has_ros_args = split_ros_args(argv)
+    args = build_parser().parse_args(own)
     kind = args.transport or _default_transport()
     params: dict[str, Any] = {}
     if args.params_file:
         params.update(load_params_file(args.params_file, args.node_name))
     params.update(dict(args.param))
-    if kind == "dds" and ros_args:
+    if kind == "dds" and has_ros_args:
         raise SystemExit("--ros-args is for --transport ros; use -p NAME:=VALUE with --transport dds")
-    if kind == "ros" and args.remap:
-        ros_args = ros_args + (["--ros-args"] if "--ros-args" not in ros_args else []) + [
-            a for r in args.remap for a in ("-r", r)]
+    ros_argv = list(argv) if kind == "ros" else []
+    if kind == "ros" and args.remap:  # our -r FROM:=TO as one more --ros-args block for rcl
+        ros_argv += ["--ros-args"] + [a for r in args.remap for a in ("-r", r)]
 
     from priorocc_ros.node_core import OccupancyNodeCore
     from priorocc_ros.transport.base import parse_remaps
 
     try:
         remaps = parse_remaps(args.remap, args.node_name)
-        transport = make_transport(kind, args.node_name, params, ros_args)
+        transport = make_transport(kind, args.node_name, params, ros_argv)
     except Exception as e:  # noqa: BLE001
         line = _startup_error(e)
         if line is None or args.debug:
@@ -127,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     rc = 0
     try:
         core = OccupancyNodeCore(transport)
-        transport.logger.info(f"occupancy node running ({kind} transport)")
+        transport.logger.info(f"{READY_LINE} ({kind} transport)")
         transport.spin()
     except Exception as e:  # noqa: BLE001
         line = _startup_error(e) if core is None else None

@@ -192,7 +192,7 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
     """Run the node over ``input_bag``; write every output topic to ``output_bag``.
 
     predictor: an OccupancyPredictor (else the ``checkpoint`` parameter is loaded).
-    parameters: node parameters (see node_core.PARAMETERS); ``compressed`` is detected from
+    parameters: node parameters (see params.PARAMETERS); ``compressed`` is detected from
     the bag when not given. remaps: ``["FROM:=TO", ...]`` as ``--ros-args -r``. Raises BagError
     if the input bag cannot be opened, ReplayInputError if its topics cannot feed the node;
     damage further in is counted in ``bag_errors`` and the replay goes on. Waits for the model

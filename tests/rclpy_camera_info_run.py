@@ -28,23 +28,25 @@ def run_once(predictor, params, play, expected_groups):
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
     from priorocc_ros.node_core import OccupancyNodeCore
-    from priorocc_ros.transport.rclpy_transport import RclpyConverter, RclpyTransport
+    from rosidl_runtime_py.utilities import get_message
+
+    from priorocc_ros.transport.rclpy_transport import RclpyTransport
+    from tests.foreign_recordings import TS
 
     t = RclpyTransport("priorocc", args=["rclpy_camera_info_run"])
     core = OccupancyNodeCore(t, predictor=predictor, parameters=params)
     spin = threading.Thread(target=t.spin, daemon=True)
     spin.start()
     player = rclpy.create_node("player")
-    conv = RclpyConverter()
     pubs = {}
 
     def pub(topic, ty, latched=False):
         if topic not in pubs:
             qos = QoSProfile(depth=1 if latched else 50, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
-            pubs[topic] = (player.create_publisher(conv.rclpy_class(ty), topic, qos), ty)
+            pubs[topic] = (player.create_publisher(get_message(ty), topic, qos), ty)
         p, ty = pubs[topic]
-        return lambda m: p.publish(conv.to_rclpy(m, ty))
+        return lambda m: p.publish(bytes(TS.serialize_cdr(m, ty)))  # rclpy publishes serialized CDR as is
 
     try:
         play(pub, lambda: all(p.get_subscription_count() >= 1 for p, _ in pubs.values()))
@@ -74,7 +76,7 @@ def wait_matched(matched, timeout=20.0):
 def play_delayed(n_sets=20, slop_s=0.05, seed=0):
     """Every CameraInfo after its image, delayed by a random 0..slop."""
     from priorocc_ros.msgs import typestore  # noqa: F401 - rosbags classes for the converter
-    from tests.ros_helpers import MODEL_CAMERAS, T0, camera_info, raw_image, tf_chain
+    from tests.foreign_recordings import MODEL_CAMERAS, T0, camera_info, raw_image, tf_chain
 
     rng = np.random.default_rng(seed)
 

@@ -3,7 +3,7 @@ priorocc_play as three processes on a loopback-only DDS domain.
 
 Input: the demo bag of the ROS issue when present (bags/demo*), else the real nuScenes
 keyframe in ../shared/data converted with nuscenes_to_bag; either way re-timed into a live
-stream (``priorocc_ros.dds.live.make_live_bag``) with faults: a JPEG cut short, a
+stream (``benchmarks.dds_live.make_live_bag``) with faults: a JPEG cut short, a
 camera_info with K = 0, an image over the size limit, a camera that stops publishing.
 """
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from priorocc_core.classes import CAMERAS
-from priorocc_ros.dds.live import OUTPUT_TOPICS, make_live_bag, read_outputs, run_live
-from priorocc_ros.dds.loopback import unique_domain_id
+from benchmarks.dds_live import OUTPUT_TOPICS, make_live_bag, read_outputs, run_live
+from priorocc_ros.dds.local_only import unique_domain_id
 from priorocc_ros.outputs import diagnostics_values
 from tests.conftest import ROOT, require_shared
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
-from tests.ros_helpers import MODEL_CAMERAS, T0, camera_info, micro_checkpoint, raw_image, tf_chain
+from tests.foreign_recordings import MODEL_CAMERAS, T0, camera_info, micro_checkpoint, raw_image, tf_chain
 
 SHARED_ROS2 = ROOT.parent / "shared" / "ros2"
 
@@ -74,7 +74,7 @@ def rclpy_runs(micro):
         if os.environ.get("CI"):
             pytest.fail(msg + " — CI must have it")
         pytest.skip(msg)
-    from priorocc_ros.dds.loopback import loopback_env, unique_domain_id
+    from priorocc_ros.dds.local_only import loopback_env, unique_domain_id
 
     repeats = int(os.environ.get("PRIOROCC_DEMO_REPEATS", "2"))
     env = loopback_env(domain_id=unique_domain_id(os.getpid() * 17 + 3))

@@ -1,5 +1,5 @@
 """Recordings PriorOcc did not write (issue 15): written in the test with rosbags directly
-(tests/ros_helpers.py), in several styles, replayed with ``priorocc_replay`` and played live
+(tests/foreign_recordings.py), in several styles, replayed with ``priorocc_replay`` and played live
 into the node over Cyclone DDS; each with the exact count of outputs per topic and the
 invariant ``groups_in = out + dropped + failed + incomplete`` holding.
 
@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.ros_helpers import LOWER, MODEL_CAMERAS, Style, counts_by_topic, micro_checkpoint, write_foreign_bag
+from tests.foreign_recordings import LOWER, MODEL_CAMERAS, Style, counts_by_topic, micro_checkpoint, write_foreign_bag
 
 OUT = ["/priorocc/voxels", "/priorocc/markers", "/priorocc/bev"] + [f"/priorocc/seg_overlay/{c}" for c in MODEL_CAMERAS]
 NS_PARAMS = {"image_topic": "/cameras/{camera}/image_raw", "camera_info_topic": "/cameras/{camera}/camera_info",
@@ -90,7 +90,7 @@ def test_replay_foreign_recording(name, bags, micro, tmp_path):
 def _bev_unknown(bag):
     from rosbags.rosbag2 import Reader
 
-    from tests.ros_helpers import TS
+    from tests.foreign_recordings import TS
 
     with Reader(bag) as r:
         conns = [c for c in r.connections if c.topic == "/priorocc/bev"]
@@ -145,7 +145,7 @@ _COUNTER = itertools.count(1)
 
 @pytest.fixture
 def dds_env(monkeypatch):
-    from priorocc_ros.dds.loopback import loopback_env, unique_domain_id
+    from priorocc_ros.dds.local_only import loopback_env, unique_domain_id
 
     env = loopback_env(domain_id=unique_domain_id(os.getpid() * 7 + 100 + next(_COUNTER)))
     monkeypatch.setenv("CYCLONEDDS_URI", env["CYCLONEDDS_URI"])

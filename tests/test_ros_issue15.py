@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.ros_helpers import (LOWER, MODEL_CAMERAS, T0, Style, camera_info, micro_checkpoint, raw_image, tf_chain,
+from tests.foreign_recordings import (LOWER, MODEL_CAMERAS, T0, Style, camera_info, micro_checkpoint, raw_image, tf_chain,
                                write_foreign_bag)
 
 NS_PARAMS = {"image_topic": "/cameras/{camera}/image_raw", "camera_info_topic": "/cameras/{camera}/camera_info",
@@ -186,7 +186,7 @@ def test_6_camera_info_binning_roi_and_size():
     """K as image_geometry's PinholeCameraModel adjusts it: principal point minus the ROI offset,
     then divided by the binning; the expected size is roi // binning."""
     from priorocc_ros.calibration import CalibrationError, camera_info_geometry
-    from tests.ros_helpers import TS
+    from tests.foreign_recordings import TS
 
     info = camera_info(0, "f", 1600, 900, binning=2)
     info.roi = TS.types["sensor_msgs/msg/RegionOfInterest"](x_offset=100, y_offset=50, height=600, width=1200,
@@ -232,7 +232,7 @@ def test_8_a_bag_played_in_a_loop_keeps_producing_outputs(predictor):
 
 # --------------------------------------------------------------------------- 9: bad TF
 def _tf(child, xyz, qxyzw):
-    from tests.ros_helpers import TS, _tf as mk
+    from tests.foreign_recordings import TS, _tf as mk
 
     return TS.types["tf2_msgs/msg/TFMessage"](transforms=[mk("CAM_FRONT_link", child, xyz, qxyzw, T0)])
 
@@ -291,7 +291,7 @@ def test_10_decompression_bomb_refused_before_decoding(predictor, fmt, monkeypat
     import cv2
 
     from priorocc_ros.image_codec import declared_size
-    from tests.ros_helpers import TS, _header
+    from tests.foreign_recordings import TS, _header
 
     data = _bomb(fmt)
     assert len(data) < 1000 and declared_size(np.frombuffer(data, np.uint8)) == (16000, 16000)
@@ -331,7 +331,7 @@ def test_11_cut_bag_is_salvaged_message_by_message_and_exit_is_non_zero(tmp_path
     cap = capsys.readouterr()
     assert f"messages read {got[2]} of {info['messages']}" in cap.out
     assert "output incomplete" in cap.err and "Traceback" not in cap.err
-    from tests.ros_helpers import counts_by_topic
+    from tests.foreign_recordings import counts_by_topic
 
     assert counts_by_topic(tmp_path / "o")["/priorocc/voxels"] >= 4  # the sets before the cut
 
@@ -412,7 +412,7 @@ def test_13_late_images_are_logged():
 
 
 def test_13_node_cli_prints_one_line_for_a_bad_parameter(tmp_path, micro, capsys, monkeypatch):
-    from priorocc_ros.dds.loopback import loopback_env, unique_domain_id
+    from priorocc_ros.dds.local_only import loopback_env, unique_domain_id
     from priorocc_ros.occupancy_node import main
 
     env = loopback_env(domain_id=unique_domain_id(os.getpid() * 13 + 5))
@@ -435,7 +435,7 @@ def test_zero_length_and_zero_size_images_and_bad_K_are_clear_errors():
 
     from priorocc_ros.calibration import CalibrationError, camera_info_geometry
     from priorocc_ros.image_codec import ImageDecodeError, decode_any
-    from tests.ros_helpers import TS, _header
+    from tests.foreign_recordings import TS, _header
 
     empty = TS.types["sensor_msgs/msg/CompressedImage"](header=_header(0, "f"), format="jpeg", data=np.zeros(0, np.uint8))
     with pytest.raises(ImageDecodeError, match="CAM_X: CompressedImage has no data"):

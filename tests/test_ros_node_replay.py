@@ -10,7 +10,7 @@ from priorocc_ros.calibration import make_camera_info, matrix_to_transform_stamp
 from priorocc_ros.image_codec import decode_image, encode_compressed
 from priorocc_ros.msgs import header, new_msg, stamp_to_ns
 from priorocc_ros.outputs import diagnostics_values, pointcloud2_to_array
-from priorocc_ros.testing import make_tiny_checkpoint, nuscenes_like_rig, write_camera_bag
+from tests.ros_helpers import make_tiny_checkpoint, nuscenes_like_rig, write_camera_bag
 from priorocc_ros.transport.base import SENSOR_DATA_QOS, TF_STATIC_QOS
 from priorocc_ros.transport.loopback import LoopbackBus, LoopbackTransport
 

@@ -1,5 +1,4 @@
 """Output message builders, calibration (CameraInfo, TF, YAML) and the transports."""
-import array
 import importlib
 import sys
 
@@ -77,7 +76,7 @@ def test_occupancy_grid_layout_and_states():
 
 
 def test_camera_visibility_of_a_ring_covers_the_far_field():
-    from priorocc_ros.testing import nuscenes_like_rig
+    from tests.ros_helpers import nuscenes_like_rig
 
     K, c2e = nuscenes_like_rig((900, 1600))
     vis = outputs.camera_visibility(c2e, K, [(900, 1600)] * 6)
@@ -171,76 +170,7 @@ def test_loopback_delivers_and_latches():
     assert len(got) == 2 and b.publisher_types("/a/out") == {"std_msgs/msg/Header", "sensor_msgs/msg/Image"}
 
 
-# --------------------------------------------------------------------------- rclpy adapter
-class _RclpyLike:
-    """Mimics rosidl-generated rclpy classes: uint8[]/numeric sequences must be array.array,
-    fixed numeric arrays numpy, byte fields 1-byte bytes."""
-
-    _fields: dict = {}
-
-    def __init__(self):
-        for k in self._fields:
-            object.__setattr__(self, k, None)
-
-    def __setattr__(self, k, v):
-        kind = self._fields[k]
-        if kind == "seq_num":
-            assert isinstance(v, array.array), (k, type(v))
-        if kind == "arr_num":
-            assert isinstance(v, np.ndarray), (k, type(v))
-        if kind == "byte":
-            assert isinstance(v, bytes) and len(v) == 1, (k, v)
-        object.__setattr__(self, k, v)
-
-
-def _fake_rclpy_resolver():
-    from rosbags.interfaces import Nodetype
-
-    from priorocc_ros.msgs import typestore
-
-    cache = {}
-
-    def resolve(type_name):
-        if type_name not in cache:
-            fields = {}
-            for name, (kind, arg) in typestore().fielddefs[type_name][1]:
-                if kind == Nodetype.BASE:
-                    fields[name] = "byte" if arg[0] == "byte" else "base"
-                elif kind == Nodetype.NAME:
-                    fields[name] = "msg"
-                else:
-                    (sk, sa), _ = arg
-                    numeric = sk == Nodetype.BASE and sa[0] not in ("string", "bool", "byte", "char")
-                    fields[name] = ("seq_num" if kind == Nodetype.SEQUENCE else "arr_num") if numeric else "list"
-            cache[type_name] = type(type_name.replace("/", "_"), (_RclpyLike,), {"_fields": fields})
-        return cache[type_name]
-
-    return resolve
-
-
-def test_rclpy_converter_round_trip_generic():
-    from priorocc_ros.transport.rclpy_transport import RclpyConverter
-
-    conv = RclpyConverter(resolve=_fake_rclpy_resolver())
-    pc = outputs.voxels_to_pointcloud2(occ_sample(), header(STAMP, "base_link"))
-    r = conv.to_rclpy(pc, "sensor_msgs/msg/PointCloud2")
-    assert isinstance(r.data, array.array) and r.data.typecode == "B" and len(r.data) == len(pc.data)
-    back = conv.from_rclpy(r, "sensor_msgs/msg/PointCloud2")
-    assert serialize(back) == serialize(pc)
-    info = make_camera_info(np.eye(3) * 5 + np.diag([0, 0, -4]), 16, 9, header(STAMP, "CAM"))
-    ri = conv.to_rclpy(info, "sensor_msgs/msg/CameraInfo")
-    assert isinstance(ri.k, np.ndarray) and isinstance(ri.d, array.array) and ri.d.typecode == "d"
-    assert serialize(conv.from_rclpy(ri, "sensor_msgs/msg/CameraInfo")) == serialize(info)
-    d = outputs.diagnostics(header(STAMP, "b"), "n", "h", 2, "m", {"k": "v"})
-    rd = conv.to_rclpy(d, "diagnostic_msgs/msg/DiagnosticArray")
-    assert rd.status[0].level == b"\x02"
-    assert serialize(conv.from_rclpy(rd, "diagnostic_msgs/msg/DiagnosticArray")) == serialize(d)
-    g = outputs.voxels_to_occupancy_grid(occ_sample(), header(STAMP, "b"))
-    rg = conv.to_rclpy(g, "nav_msgs/msg/OccupancyGrid")
-    assert rg.data.typecode == "b"
-    assert serialize(conv.from_rclpy(rg, "nav_msgs/msg/OccupancyGrid")) == serialize(g)
-
-
+# --------------------------------------------------------------------------- node entry point and launch file
 def test_node_module_imports_without_rclpy_and_launch_file_parses():
     import priorocc_ros.occupancy_node as node
     import priorocc_ros.transport.rclpy_transport  # noqa: F401 - imports rclpy lazily
@@ -259,3 +189,29 @@ def test_node_module_imports_without_rclpy_and_launch_file_parses():
     mods = {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert {"launch", "launch_ros"} <= mods
     assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
+
+
+def test_marker_points_serialise_in_one_slice_byte_identical_to_rosbags():
+    """msgs.serialize's MarkerArray fast path (PointList spliced in as bytes) gives exactly
+    rosbags' generic CDR, for markers after strings of every length mod 4, one-point markers,
+    DELETE markers and plain-list points. Mutation: the sentinel's 24 bytes left in the output
+    (pos = at) -> bytes differ. (In Marker the points length always ends 8-aligned, after the
+    8-aligned pose, so the padded branch is not reached by this type.)"""
+    from priorocc_core.classes import FREE
+    from priorocc_ros.msgs import PointList, msg_class, typestore
+
+    rng = np.random.default_rng(1)
+    occ = np.full((200, 200, 16), FREE, np.uint8)
+    occ[:40, :50, 4] = rng.integers(1, 11, size=(40, 50))
+    occ[7, 7, 12] = 12  # one-point marker
+    ma = outputs.voxels_to_markers(occ, header(STAMP, "base_link"))
+    assert any(isinstance(m.points, PointList) and len(m.points) > 1 for m in ma.markers)
+    Marker = msg_class("visualization_msgs/msg/Marker")
+    for ns in ("", "a", "ab", "abcde"):  # shifts the alignment of what follows
+        extra = new_msg("visualization_msgs/msg/Marker", ns=ns, points=PointList(rng.normal(size=(5, 3))),
+                        text="x" * len(ns), type=Marker.CUBE_LIST)
+        arr = new_msg("visualization_msgs/msg/MarkerArray", markers=[extra] + list(ma.markers) + [extra])
+        assert serialize(arr) == bytes(typestore().serialize_cdr(arr, "visualization_msgs/msg/MarkerArray")), ns
+    back = deserialize(serialize(ma), "visualization_msgs/msg/MarkerArray")
+    for a, b in zip(ma.markers, back.markers):
+        assert [(p.x, p.y, p.z) for p in a.points] == [(p.x, p.y, p.z) for p in b.points]

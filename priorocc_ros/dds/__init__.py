@@ -5,8 +5,9 @@
 - ``idl_types``: IdlStruct classes generated from rosbags' message definitions.
 - ``qos``: the transport interface's QoSProfile -> Cyclone Qos.
 - ``participant``: participant, topics, raw-CDR writers/readers, codecs.
-- ``loopback``: loopback-only Cyclone configuration for tests and benchmarks.
-- ``bench`` / ``live``: serialisation benchmark; live record + node + play runs.
+- ``graph``: what rmw_cyclonedds_cpp announces to the ROS 2 graph (enclave, type hashes,
+  ros_discovery_info).
+- ``local_only``: loopback-only Cyclone configuration for tests and benchmarks.
 
 Importing this package imports cyclonedds (the ``priorocc_ros.transport`` package does not).
 """

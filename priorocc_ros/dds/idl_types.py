@@ -60,14 +60,25 @@ _NP_BASE: dict[str, Any] = {
 }
 
 
-def _fielddefs(type_name: str) -> list:
+@functools.lru_cache(maxsize=None)
+def _store(distro: str | None):
+    """rosbags' type store: the project's (Humble) one, or ``distro``'s (e.g. "jazzy")."""
+    if distro is None:
+        return typestore()
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores(f"ros2_{distro}"))
+
+
+def _fielddefs(type_name: str, distro: str | None = None) -> list:
     try:
-        return typestore().fielddefs[type_name][1]
+        return _store(distro).fielddefs[type_name][1]
     except KeyError:
-        raise KeyError(f"unknown ROS 2 message type {type_name!r} (not in rosbags' ROS 2 Humble store)") from None
+        raise KeyError(f"unknown ROS 2 message type {type_name!r} (not in rosbags' ROS 2 "
+                       f"{distro or 'humble'} store)") from None
 
 
-def _idl_type(desc: tuple, owner: str, field: str, fast_bytes: bool) -> Any:
+def _idl_type(desc: tuple, owner: str, field: str, fast_bytes: bool, distro: str | None = None) -> Any:
     kind, arg = desc
     if kind == Nodetype.BASE:
         base, bound = arg
@@ -77,13 +88,13 @@ def _idl_type(desc: tuple, owner: str, field: str, fast_bytes: bool) -> Any:
             return _IDL_BASE[base]
         raise TypeError(f"{owner}.{field}: base type {base!r} has no DDS mapping here")
     if kind == Nodetype.NAME:
-        return idl_class(arg, fast_bytes)
+        return idl_class(arg, fast_bytes, distro)
     if kind in (Nodetype.ARRAY, Nodetype.SEQUENCE):
         sub, length = arg
         if fast_bytes and kind == Nodetype.SEQUENCE and not length and sub[0] == Nodetype.BASE \
                 and sub[1][0] in _BYTE_LIKE:
             return bytes
-        sub_t = _idl_type(sub, owner, field, fast_bytes)
+        sub_t = _idl_type(sub, owner, field, fast_bytes, distro)
         if kind == Nodetype.ARRAY:
             return t.array[sub_t, length]
         return t.sequence[sub_t, length] if length else t.sequence[sub_t]
@@ -91,7 +102,7 @@ def _idl_type(desc: tuple, owner: str, field: str, fast_bytes: bool) -> Any:
 
 
 @functools.lru_cache(maxsize=None)
-def idl_class(type_name: str, fast_bytes: bool = False) -> type[IdlStruct]:
+def idl_class(type_name: str, fast_bytes: bool = False, distro: str | None = None) -> type[IdlStruct]:
     """The IdlStruct class for ROS 2 message ``type_name`` (``pkg/msg/Name``), cached.
 
     ``fast_bytes=False``: members exactly as ROS 2's IDL declares them (``uint8[]`` is
@@ -102,8 +113,11 @@ def idl_class(type_name: str, fast_bytes: bool = False) -> type[IdlStruct]:
     sequences declared as Python ``bytes``, which cyclonedds-python copies as one slice; used
     by the ``idl`` codec. (cyclonedds cannot build XTypes type objects for ``bytes`` members,
     hence two variants.)
+    ``distro``: take the definition from that distribution's store (default: the project's
+    Humble store; the ROS graph types of ``dds.graph`` differ between distributions).
     """
-    fields = {name: _idl_type(desc, type_name, name, fast_bytes) for name, desc in _fielddefs(type_name)}
+    fields = {name: _idl_type(desc, type_name, name, fast_bytes, distro)
+              for name, desc in _fielddefs(type_name, distro)}
     dds_name = type_to_dds(type_name)
     cls = make_idl_struct(dds_name.rsplit("::", 1)[-1], dds_name, fields)
     cls.__ros_type__ = type_name

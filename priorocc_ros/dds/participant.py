@@ -23,16 +23,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from cyclonedds._clayer import ddspy_take, ddspy_write, ddspy_write_ts
-from cyclonedds.core import DDSException, InstanceState, ReadCondition, SampleState, ViewState
+from cyclonedds.core import DDSException, InstanceState, Policy, Qos, ReadCondition, SampleState, ViewState
 from cyclonedds.domain import DomainParticipant
 from cyclonedds.pub import DataWriter
 from cyclonedds.sub import DataReader
 from cyclonedds.topic import Topic
 
+from priorocc_ros.dds import graph
 from priorocc_ros.dds.idl_types import from_idl, idl_class, to_idl
 from priorocc_ros.dds.names import topic_to_dds, type_to_dds
 from priorocc_ros.dds.qos import to_cyclone_qos
-from priorocc_ros.msgs import typestore
+from priorocc_ros.msgs import serialize, typestore
 from priorocc_ros.transport.base import QoSProfile
 
 ANY_STATE = SampleState.Any | ViewState.Any | InstanceState.Any
@@ -90,7 +91,7 @@ def encode(msg: Any, type_name: str, codec: str = "cdr") -> bytes | bytearray | 
     endian), padded to 4 bytes."""
     try:
         if codec == "cdr":
-            return _pad4(typestore().serialize_cdr(msg, type_name))
+            return _pad4(serialize(msg, type_name))
         if codec == "idl":
             return _pad4(to_idl(msg, type_name).serialize(use_version_2=False))
     except Exception as exc:  # noqa: BLE001 - re-raised with context
@@ -125,7 +126,9 @@ class DdsWriter:
     def __init__(self, ctx: "DdsContext", type_name: str, topic: str, qos: QoSProfile):
         self.type_name, self.topic, self.qos = type_name, topic, qos
         self.codec = ctx.codec
-        self._writer = DataWriter(ctx.participant, ctx.topic(type_name, topic), qos=to_cyclone_qos(qos))
+        self._writer = DataWriter(ctx.participant, ctx.topic(type_name, topic),
+                                  qos=to_cyclone_qos(qos, user_data=graph.endpoint_user_data(type_name, ctx.distro)))
+        self.guid = self._writer.guid.bytes
         self._lock = threading.Lock()
 
     def write_cdr(self, data: bytes, timestamp_ns: int | None = None) -> None:
@@ -150,7 +153,9 @@ class DdsReader:
     def __init__(self, ctx: "DdsContext", type_name: str, topic: str, qos: QoSProfile):
         self.type_name, self.topic, self.qos = type_name, topic, qos
         self.codec = ctx.codec
-        self.reader = DataReader(ctx.participant, ctx.topic(type_name, topic), qos=to_cyclone_qos(qos))
+        self.reader = DataReader(ctx.participant, ctx.topic(type_name, topic),
+                                 qos=to_cyclone_qos(qos, user_data=graph.endpoint_user_data(type_name, ctx.distro)))
+        self.guid = self.reader.guid.bytes
         self.condition = ReadCondition(self.reader, ANY_STATE)
 
     def take_raw(self, max_samples: int = 64) -> list[RawSample]:
@@ -168,16 +173,48 @@ class DdsReader:
 
 
 class DdsContext:
-    """One DDS participant plus the topics created on it (one per ROS 2 topic name)."""
+    """One DDS participant plus the topics created on it (one per ROS 2 topic name).
 
-    def __init__(self, domain_id: int | None = None, codec: str = "cdr"):
+    The participant announces itself as ``rmw_cyclonedds_cpp`` does (``dds.graph``): enclave
+    in its USER_DATA, type hash in every endpoint's. ``node=(namespace, name)`` also publishes
+    ``ros_discovery_info`` listing that node with every reader and writer created here, so
+    ``ros2 node list`` / ``ros2 node info`` show it. ``distro``: graph layout to announce
+    (default ``graph.graph_distro()``: Jazzy unless ``ROS_DISTRO=humble``).
+    """
+
+    def __init__(self, domain_id: int | None = None, codec: str = "cdr",
+                 node: tuple[str, str] | None = None, distro: str | None = None):
         if codec not in CODECS:
             raise ValueError(f"unknown codec {codec!r}; expected one of {CODECS}")
         self.codec = codec
+        self.distro = distro or graph.graph_distro()
+        if self.distro not in graph.DISTROS:
+            raise ValueError(f"distro {self.distro!r}: expected one of {graph.DISTROS}")
         self.domain_id = domain_id_from_env() if domain_id is None else int(domain_id)
-        self.participant = DomainParticipant(self.domain_id)
+        self.participant = DomainParticipant(self.domain_id, qos=Qos(Policy.Userdata(data=graph.PARTICIPANT_USER_DATA)))
         self._topics: dict[str, tuple[Topic, str]] = {}
         self._lock = threading.Lock()
+        self.node = node
+        self._readers: list[bytes] = []
+        self._writers: list[bytes] = []
+        self._discovery = None
+        if node is not None:
+            tp = Topic(self.participant, graph.DISCOVERY_TOPIC, idl_class(graph.DISCOVERY_TYPE, distro=self.distro))
+            self._discovery = DataWriter(self.participant, tp, qos=to_cyclone_qos(
+                graph.DISCOVERY_QOS, user_data=graph.endpoint_user_data(graph.DISCOVERY_TYPE, self.distro)))
+            self._announce()
+
+    def _announce(self) -> None:
+        """Publish this participant's node and endpoints on ros_discovery_info."""
+        if self._discovery is None:
+            return
+        with self._lock:
+            ns, name = self.node
+            data = graph.participant_entities_info(self.participant.guid.bytes,
+                                                   [(ns, name, list(self._readers), list(self._writers))], self.distro)
+        ret = ddspy_write(self._discovery._ref, _pad4(data))
+        if ret < 0:
+            raise DDSException(ret, "writing ros_discovery_info")
 
     def topic(self, type_name: str, topic: str) -> Topic:
         dds_name = topic_to_dds(topic)
@@ -192,10 +229,16 @@ class DdsContext:
             return tp
 
     def writer(self, type_name: str, topic: str, qos: QoSProfile) -> DdsWriter:
-        return DdsWriter(self, type_name, topic, qos)
+        w = DdsWriter(self, type_name, topic, qos)
+        self._writers.append(w.guid)
+        self._announce()
+        return w
 
     def reader(self, type_name: str, topic: str, qos: QoSProfile) -> DdsReader:
-        return DdsReader(self, type_name, topic, qos)
+        r = DdsReader(self, type_name, topic, qos)
+        self._readers.append(r.guid)
+        self._announce()
+        return r
 
     @staticmethod
     def dds_type_name(type_name: str) -> str:
@@ -206,6 +249,7 @@ class DdsContext:
         part = getattr(self, "participant", None)
         if part is not None:
             self.participant = None
+            self._discovery = None
             self._topics.clear()
             try:
                 part.__del__()  # dds_delete on the participant deletes its children

@@ -14,8 +14,9 @@ from cyclonedds.util import duration
 from priorocc_ros.transport.base import QoSProfile
 
 
-def to_cyclone_qos(profile: QoSProfile, max_blocking_ms: int = 100) -> Qos:
-    """ROS 2 QoS profile -> cyclonedds Qos (usable for readers and writers)."""
+def to_cyclone_qos(profile: QoSProfile, max_blocking_ms: int = 100, user_data: bytes | None = None) -> Qos:
+    """ROS 2 QoS profile -> cyclonedds Qos (usable for readers and writers); ``user_data``:
+    the endpoint's USER_DATA (``dds.graph.endpoint_user_data``: the type hash)."""
     if profile.reliability == "reliable":
         reliability = Policy.Reliability.Reliable(max_blocking_time=duration(milliseconds=max_blocking_ms))
     elif profile.reliability == "best_effort":
@@ -28,9 +29,12 @@ def to_cyclone_qos(profile: QoSProfile, max_blocking_ms: int = 100) -> Qos:
         durability = Policy.Durability.TransientLocal
     else:
         raise ValueError(f"unknown durability {profile.durability!r}")
-    return Qos(
+    policies = [
         reliability,
         durability,
         Policy.History.KeepLast(int(profile.depth)),
         Policy.DataRepresentation(use_cdrv0_representation=True),
-    )
+    ]
+    if user_data:
+        policies.append(Policy.Userdata(data=bytes(user_data)))
+    return Qos(*policies)

@@ -72,7 +72,7 @@ def play(args: argparse.Namespace, stop: StopFlag | None = None) -> dict[str, in
     stop = stop or StopFlag()
     log = (lambda *_: None) if args.quiet else (lambda m: print(f"[priorocc_play] {m}", file=sys.stderr, flush=True))
     bag = _bag_dir(args.bag)
-    ctx = DdsContext(domain_id=args.domain_id)
+    ctx = DdsContext(domain_id=args.domain_id, node=("/", "priorocc_play"))
     counts: dict[str, int] = {}
     tlog = open(args.timing_log, "w") if args.timing_log else None  # noqa: SIM115
     try:

@@ -76,7 +76,7 @@ class Recorder:
         self.log = (lambda *_: None) if args.quiet else \
             (lambda m: print(f"[priorocc_record] {m}", file=sys.stderr, flush=True))
         self.counts: dict[str, int] = {}
-        self.ctx = DdsContext(domain_id=args.domain_id)
+        self.ctx = DdsContext(domain_id=args.domain_id, node=("/", "priorocc_record"))
         self.graph = GraphWatcher(self.ctx.participant, ignore_participant=self.ctx.participant.guid)
         self.waitset = WaitSet(self.ctx.participant)
         self.readers: dict[str, tuple] = {}  # topic -> (DdsReader, rosbags connection, qos)

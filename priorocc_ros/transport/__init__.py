@@ -7,6 +7,7 @@ imports neither rclpy nor cyclonedds.
 from priorocc_ros.transport.base import (
     RELIABLE_QOS,
     SENSOR_DATA_QOS,
+    TF_STATIC_LISTENER_QOS,
     TF_STATIC_QOS,
     Publisher,
     QoSProfile,
@@ -19,6 +20,7 @@ __all__ = [
     "SENSOR_DATA_QOS",
     "RELIABLE_QOS",
     "TF_STATIC_QOS",
+    "TF_STATIC_LISTENER_QOS",
     "Publisher",
     "Transport",
     "resolve_topic",

@@ -8,15 +8,15 @@ DDS directly; it talks to one ``Transport``:
   ``rmw_cyclonedds_cpp``.
 - ``loopback.LoopbackTransport``: in-process, for tests.
 
-Message objects handed to callbacks and to ``Publisher.publish`` are constructed from the
-classes ``Transport.msg_type`` returns. The ROS-free layer builds them through
-``msg_type`` with every field as a keyword (rosbags style: ``Header(stamp=..., frame_id=...)``,
-numpy arrays for primitive arrays), so the same code serves every transport.
+Message objects handed to callbacks and to ``Publisher.publish`` are rosbags messages
+(``priorocc_ros.msgs.msg_class``: every field a keyword, numpy arrays for primitive arrays) in
+every transport; rclpy and DDS carry them as CDR bytes, so the same code serves every transport.
 """
 from __future__ import annotations
 
 import abc
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
@@ -45,8 +45,11 @@ class QoSProfile:
 SENSOR_DATA_QOS = QoSProfile("best_effort", "volatile", 5)
 # rclpy default for publishers/subscriptions: reliable, keep last 10, volatile.
 RELIABLE_QOS = QoSProfile("reliable", "volatile", 10)
-# /tf_static as tf2_ros StaticTransformBroadcaster uses it: reliable, transient local, keep last 1.
+# /tf_static as tf2_ros StaticTransformBroadcaster publishes it: reliable, transient local, keep last 1.
 TF_STATIC_QOS = QoSProfile("reliable", "transient_local", 1)
+# /tf_static as tf2_ros TransformListener subscribes to it (DynamicListenerQoS / StaticListenerQoS):
+# depth 100, so the latched messages of several static broadcasters all arrive.
+TF_STATIC_LISTENER_QOS = QoSProfile("reliable", "transient_local", 100)
 
 
 class PollTimer:
@@ -87,10 +90,9 @@ class Transport(abc.ABC):
 
     name: str  # node name, e.g. "priorocc"
     logger: Logger
-
-    @abc.abstractmethod
-    def msg_type(self, type_name: str) -> type:
-        """``"sensor_msgs/msg/Image"`` -> the message class (ROS field names)."""
+    # samples that did not decode and callbacks that raised (logged, then the node goes on);
+    # keys "decode_errors", "callback_errors"; the node reports them in /diagnostics
+    stats: Counter
 
     @abc.abstractmethod
     def create_subscription(self, type_name: str, topic: str, callback: Callable[[Any], None],

@@ -25,7 +25,7 @@ from typing import Any, Callable
 from cyclonedds.core import DDSException, GuardCondition, WaitSet
 
 from priorocc_ros.dds.participant import CodecError, DdsContext, DdsReader, DdsWriter, encode
-from priorocc_ros.msgs import stamp_to_ns, typestore
+from priorocc_ros.msgs import msg_class, stamp_to_ns
 from priorocc_ros.transport.base import PollTimer, QoSProfile, Transport
 
 CLOCK_QOS = QoSProfile("best_effort", "volatile", 1)  # rclcpp::ClockQoS / rclpy TimeSource
@@ -120,7 +120,7 @@ class DdsTransport(Transport):
         self.stats: Counter = Counter()
         self.codec_time: Counter = Counter()  # seconds / counts / bytes per codec stage
         self._stats_lock = threading.Lock()
-        self._ctx = DdsContext(domain_id=domain_id, codec=codec)
+        self._ctx = DdsContext(domain_id=domain_id, codec=codec, node=(namespace, name))
         self._waitset = WaitSet(self._ctx.participant)
         self._guard = GuardCondition(self._ctx.participant)
         self._waitset.attach(self._guard)
@@ -141,19 +141,13 @@ class DdsTransport(Transport):
                          + (", sim time from /clock" if self.use_sim_time else ""))
 
     # ------------------------------------------------------------------ interface
-    def msg_type(self, type_name: str) -> type:
-        try:
-            return typestore().types[type_name]
-        except KeyError:
-            raise KeyError(f"unknown ROS 2 message type {type_name!r}") from None
-
     def resolve_topic(self, topic: str) -> str:
         from priorocc_ros.transport.base import resolve_topic
         return self.remap(resolve_topic(topic, self.name, self.namespace))  # remaps: -r FROM:=TO
 
     def create_subscription(self, type_name: str, topic: str, callback: Callable[[Any], None],
                             qos: QoSProfile) -> _Subscription:
-        self.msg_type(type_name)
+        msg_class(type_name)  # unknown types fail here
         reader = self._ctx.reader(type_name, self.resolve_topic(topic), qos)
         sub = _Subscription(reader, callback)
         with self._lock:
@@ -163,7 +157,7 @@ class DdsTransport(Transport):
         return sub
 
     def create_publisher(self, type_name: str, topic: str, qos: QoSProfile) -> DdsPublisher:
-        self.msg_type(type_name)
+        msg_class(type_name)  # unknown types fail here
         return DdsPublisher(self, self._ctx.writer(type_name, self.resolve_topic(topic), qos))
 
     def publisher_types(self, topic: str) -> set[str] | None:

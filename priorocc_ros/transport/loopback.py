@@ -13,10 +13,10 @@ import queue
 import signal
 import threading
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from typing import Any, Callable
 
-from priorocc_ros.msgs import typestore
+from priorocc_ros.msgs import msg_class
 from priorocc_ros.transport.base import PollTimer, QoSProfile, Transport
 
 
@@ -163,22 +163,17 @@ class LoopbackTransport(Transport):
         self._timers: list[PollTimer] = []
         self._stop = threading.Event()
         self._subs: list[tuple[str, Callable]] = []
-
-    def msg_type(self, type_name: str) -> type:
-        try:
-            return typestore().types[type_name]
-        except KeyError:
-            raise KeyError(f"unknown ROS 2 message type {type_name!r}") from None
+        self.stats: Counter = Counter()
 
     def create_subscription(self, type_name, topic, callback, qos):
-        self.msg_type(type_name)
+        msg_class(type_name)  # unknown types fail here
         topic = self.resolve_topic(topic)
         self.bus.subscribe(topic, type_name, callback)
         self._subs.append((topic, callback))
         return (topic, callback)
 
     def create_publisher(self, type_name, topic, qos):
-        self.msg_type(type_name)
+        msg_class(type_name)  # unknown types fail here
         return _LoopbackPublisher(self.bus, self.resolve_topic(topic), type_name, qos)
 
     def publisher_types(self, topic: str) -> set[str]:

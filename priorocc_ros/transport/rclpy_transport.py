@@ -1,158 +1,49 @@
 """The ROS 2 transport: a thin adapter from ``Transport`` to an rclpy node.
 
-rclpy is imported lazily (inside ``RclpyTransport``), so this module imports on machines
-without ROS 2. Messages cross the boundary as rosbags-style objects: ``RclpyConverter``
-converts them to the rclpy classes and back, generically, field by field, from the ROS 2
-message definitions in rosbags' type store (numpy uint8 arrays <-> ``array.array('B')``,
-fixed-size numeric arrays as numpy arrays, ``byte`` fields as 1-byte ``bytes`` as rclpy
-expects).
+Messages cross rclpy as serialized CDR, never field by field: ``publish`` serialises the
+node's rosbags message (``msgs.serialize``, numpy buffers, milliseconds for a 40,000-voxel
+MarkerArray) and hands the bytes to ``rclpy.Publisher.publish(bytes)``; subscriptions are
+created with ``raw=True`` and their bytes are deserialised by rosbags. rclpy's generated
+classes are used only as type support (the type name and hash on the wire).
 
-Verified here only against rclpy-like classes in the tests (no ROS 2 on the dev machine).
+Each callback runs inside a guard: a sample that does not deserialise or a callback that
+raises is logged and counted (``stats``: ``decode_errors``, ``callback_errors``; the node adds
+them to /diagnostics) and the node goes on, as the DDS transport does (rclpy's executors
+would re-raise it from ``spin_once`` and stop the node).
+
+rclpy is imported lazily (inside ``RclpyTransport``), so this module imports on machines
+without ROS 2. Verified on a real ROS 2 Jazzy (tests/test_ros2_real.py).
 """
 from __future__ import annotations
 
-import array
 import importlib
 import signal
 import threading
+from collections import Counter
 from typing import Any, Callable
 
-import numpy as np
-from rosbags.interfaces import Nodetype
-
-from priorocc_ros.msgs import msg_class, typestore
+from priorocc_ros.msgs import deserialize, msg_class, serialize
 from priorocc_ros.transport.base import QoSProfile, Transport
 
-_NP = {"bool": np.bool_, "byte": np.uint8, "char": np.uint8, "int8": np.int8, "uint8": np.uint8,
-       "int16": np.int16, "uint16": np.uint16, "int32": np.int32, "uint32": np.uint32, "int64": np.int64,
-       "uint64": np.uint64, "float32": np.float32, "float64": np.float64}
-_TYPECODE = {"int8": "b", "uint8": "B", "int16": "h", "uint16": "H", "int32": "i", "uint32": "I",
-             "int64": "q", "uint64": "Q", "float32": "f", "float64": "d"}
 
-
-def import_rclpy_msg(type_name: str) -> type:
+def rclpy_type_support(type_name: str) -> type:
     """'sensor_msgs/msg/Image' -> sensor_msgs.msg.Image (the rosidl-generated class)."""
     pkg, sub, name = type_name.split("/")
     return getattr(importlib.import_module(f"{pkg}.{sub}"), name)
 
 
-class RclpyConverter:
-    """rosbags-style message <-> rclpy message, driven by the message definitions."""
-
-    def __init__(self, resolve: Callable[[str], type] = import_rclpy_msg):
-        self.resolve = resolve
-        self._cls: dict[str, type] = {}
-
-    def rclpy_class(self, type_name: str) -> type:
-        c = self._cls.get(type_name)
-        if c is None:
-            c = self._cls[type_name] = self.resolve(type_name)
-        return c
-
-    # ------------------------------------------------------------ rosbags -> rclpy
-    def to_rclpy(self, obj: Any, type_name: str) -> Any:
-        out = self.rclpy_class(type_name)()
-        for name, (kind, arg) in typestore().fielddefs[type_name][1]:
-            setattr(out, name, self._to_value(getattr(obj, name), kind, arg))
-        return out
-
-    def _to_value(self, v: Any, kind, arg) -> Any:
-        if kind == Nodetype.NAME:
-            return self.to_rclpy(v, arg)
-        if kind == Nodetype.BASE:
-            return self._base_to(v, arg[0])
-        (sk, sa), length = arg
-        if sk == Nodetype.NAME:
-            return [self.to_rclpy(x, sa) for x in v]
-        base = sa[0]
-        if base in ("string", "wstring"):
-            return [str(x) for x in v]
-        if base == "byte":
-            return [bytes([int(x)]) for x in np.asarray(v, dtype=np.uint8)]
-        if base == "char":
-            return [chr(int(x)) for x in np.asarray(v, dtype=np.uint8)] if kind == Nodetype.SEQUENCE else \
-                np.asarray(v, dtype=np.uint8)
-        if base == "bool":
-            return [bool(x) for x in v]
-        a = np.ascontiguousarray(np.asarray(v, dtype=_NP[base]))
-        if kind == Nodetype.ARRAY:
-            return a  # rclpy keeps fixed-size numeric arrays as numpy arrays
-        out = array.array(_TYPECODE[base])
-        out.frombytes(a.tobytes())
-        return out
-
-    @staticmethod
-    def _base_to(v: Any, base: str) -> Any:
-        if base == "byte":
-            return bytes([int(v)])
-        if base == "char":
-            return chr(int(v)) if not isinstance(v, str) else v
-        if base in ("string", "wstring"):
-            return str(v)
-        if base == "bool":
-            return bool(v)
-        if base in ("float32", "float64"):
-            return float(v)
-        return int(v)
-
-    # ------------------------------------------------------------ rclpy -> rosbags
-    def from_rclpy(self, obj: Any, type_name: str) -> Any:
-        cls = msg_class(type_name)
-        kw = {}
-        for name, (kind, arg) in typestore().fielddefs[type_name][1]:
-            kw[name] = self._from_value(getattr(obj, name), kind, arg)
-        return cls(**kw)
-
-    def _from_value(self, v: Any, kind, arg) -> Any:
-        if kind == Nodetype.NAME:
-            return self.from_rclpy(v, arg)
-        if kind == Nodetype.BASE:
-            base = arg[0]
-            if base == "byte" and isinstance(v, (bytes, bytearray)):
-                return int(v[0]) if len(v) else 0
-            if base == "char" and isinstance(v, str):
-                return ord(v) if v else 0
-            return v
-        (sk, sa), _ = arg
-        if sk == Nodetype.NAME:
-            return [self.from_rclpy(x, sa) for x in v]
-        base = sa[0]
-        if base in ("string", "wstring"):
-            return list(v)
-        dt = _NP[base]
-        if isinstance(v, (bytes, bytearray, memoryview, array.array)):
-            return np.frombuffer(v, dtype=dt).copy()
-        if base in ("byte", "char"):
-            return np.array([x[0] if isinstance(x, (bytes, bytearray)) else (ord(x) if isinstance(x, str) else x)
-                             for x in v], dtype=np.uint8)
-        return np.array(v, dtype=dt)
-
-
-class _Logger:
-    def __init__(self, rcl_logger):
-        self._l = rcl_logger
-
-    def info(self, msg: str) -> None:
-        self._l.info(msg)
-
-    def warning(self, msg: str) -> None:
-        self._l.warning(msg)
-
-    def error(self, msg: str) -> None:
-        self._l.error(msg)
-
-
-class _Publisher:
-    def __init__(self, pub, conv: RclpyConverter, type_name: str):
-        self._pub, self._conv, self._tn = pub, conv, type_name
+class _RawPublisher:
+    def __init__(self, pub, type_name: str):
+        self._pub, self._tn = pub, type_name
 
     def publish(self, msg: Any) -> None:
-        self._pub.publish(self._conv.to_rclpy(msg, self._tn))
+        self._pub.publish(serialize(msg, self._tn))
 
 
 class RclpyTransport(Transport):
     """An rclpy node. Parameters come from ``--ros-args -p name:=value`` / launch files;
-    ``use_sim_time`` is rclpy's own parameter."""
+    ``use_sim_time`` is rclpy's own parameter. ``args``: the full command line (rclpy takes
+    its ``--ros-args`` part)."""
 
     def __init__(self, node_name: str = "priorocc", args: list[str] | None = None):
         import rclpy
@@ -162,11 +53,16 @@ class RclpyTransport(Transport):
 
         self._rclpy = rclpy
         if not rclpy.ok():
-            rclpy.init(args=args)
+            # rclpy's own SIGINT handler would invalidate the context before the node's final
+            # diagnostics; without it SIGINT is a KeyboardInterrupt that ends spin() cleanly
+            from rclpy.signals import SignalHandlerOptions
+
+            rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
         self.node = Node(node_name)
         self.name = self.node.get_name()
-        self.logger = _Logger(self.node.get_logger())
-        self.conv = RclpyConverter()
+        self.logger = self.node.get_logger()  # has info / warning / error
+        self.stats: Counter = Counter()
+        self._stats_lock = threading.Lock()
         self._group = ReentrantCallbackGroup()
         self._executor = MultiThreadedExecutor(num_threads=4)
         self._executor.add_node(self.node)
@@ -182,21 +78,41 @@ class RclpyTransport(Transport):
                     durability=DurabilityPolicy.TRANSIENT_LOCAL if q.durability == "transient_local"
                     else DurabilityPolicy.VOLATILE)
 
-    def msg_type(self, type_name: str) -> type:
-        return self.conv.rclpy_class(type_name)
+    def _count(self, key: str) -> None:
+        with self._stats_lock:
+            self.stats[key] += 1
+
+    def guarded(self, what: str, fn: Callable[..., None]) -> Callable[..., None]:
+        """``fn`` wrapped so that an exception is logged and counted, never raised into rclpy."""
+        def run(*a: Any) -> None:
+            try:
+                fn(*a)
+            except Exception as exc:  # noqa: BLE001 - one bad message must not stop the node
+                self._count("callback_errors")
+                self.logger.error(f"callback for {what} raised {type(exc).__name__}: {exc}")
+        return run
 
     def create_subscription(self, type_name, topic, callback, qos):
-        conv = self.conv
+        msg_class(type_name)  # unknown types fail here, with the type's name
 
-        def cb(m):
-            callback(conv.from_rclpy(m, type_name))
+        def on_bytes(data: bytes) -> None:
+            try:
+                msg = deserialize(data, type_name)
+            except Exception as exc:  # noqa: BLE001
+                self._count("decode_errors")
+                self.logger.warning(f"dropped a {len(data)}-byte sample on {topic}: not a {type_name}: "
+                                    f"{type(exc).__name__}: {exc}")
+                return
+            callback(msg)
 
-        return self.node.create_subscription(self.msg_type(type_name), topic, cb, self._qos(qos),
-                                             callback_group=self._group)
+        return self.node.create_subscription(rclpy_type_support(type_name), topic,
+                                             self.guarded(topic, on_bytes), self._qos(qos),
+                                             callback_group=self._group, raw=True)
 
     def create_publisher(self, type_name, topic, qos):
-        pub = self.node.create_publisher(self.msg_type(type_name), topic, self._qos(qos))
-        return _Publisher(pub, self.conv, type_name)
+        msg_class(type_name)
+        return _RawPublisher(self.node.create_publisher(rclpy_type_support(type_name), topic, self._qos(qos)),
+                             type_name)
 
     def publisher_types(self, topic: str) -> set[str] | None:
         """Types offered by the publishers on ``topic`` (the ROS graph; issue 15)."""
@@ -215,7 +131,11 @@ class RclpyTransport(Transport):
         return int(self.node.get_clock().now().nanoseconds)
 
     def create_timer(self, period_s, callback):
-        return self.node.create_timer(float(period_s), callback, callback_group=self._group)
+        """A timer on the steady clock: it fires while a bag (and sim time) is paused."""
+        from rclpy.clock import Clock, ClockType
+
+        return self.node.create_timer(float(period_s), self.guarded("timer", callback),
+                                      callback_group=self._group, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     def spin(self) -> None:
         from rclpy.executors import ExternalShutdownException
@@ -224,7 +144,13 @@ class RclpyTransport(Transport):
             signal.signal(signal.SIGTERM, lambda *_: self._stopped.set())
         try:
             while self._rclpy.ok() and not self._stopped.is_set():
-                self._executor.spin_once(timeout_sec=0.1)
+                try:
+                    self._executor.spin_once(timeout_sec=0.1)
+                except (KeyboardInterrupt, ExternalShutdownException):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - e.g. a raising rclpy-internal callback
+                    self._count("callback_errors")
+                    self.logger.error(f"executor: {type(exc).__name__}: {exc}")
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
 

@@ -1,4 +1,4 @@
-"""Replay benchmark at 1600x900 JPEG: python -m priorocc_ros.bench_replay --checkpoint CKPT
+"""Replay benchmark at 1600x900 JPEG: python -m benchmarks.ros_replay --checkpoint CKPT
 
 Builds a bag of ``--sets`` six-camera sets at 12 Hz from the real nuScenes keyframe's JPEG
 files (../shared/data/nuscenes-real; bytes unchanged, new stamps), replays it with the given
@@ -19,7 +19,7 @@ from priorocc_core.classes import CAMERAS
 from priorocc_ros.bagio import AtomicBagWriter
 from priorocc_ros.calibration import make_camera_info, matrix_to_transform_stamped
 from priorocc_ros.msgs import header, new_msg
-from priorocc_ros.testing import REPO
+from tests.ros_helpers import REPO
 from priorocc_ros.transport.base import SENSOR_DATA_QOS, TF_STATIC_QOS
 
 
@@ -69,7 +69,7 @@ class _GtOccupancy:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m priorocc_ros.bench_replay")
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.ros_replay")
     ap.add_argument("--checkpoint", default=None, help="default: a tiny model (training/configs/tiny.yaml)")
     ap.add_argument("--sets", type=int, default=20)
     ap.add_argument("--real-root", default=str(REPO.parent / "shared" / "data" / "nuscenes-real"))
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from priorocc_ros.occupancy_node import _parse_param
     from priorocc_ros.replay import replay
-    from priorocc_ros.testing import make_tiny_checkpoint
+    from tests.ros_helpers import make_tiny_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="priorocc_bench_") as tmp:
         tmp = Path(tmp)

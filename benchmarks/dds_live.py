@@ -1,6 +1,6 @@
 """Live end-to-end runs of the node over DDS: recorder + node + player as three processes.
 
-Used by ``tests/test_dds_e2e.py`` and by the benchmark (``python -m priorocc_ros.dds.live``).
+Used by ``tests/test_dds_e2e.py`` and by the benchmark (``python -m benchmarks.dds_live``).
 
 ``make_live_bag(src, out, frames, hz, faults)`` turns a converter bag (``nuscenes_to_bag``:
 six ``CompressedImage`` + ``CameraInfo`` streams, ``/tf_static``) into a live-style input bag:
@@ -35,7 +35,7 @@ import numpy as np
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
 from priorocc_core.classes import CAMERAS
-from priorocc_ros.dds.loopback import loopback_env
+from priorocc_ros.dds.local_only import loopback_env
 from priorocc_ros.msgs import typestore
 
 PY = sys.executable

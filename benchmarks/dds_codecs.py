@@ -1,4 +1,4 @@
-"""Serialisation benchmark of the DDS routes for large images (``python -m priorocc_ros.dds.bench``).
+"""Serialisation benchmark of the DDS routes for large images (``python -m benchmarks.dds_codecs``).
 
 Per message (1600x900 JPEG as ``CompressedImage``, 1600x900 rgb8 ``Image``), median time to
 serialise (rosbags message -> CDR bytes) and deserialise (CDR -> rosbags message) via:
