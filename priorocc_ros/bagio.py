@@ -59,8 +59,12 @@ class AtomicBagWriter:
     def __enter__(self) -> "AtomicBagWriter":
         if self.out.exists() and not self.overwrite:
             raise FileExistsError(f"output bag {self.out} already exists (use --overwrite)")
+        if self.out.exists() and not is_bag_folder(self.out):
+            raise FileExistsError(f"--overwrite replaces only a bag: {self.out} is not a bag folder (expected "
+                                  f"metadata.yaml and .mcap/.db3 files only); choose another --out")
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        parent = tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".partial", dir=self.out.parent)
+        clean_partials(self.out)
+        parent = tempfile.mkdtemp(prefix=f".{self.out.name}.{os.getpid()}.", suffix=".partial", dir=self.out.parent)
         self._tmp = Path(parent) / self.out.name  # rosbags wants a path that does not exist yet
         self._writer = Writer(self._tmp, version=8, storage_plugin=STORAGE[self.storage])
         self._writer.open()
@@ -109,6 +113,44 @@ class AtomicBagWriter:
         shutil.rmtree(self._tmp.parent, ignore_errors=True)
 
 
+BAG_FILE_SUFFIXES = (".mcap", ".db3", ".db3-shm", ".db3-wal", ".zstd")
+
+
+def is_bag_folder(path: str | os.PathLike) -> bool:
+    """A rosbag2 folder: metadata.yaml (or a storage file) and nothing but bag files."""
+    p = Path(path)
+    if not p.is_dir():
+        return False
+    files = list(p.iterdir())
+    has_storage = any(f.suffix in (".mcap", ".db3") for f in files)
+    return (has_storage or (p / "metadata.yaml").exists()) and all(
+        f.is_file() and (f.name == "metadata.yaml" or f.name.endswith(BAG_FILE_SUFFIXES)) for f in files)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_partials(out: str | os.PathLike) -> list[Path]:
+    """Remove ``.<name>.<pid>.*.partial`` folders that a killed writer of ``out`` left behind
+    (their process is gone); returns what was removed."""
+    out = Path(out)
+    removed = []
+    for d in out.parent.glob(f".{out.name}.*.partial"):
+        parts = d.name[len(out.name) + 2:].split(".")
+        pid = int(parts[0]) if parts and parts[0].isdigit() else None
+        if d.is_dir() and (pid is None or (pid != os.getpid() and not _pid_alive(pid))):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
 def open_reader(path: str | os.PathLike) -> Reader:
     """Open a ROS 2 bag folder (or its .mcap / .db3 file) with rosbags; BagError if it cannot."""
     p = Path(path)
@@ -152,11 +194,14 @@ def salvage_mcap(path: str | os.PathLike, errors: list[str]) -> Iterator[tuple[s
         (n,) = struct.unpack_from("<I", b, o)
         return b[o + 4:o + 4 + n].decode(), o + 4 + n
 
-    def records(b: bytes, o: int, end: int):
+    def records(b: bytes, o: int, end: int, where: str = ""):
         while o + 9 <= end:
             op, n = b[o], struct.unpack_from("<Q", b, o + 1)[0]
             if o + 9 + n > end:
-                errors.append(f"bag {path}: record at byte {o} is cut short ({n} bytes declared, "
+                if op == 0x06 and not where:  # a chunk cut short: read its complete messages one by one
+                    yield -1, b[o + 9:end]
+                    return
+                errors.append(f"bag {path}: {where}record at byte {o} is cut short ({n} bytes declared, "
                               f"{end - o - 9} present): the bag is truncated; read what precedes it")
                 return
             yield op, b[o + 9:o + 9 + n]
@@ -182,6 +227,17 @@ def salvage_mcap(path: str | os.PathLike, errors: list[str]) -> Iterator[tuple[s
             inner = decompress(rec[o + 8:o + 8 + clen], comp, usize, crc)
             for op2, rec2 in records(inner, 0, len(inner)):
                 yield from handle(op2, rec2)
+        elif op == -1:  # partial chunk
+            if len(rec) < 40:
+                errors.append(f"bag {path}: the last chunk is cut inside its header; its messages are lost")
+                return
+            comp, o = string(rec, 28)
+            body = rec[o + 8:]
+            if comp:
+                errors.append(f"bag {path}: the last chunk ({comp}-compressed) is cut short; its messages are lost")
+                return
+            for op2, rec2 in records(body, 0, len(body), where="inside the last chunk, "):
+                yield from handle(op2, rec2)
 
     # skip the header record (opcode 0x01) after the 8-byte magic
     for op, rec in records(data, 8, len(data)):
@@ -190,15 +246,81 @@ def salvage_mcap(path: str | os.PathLike, errors: list[str]) -> Iterator[tuple[s
         yield from handle(op, rec)
 
 
+def _db3_file(path: Path) -> Path | None:
+    p = Path(path)
+    if p.is_file() and p.suffix == ".db3":
+        return p
+    files = sorted(p.glob("*.db3")) if p.is_dir() else []
+    return files[0] if len(files) == 1 else None
+
+
+def salvage_sqlite3(path: str | os.PathLike, errors: list[str]) -> Iterator[tuple[str, str, int, bytes]]:
+    """Read a cut sqlite3 bag message by message: a copy padded to the size its header
+    declares opens; every row that still reads is yielded in write order (topic, type, log time
+    ns, CDR bytes), the others are counted in ``errors``."""
+    import sqlite3
+    import struct
+
+    f = _db3_file(Path(path))
+    if f is None:
+        raise BagError(f"bag {path}: no single .db3 file to salvage")
+    data = f.read_bytes()
+    if data[:16] != b"SQLite format 3\x00":
+        raise BagError(f"bag {path}: {f.name} is not an SQLite database (bad header)")
+    page = struct.unpack(">H", data[16:18])[0]
+    page = 65536 if page == 1 else page
+    pages = struct.unpack(">I", data[28:32])[0]
+    with tempfile.TemporaryDirectory(prefix="priorocc_salvage_") as tmp:
+        copy = Path(tmp) / f.name
+        copy.write_bytes(data + b"\0" * max(0, page * pages - len(data)))
+        del data
+        con = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
+        try:
+            try:
+                topics = {i: (n, t) for i, n, t in con.execute("SELECT id, name, type FROM topics")}
+            except sqlite3.DatabaseError as e:
+                raise BagError(f"bag {path}: the topics table is unreadable ({e}); nothing can be salvaged") from e
+            try:
+                (top,) = con.execute("SELECT max(id) FROM messages").fetchone()
+            except sqlite3.DatabaseError:
+                top = None
+            top = int(top) if top else pages * (page // 32)  # no index: an upper bound on rows
+            bad, streak = 0, 0
+            for rid in range(1, top + 1):
+                try:
+                    row = con.execute("SELECT topic_id, timestamp, data FROM messages WHERE id = ?", (rid,)).fetchone()
+                except sqlite3.DatabaseError:
+                    row = None
+                    bad += 1
+                if row is None:
+                    streak += 1
+                    if streak > 256:  # rows are written in order: past the cut nothing reads
+                        break
+                    continue
+                streak = 0
+                tid, t, raw = row
+                if tid in topics:
+                    yield topics[tid][0], topics[tid][1], int(t), bytes(raw)
+            if bad:
+                errors.append(f"bag {path}: the sqlite3 bag is damaged from row {rid - streak + 1} on; "
+                              f"read the rows before it")
+        finally:
+            con.close()
+
+
 def iter_raw(path: str | os.PathLike, errors: list[str]) -> Iterator[tuple[str, str, int, bytes]]:
-    """(topic, type, log time ns, CDR bytes) in log-time order; an MCAP bag cut short (no
-    footer) is salvaged up to the damage, with a note in ``errors``."""
+    """(topic, type, log time ns, CDR bytes) in log-time order; a bag cut short (MCAP without
+    footer, sqlite3 cut inside) is salvaged message by message, with a note in ``errors``."""
     try:
         r = open_reader(path)
     except BagError as e:
         if "end magic" in str(e) or "footer" in str(e).lower():
             errors.append(f"{e}: the bag is truncated; salvaging the complete records")
             yield from salvage_mcap(path, errors)
+            return
+        if _db3_file(Path(path)) is not None and ("malformed" in str(e) or "database" in str(e).lower()):
+            errors.append(f"{e}: the bag is damaged; salvaging the readable messages")
+            yield from salvage_sqlite3(path, errors)
             return
         raise
     try:
@@ -244,16 +366,33 @@ def read_messages(path: str | os.PathLike, topics: list[str] | None = None,
         errors.extend(errs)
 
 
+def metadata_topics(path: str | os.PathLike) -> dict[str, tuple[str, int]]:
+    """{topic: (type, message count)} from ``metadata.yaml`` alone ({} when absent or unreadable)."""
+    import yaml
+
+    m = Path(path) / "metadata.yaml"
+    try:
+        info = yaml.safe_load(m.read_text())["rosbag2_bagfile_information"]
+        return {t["topic_metadata"]["name"]: (t["topic_metadata"]["type"], int(t["message_count"]))
+                for t in info["topics_with_message_count"]}
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+        return {}
+
+
 def bag_topics(path: str | os.PathLike) -> dict[str, tuple[str, int]]:
-    """{topic: (type, message count)} from the bag's metadata (counted by a scan for a
-    truncated MCAP)."""
+    """{topic: (type, message count)} from the bag's metadata (for a damaged bag: metadata.yaml,
+    else counted by a salvaging scan)."""
     try:
         r = open_reader(path)
     except BagError as e:
-        if "end magic" not in str(e):
+        salvage = salvage_mcap if "end magic" in str(e) else \
+            salvage_sqlite3 if _db3_file(Path(path)) is not None and "database" in str(e).lower() else None
+        if salvage is None:
             raise
-        out: dict[str, tuple[str, int]] = {}
-        for topic, ty, _, _ in salvage_mcap(path, []):
+        out = metadata_topics(path)
+        if out:
+            return out
+        for topic, ty, _, _ in salvage(path, []):
             out[topic] = (ty, out.get(topic, ("", 0))[1] + 1)
         return out
     try:

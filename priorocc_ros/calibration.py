@@ -39,6 +39,34 @@ def camera_info_to_K(msg: Any, source: str = "camera_info") -> np.ndarray:
     return K
 
 
+def camera_info_geometry(msg: Any, source: str = "camera_info") -> tuple[np.ndarray, tuple[int, int] | None]:
+    """CameraInfo -> (K of the image actually published, its expected (height, width) or None).
+
+    As ROS defines it (sensor_msgs/CameraInfo, image_geometry's PinholeCameraModel): ``k``,
+    ``width`` and ``height`` describe the full-resolution sensor; the published image is the
+    ``roi`` of it (all zeros = the full image), binned by ``binning_x`` x ``binning_y`` (0 = 1).
+    K: principal point moved by the ROI offset, then fx, cx / binning_x and fy, cy / binning_y.
+    Expected size: roi size // binning (None when width/height are 0: size unknown)."""
+    K = camera_info_to_K(msg, source)
+    bx = int(getattr(msg, "binning_x", 0) or 1)
+    by = int(getattr(msg, "binning_y", 0) or 1)
+    roi = getattr(msg, "roi", None)
+    ox, oy, rw, rh = (int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)) if roi is not None \
+        else (0, 0, 0, 0)
+    W, H = int(msg.width), int(msg.height)
+    if (ox, oy, rw, rh) == (0, 0, 0, 0):
+        rw, rh = W, H
+    if W and H and (ox + rw > W or oy + rh > H):
+        raise CalibrationError(f"{source}: CameraInfo.roi {rw}x{rh}+{ox}+{oy} lies outside the {W}x{H} image")
+    K = K.copy()
+    K[0, 2] -= ox
+    K[1, 2] -= oy
+    K[0, :] /= bx
+    K[1, :] /= by
+    hw = (rh // by, rw // bx) if rw and rh else None
+    return K, hw
+
+
 def make_camera_info(K: np.ndarray, width: int, height: int, header: Any,
                      distortion: Iterable[float] = ()) -> Any:
     """(3, 3) K -> sensor_msgs/CameraInfo (rectified images: R = I, P = [K | 0])."""
@@ -52,12 +80,27 @@ def make_camera_info(K: np.ndarray, width: int, height: int, header: Any,
 
 
 # ----------------------------------------------------------------------------- TF
-def transform_msg_to_matrix(t: Any) -> np.ndarray:
-    """geometry_msgs/Transform -> (4, 4) float64 (child -> parent)."""
+# tf2's BufferCore rejects a rotation whose quaternion norm is off by more than this
+# (TF_DENORMALIZED_QUATERNION); it renormalises smaller deviations.
+QUATERNION_NORM_TOLERANCE = 1e-2
+
+
+def transform_msg_to_matrix(t: Any, source: str = "TF") -> np.ndarray:
+    """geometry_msgs/Transform -> (4, 4) float64 (child -> parent). CalibrationError for a
+    non-finite translation or rotation, or a quaternion that is not unit (as tf2 rejects it)."""
     q = t.rotation
+    qv = np.array([q.w, q.x, q.y, q.z], dtype=np.float64)
+    tv = np.array([t.translation.x, t.translation.y, t.translation.z], dtype=np.float64)
+    if not (np.all(np.isfinite(qv)) and np.all(np.isfinite(tv))):
+        raise CalibrationError(f"{source}: non-finite transform (translation {tv.tolist()}, rotation xyzw "
+                               f"{[q.x, q.y, q.z, q.w]}); expected finite numbers")
+    norm = float(np.linalg.norm(qv))
+    if abs(norm - 1.0) > QUATERNION_NORM_TOLERANCE:
+        raise CalibrationError(f"{source}: rotation quaternion has norm {norm:.6g} (xyzw {[q.x, q.y, q.z, q.w]}); "
+                               f"expected a unit quaternion (|norm - 1| <= {QUATERNION_NORM_TOLERANCE}, as tf2)")
     m = np.eye(4)
-    m[:3, :3] = Quaternion(w=q.w, x=q.x, y=q.y, z=q.z).normalised.rotation_matrix
-    m[:3, 3] = [t.translation.x, t.translation.y, t.translation.z]
+    m[:3, :3] = Quaternion(qv / norm).rotation_matrix
+    m[:3, 3] = tv
     return m
 
 
@@ -99,9 +142,10 @@ class TfBuffer:
 
     def set_transform(self, ts: Any, static: bool) -> None:
         parent, child = _strip(ts.header.frame_id), _strip(ts.child_frame_id)
+        where = f"TF {parent!r} <- {child!r}{' (static)' if static else ''}"
         if not parent or not child or parent == child:
-            raise CalibrationError(f"TF: invalid frames parent={parent!r} child={child!r}")
-        m = transform_msg_to_matrix(ts.transform)
+            raise CalibrationError(f"{where}: invalid frames parent={parent!r} child={child!r}")
+        m = transform_msg_to_matrix(ts.transform, where)
         with self._lock:
             if static:
                 self._static[child] = (parent, m)
@@ -121,10 +165,16 @@ class TfBuffer:
                 stamps.pop(0)
                 mats.pop(0)
 
-    def set_tf_message(self, msg: Any, static: bool) -> None:
-        """tf2_msgs/TFMessage -> every transform in it."""
+    def set_tf_message(self, msg: Any, static: bool) -> list[str]:
+        """tf2_msgs/TFMessage -> every valid transform in it; returns one error line per
+        rejected transform (the others are kept)."""
+        errors = []
         for ts in msg.transforms:
-            self.set_transform(ts, static)
+            try:
+                self.set_transform(ts, static)
+            except CalibrationError as e:
+                errors.append(str(e))
+        return errors
 
     def _edge(self, child: str, stamp_ns: int | None, max_age_ns: int) -> tuple[str, np.ndarray] | None:
         if child in self._static:

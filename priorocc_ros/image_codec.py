@@ -134,6 +134,40 @@ def decode_compressed(msg: Any, source: str = "compressed image", reduce: int = 
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def declared_size(data: Any) -> tuple[int, int] | None:
+    """(width, height) that a JPEG's SOF or a PNG's IHDR header declares, read without decoding
+    (so a decompression bomb is refused before any pixel is allocated); None if no header."""
+    buf = _as_bytes_view(data)
+    n = buf.size
+    if n >= 24 and buf[:8].tobytes() == _PNG_MAGIC and buf[12:16].tobytes() == b"IHDR":
+        w, h = np.frombuffer(buf[16:24].tobytes(), dtype=">u4")
+        return int(w), int(h)
+    if n < 4 or buf[:2].tobytes() != _JPEG_MAGIC:
+        return None
+    o = 2
+    while o + 4 <= n:
+        if buf[o] != 0xFF:
+            return None
+        marker = int(buf[o + 1])
+        if marker == 0xFF:  # fill byte
+            o += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # no length
+            o += 2
+            continue
+        seg = int(buf[o + 2]) << 8 | int(buf[o + 3])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+            if o + 9 > n:
+                return None
+            h = int(buf[o + 5]) << 8 | int(buf[o + 6])
+            w = int(buf[o + 7]) << 8 | int(buf[o + 8])
+            return w, h
+        if marker == 0xDA or seg < 2:  # scan data before any frame header: not a valid JPEG
+            return None
+        o += 2 + seg
+    return None
+
+
 def _jpeg_complete(buf: np.ndarray) -> bool:
     """A JPEG cut short has no EOI marker (FFD9) in its last bytes; libjpeg would only warn."""
     tail = buf[-16:].tobytes()

@@ -12,8 +12,12 @@ Counters (also in /diagnostics, keys in brackets):
   sets_dropped stale sets replaced by newer ones (runner)       [sets_dropped]
   sets_failed  sets that raised (decode, calibration, size,
                inference), per kind in errors_<kind>            [sets_failed]
-  Once the runner is idle: sets_out == sets_in - sets_dropped - sets_failed.
   incomplete_sets: groups of images that never formed a complete set (a camera missing).
+  groups_in    every group the synchroniser closed (complete or incomplete)   [groups_in]
+  in_progress  sets queued for or running in inference                        [in_progress]
+  Invariant (checked, in /diagnostics as ``invariant`` / ``unaccounted``):
+      groups_in = sets_out + sets_dropped + sets_failed + incomplete_sets + in_progress
+  and at shutdown (``close``) in_progress is 0: pending groups are flushed and counted.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from priorocc_ros import outputs
-from priorocc_ros.calibration import CalibrationError, StaticCalibration, TfBuffer, camera_info_to_K, load_calibration_yaml
+from priorocc_ros.calibration import CalibrationError, StaticCalibration, TfBuffer, camera_info_geometry, load_calibration_yaml
 from priorocc_ros.msgs import header as make_header
 from priorocc_ros.msgs import stamp_to_ns
 from priorocc_ros.params import PARAMETERS
@@ -40,6 +44,46 @@ DIAG_NAME = "priorocc: occupancy"
 # DiagnosticStatus levels
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
 
+
+IMAGE_TYPES = {True: "sensor_msgs/msg/CompressedImage", False: "sensor_msgs/msg/Image"}
+INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+TF_TYPE = "tf2_msgs/msg/TFMessage"
+
+
+class ParameterError(ValueError):
+    """A parameter value the node cannot use (the message names the parameter)."""
+
+
+def fill_pattern(name: str, pattern: str, camera: str) -> str:
+    """``pattern.format(camera=camera)`` with an error naming the parameter."""
+    try:
+        topic = pattern.format(camera=camera)
+    except (ValueError, KeyError, IndexError, AttributeError) as e:
+        raise ParameterError(f"parameter {name}={pattern!r} is not a topic pattern with {{camera}} "
+                             f"({type(e).__name__}: {e}); e.g. '/{{camera}}/camera_info'") from None
+    if not topic:
+        raise ParameterError(f"parameter {name}={pattern!r} gives an empty topic")
+    return topic
+
+
+def camera_names(p: dict[str, Any]) -> tuple[str, ...]:
+    """The recording's camera name per model slot (parameter camera_names, default the slots)."""
+    cams = tuple(str(c) for c in p["cameras"])
+    names = [str(n) for n in (p.get("camera_names") or [])]
+    if not names or names == [""]:
+        return cams
+    if len(names) != len(cams):
+        raise ParameterError(f"parameter camera_names has {len(names)} names for {len(cams)} cameras {list(cams)}; "
+                             f"expected one recording camera name per model camera, in the model's order")
+    return tuple(names)
+
+
+def input_topics(p: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """{model camera: (image topic, camera_info topic)} from the parameters (before remapping)."""
+    pattern = p["image_topic"] or ("/{camera}/image_rect_compressed" if p["compressed"] else "/{camera}/image_rect")
+    return {cam: (fill_pattern("image_topic", pattern, rec),
+                  fill_pattern("camera_info_topic", p["camera_info_topic"], rec))
+            for cam, rec in zip(tuple(p["cameras"]), camera_names(p))}
 
 
 @dataclass
@@ -92,9 +136,10 @@ class OccupancyNodeCore:
     ``checkpoint`` parameter with priorocc_core.inference.OccupancyPredictor."""
 
     def __init__(self, transport: Transport, predictor: Any | None = None,
-                 parameters: dict[str, Any] | None = None, block: bool = False):
+                 parameters: dict[str, Any] | None = None, block: bool = False, latency_window: int = 1000):
         """parameters: defaults overriding PARAMETERS (the transport's user values still win).
-        block: the synchroniser waits for the runner instead of dropping sets (offline replay)."""
+        block: the synchroniser waits for the runner instead of dropping sets (offline replay).
+        latency_window: samples kept per latency stage. ParameterError for unusable parameters."""
         self.t = transport
         self.log = transport.logger
         self._block = block
@@ -102,15 +147,21 @@ class OccupancyNodeCore:
         defaults.update(parameters or {})
         self.p = {k: transport.declare_parameter(k, v) for k, v in defaults.items()}
         p = self.p
+        self.cameras = tuple(str(c) for c in p["cameras"])
+        topics = input_topics(p)  # ParameterError before anything heavy
+        pc = getattr(predictor, "cameras", None)
         if predictor is None:
             if not p["checkpoint"]:
-                raise ValueError("parameter 'checkpoint' is required (a checkpoint directory)")
+                raise ParameterError("parameter 'checkpoint' is required (a checkpoint directory)")
             from priorocc_core.backends import make_predictor
 
             predictor = make_predictor(p["checkpoint"], backend=p["backend"], precision=p["precision"],
                                        device=p["device"])
+            pc = getattr(predictor, "cameras", None)
             self.log.info(f"loaded checkpoint {p['checkpoint']} ({p['backend']} {p['precision']}) on {p['device']}")
-        self.cameras = tuple(p["cameras"])
+        if pc is not None and tuple(pc) != self.cameras:
+            raise ParameterError(f"parameter cameras={list(self.cameras)} must be the model's cameras in its order "
+                                 f"{list(pc)}; map your recording's camera names with camera_names (docs/ros.md)")
         self.opts = OutputOptions(
             frame_id=p["base_frame"], publish_voxels=bool(p["publish_voxels"]),
             publish_markers=bool(p["publish_markers"]), publish_bev=bool(p["publish_bev"]),
@@ -127,48 +178,78 @@ class OccupancyNodeCore:
         self.counters: Counter = Counter()
         self.errors: Counter = Counter()
         self.last_error = ""
-        self.latency = LatencyWindow()
+        self.latency = LatencyWindow(latency_window)
         self._out_times: deque = deque(maxlen=200)
         self._cams = {c: _CamState() for c in self.cameras}
         self.tf = TfBuffer()
         self._closed = False
+        self._diag_prev: dict[str, int] = {}
+        self._type_problems: dict[str, str] = {}
+        self._reject_logged: Counter = Counter()
 
+        # cameras whose K may come from the calibration file do not wait for a CameraInfo
+        self._info_cams = info_cams = [c for c in self.cameras
+                     if not (self.calib is not None and c in self.calib.cameras and self.calib.cameras[c].K is not None)]
         self.sync = ApproximateTimeSynchronizer(
             self.cameras, int(float(p["slop"]) * 1e9), queue_size=int(p["sync_queue_size"]),
             max_wait_ns=int(float(p["max_wait"]) * 1e9),
             reference="CAM_FRONT" if "CAM_FRONT" in self.cameras else None,
-            on_incomplete=self._on_incomplete)
+            on_set=self._on_set, on_incomplete=self._on_incomplete, info_streams=info_cams,
+            on_reset=self._on_reset, on_reject=self._on_reject)
         self.runner = InferenceRunner(self._process, queue_size=int(p["queue_size"]), block=block,
                                       on_error=self._on_error, on_drop=self._on_drop)
 
         # publishers
+        self._outputs = output_topics(self.cameras, self.opts)
         self.pubs = {key: transport.create_publisher(tn, topic, RELIABLE_QOS)
-                     for key, (tn, topic) in output_topics(self.cameras, self.opts).items()}
+                     for key, (tn, topic) in self._outputs.items()}
         self.diag_pub = transport.create_publisher("diagnostic_msgs/msg/DiagnosticArray", "/diagnostics",
                                                    RELIABLE_QOS)
         # subscriptions
-        image_type = "sensor_msgs/msg/CompressedImage" if p["compressed"] else "sensor_msgs/msg/Image"
-        pattern = p["image_topic"] or ("/{camera}/image_rect_compressed" if p["compressed"] else "/{camera}/image_rect")
+        self.image_type = IMAGE_TYPES[bool(p["compressed"])]
         self.input_topics: dict[str, str] = {}
+        self.info_topics: dict[str, str] = {}
         self._subs = []
-        for cam in self.cameras:
-            it, ct = pattern.format(camera=cam), p["camera_info_topic"].format(camera=cam)
-            self.input_topics[cam] = it
-            self._subs.append(transport.create_subscription(image_type, it, self._image_cb(cam), SENSOR_DATA_QOS))
-            self._subs.append(transport.create_subscription("sensor_msgs/msg/CameraInfo", ct, self._info_cb(cam),
-                                                            SENSOR_DATA_QOS))
-        self._subs.append(transport.create_subscription("tf2_msgs/msg/TFMessage", "/tf", self._tf_cb(False),
-                                                        RELIABLE_QOS))
-        self._subs.append(transport.create_subscription("tf2_msgs/msg/TFMessage", "/tf_static", self._tf_cb(True),
+        # TF first: a transport that dispatches its readers in creation order then applies a
+        # /tf_static that arrived with the first images before those images form a set
+        self._subs.append(transport.create_subscription(TF_TYPE, "/tf_static", self._tf_cb(True),
                                                         TF_STATIC_LISTENER_QOS))
+        self._subs.append(transport.create_subscription(TF_TYPE, "/tf", self._tf_cb(False), RELIABLE_QOS))
+        for cam in self.cameras:
+            it, ct = topics[cam]
+            self.input_topics[cam] = transport.resolve_topic(it)
+            self.info_topics[cam] = transport.resolve_topic(ct)
+            self._subs.append(transport.create_subscription(self.image_type, it, self._image_cb(cam),
+                                                            SENSOR_DATA_QOS))
+            self._subs.append(transport.create_subscription(INFO_TYPE, ct, self._info_cb(cam), SENSOR_DATA_QOS))
         self._diag_timer = transport.create_timer(float(p["diagnostics_period"]), self.publish_diagnostics)
         # Move the long-lived heap (torch, the model, message classes) out of the garbage
         # collector's reach: building a MarkerArray allocates ~10^5 small objects per set, and
         # full collections over the model's heap made that 5x slower (measured, see docs/ros.md).
         gc.collect()
         gc.freeze()
-        self.log.info(f"subscribed to {len(self.cameras)} cameras ({image_type.split('/')[-1]}, {pattern}), "
-                      f"slop {p['slop']} s; publishing {sorted(self.pubs)} in frame {self.opts.frame_id}")
+        self.log.info(f"subscribed to {len(self.cameras)} cameras ({self.image_type.split('/')[-1]}: "
+                      f"{', '.join(self.input_topics.values())}), slop {p['slop']} s; "
+                      f"publishing {sorted(self.pubs)} in frame {self.opts.frame_id}")
+
+    # ------------------------------------------------------------------ public hooks (replay, tools)
+    def subscribed_topics(self) -> dict[str, str]:
+        """{resolved input topic: type} the node subscribes to."""
+        out = {t: self.image_type for t in self.input_topics.values()}
+        out.update({t: INFO_TYPE for t in self.info_topics.values()})
+        out.update({self.t.resolve_topic("/tf"): TF_TYPE, self.t.resolve_topic("/tf_static"): TF_TYPE})
+        return out
+
+    def published_topics(self) -> dict[str, str]:
+        """{resolved output topic: type}, /diagnostics included."""
+        out = {self.t.resolve_topic(topic): tn for tn, topic in self._outputs.values()}
+        out[self.t.resolve_topic("/diagnostics")] = "diagnostic_msgs/msg/DiagnosticArray"
+        return out
+
+    def flush(self) -> None:
+        """End of input: sets that can still complete go to inference, the rest are counted
+        incomplete (the synchroniser's callbacks do both)."""
+        self.sync.flush()
 
     # ------------------------------------------------------------------ callbacks (transport threads)
     def _count(self, key: str, n: int = 1) -> None:
@@ -187,17 +268,16 @@ class OccupancyNodeCore:
         def cb(msg: Any) -> None:
             self._count("images_received")
             try:
-                check_image_size(msg, f"{cam} ({self.input_topics[cam]})", self.opts.max_image_pixels)
+                check_image_size(msg, f"{cam} ({self.input_topics[cam]})", self.opts.max_image_pixels,
+                                 self.opts.jpeg_reduce)
             except SetError as e:
                 self._count("images_rejected")
                 self._fail(e.kind, str(e), count_set=False)
                 return
             try:
                 t0 = time.perf_counter()
-                sets = self.sync.add(cam, stamp_to_ns(msg.header.stamp), msg)
+                self.sync.add(cam, stamp_to_ns(msg.header.stamp), msg)  # sets go to _on_set
                 self.latency.add("sync", time.perf_counter() - t0)
-                for s in sets:
-                    self._on_set(s)
             except Exception as e:  # noqa: BLE001 - a callback must never raise into the middleware
                 self._fail("sync", f"{cam}: synchroniser error: {type(e).__name__}: {e}", count_set=False)
         return cb
@@ -207,36 +287,56 @@ class OccupancyNodeCore:
             st = self._cams[cam]
             stamp = stamp_to_ns(msg.header.stamp)
             try:
-                K = camera_info_to_K(msg, f"{cam} camera_info")
+                K, _ = camera_info_geometry(msg, f"{cam} camera_info ({self.info_topics[cam]})")
             except CalibrationError as e:
                 st.add(_Info(stamp, None, str(e), msg.header.frame_id))
+                self._count("camera_info_invalid")
                 if st.last_error != str(e):  # log once per distinct problem
                     self._fail("camera_info", str(e), count_set=False)
-                else:
-                    self._count("camera_info_invalid")
                 st.last_error = str(e)
-                return
-            st.last_error = ""
-            st.add(_Info(stamp, K, "", msg.header.frame_id))
+            else:
+                st.last_error = ""
+                st.add(_Info(stamp, K, "", msg.header.frame_id))
+            try:
+                self.sync.add_info(cam, stamp, msg)
+            except Exception as e:  # noqa: BLE001
+                self._fail("sync", f"{cam}: synchroniser error: {type(e).__name__}: {e}", count_set=False)
         return cb
 
     def _tf_cb(self, static: bool):
         def cb(msg: Any) -> None:
-            try:
-                self.tf.set_tf_message(msg, static)
-            except CalibrationError as e:
-                self._fail("tf", str(e), count_set=False)
+            for err in self.tf.set_tf_message(msg, static):
+                self._count("tf_rejected")
+                self._fail("tf", f"{'/tf_static' if static else '/tf'}: rejected {err}", count_set=False)
         return cb
 
     # ------------------------------------------------------------------ synchroniser events
     def _on_set(self, s: SyncedSet) -> None:
         self._count("sets_in")
-        self.runner.submit((s, time.perf_counter(), time.time_ns()))
+        try:
+            self.runner.submit((s, time.perf_counter(), time.time_ns()))
+        except RuntimeError:  # runner stopped (shutdown): counted, not lost
+            self._on_drop(s)
 
     def _on_incomplete(self, stamp_ns: int, missing: tuple[str, ...]) -> None:
         self._count("incomplete_sets")
-        self.log.warning(f"incomplete image set at {stamp_ns * 1e-9:.3f} s: no image from {', '.join(missing)} "
-                         f"within slop {self.p['slop']} s")
+        self.log.warning(f"incomplete image set at {stamp_ns * 1e-9:.3f} s: no image from "
+                         f"{', '.join(f'{m} ({self.input_topics[m]})' for m in missing)} within slop {self.p['slop']} s")
+
+    def _on_reset(self, newest_ns: int, stamp_ns: int) -> None:
+        self._count("time_resets")
+        self.log.warning(f"time jumped back {(newest_ns - stamp_ns) * 1e-9:.3f} s (to {stamp_ns * 1e-9:.3f} s): "
+                         f"synchroniser reset, pending images flushed (a bag played in a loop?)")
+
+    def _on_reject(self, kind: str, cam: str, stamp_ns: int) -> None:
+        key = (kind, cam)
+        with self._lock:
+            self._reject_logged[key] += 1
+            n = self._reject_logged[key]
+        if n <= 3 or n % 100 == 0:
+            why = "older than the last complete set" if kind == "late" else "same stamp as a pending image"
+            self.log.warning(f"{cam} ({self.input_topics[cam]}): {kind} image at {stamp_ns * 1e-9:.3f} s ignored "
+                             f"({why}); {n} so far")
 
     def _on_drop(self, item: Any) -> None:
         self._count("sets_dropped")
@@ -248,40 +348,56 @@ class OccupancyNodeCore:
             self._fail("internal", f"set failed: {type(e).__name__}: {e}", count_set=True)
 
     # ------------------------------------------------------------------ inference thread
-    def calibration_for(self, stamp_ns: int, image_msgs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-        """(N, 3, 3) K and (N, 4, 4) cam2ego for a set: CameraInfo + TF, YAML as fallback."""
-        Ks, c2e = [], []
+    def calibration_for(self, s: SyncedSet) -> tuple[np.ndarray, np.ndarray, list]:
+        """(N, 3, 3) K of the images as published, (N, 4, 4) cam2ego and the expected (h, w)
+        per camera (None = unknown) for a set: its CameraInfos + TF, YAML as fallback."""
+        Ks, c2e, hws = [], [], []
         base = self.opts.frame_id
-        for cam, msg in zip(self.cameras, image_msgs):
+        for i, (cam, msg) in enumerate(zip(self.cameras, s.items)):
             fb = self.calib.cameras.get(cam) if self.calib is not None else None
-            info = self._cams[cam].nearest(stamp_to_ns(msg.header.stamp))
-            K = info.K if info is not None else None
+            info_msg = s.infos[i] if s.infos else None
+            frame = msg.header.frame_id
+            K, hw = None, None
+            if info_msg is not None:
+                try:
+                    K, hw = camera_info_geometry(info_msg, f"{cam} camera_info ({self.info_topics[cam]})")
+                except CalibrationError as e:
+                    if fb is None or fb.K is None:
+                        raise SetError("calibration", f"{cam}: no valid intrinsics ({e})") from e
+                frame = info_msg.header.frame_id or frame
             if K is None:
-                if fb is not None and fb.K is not None:
+                info = None if cam in self._info_cams else self._cams[cam].nearest(stamp_to_ns(msg.header.stamp))
+                if info is not None and info.K is not None:
+                    K = info.K
+                elif fb is not None and fb.K is not None:
                     K = fb.K
+                    if fb.width and fb.height:
+                        hw = (int(fb.height), int(fb.width))
                 else:
-                    why = info.error if info is not None else "no camera_info received yet"
-                    raise SetError("calibration", f"{cam}: no valid intrinsics ({why})")
-            frame = (info.frame_id if info is not None else "") or msg.header.frame_id or (fb.frame_id if fb else cam)
+                    raise SetError("calibration", f"{cam}: no valid intrinsics (no CameraInfo on "
+                                                  f"{self.info_topics[cam]} within max_wait {self.p['max_wait']} s "
+                                                  f"of the image, no calibration_file K)")
+            frame = frame or (fb.frame_id if fb else cam)
             try:
-                m = self.tf.lookup(base, frame, stamp_ns)
+                m = self.tf.lookup(base, frame, s.stamp_ns)
             except CalibrationError as e:
                 if fb is None:
                     raise SetError("calibration", f"{cam}: no extrinsics: {e}; no calibration_file entry") from e
                 m = fb.cam2ego
             Ks.append(K)
             c2e.append(m)
-        return np.stack(Ks), np.stack(c2e)
+            hws.append(hw)
+        return np.stack(Ks), np.stack(c2e), hws
 
-    def _calibration_waiting(self, stamp_ns: int, image_msgs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-        """``calibration_for``, waiting up to ``calibration_wait`` seconds for CameraInfo / TF that
-        are still on their way, as tf2's MessageFilter does (on the real ROS 2 the first set of a
-        bag can complete ~60-80 ms before /tf_static's reliable sample and some CameraInfos are
+    def _calibration_waiting(self, s: SyncedSet) -> tuple[np.ndarray, np.ndarray, list]:
+        """``calibration_for``, waiting up to ``calibration_wait`` seconds for TF (and a CameraInfo
+        the set did not carry) still on their way, as tf2's MessageFilter does (on the real ROS 2
+        the first set of a bag can complete ~60-80 ms before /tf_static's reliable sample is
         dispatched). Offline (``block``) the order is the bag's, so nothing is on its way."""
         deadline = time.monotonic() + (0.0 if self._block else float(self.p["calibration_wait"]))
         while True:
             try:
-                return self.calibration_for(stamp_ns, image_msgs)
+                return self.calibration_for(s)
             except SetError as e:
                 if e.kind != "calibration" or time.monotonic() >= deadline or self._closed:
                     raise
@@ -291,8 +407,10 @@ class OccupancyNodeCore:
         s, t_set, wall_set = item
         t0 = time.perf_counter()
         self.latency.add("queue", t0 - t_set)
-        K, cam2ego = self._calibration_waiting(s.stamp_ns, s.items)
-        res = self.pipeline.run(s.stamp_ns, s.items, K, cam2ego)
+        K, cam2ego, hws = self._calibration_waiting(s)
+        res = self.pipeline.run(s.stamp_ns, s.items, K, cam2ego, expected_hw=hws)
+        if self.runner.gave_up:
+            return  # shutdown stopped waiting for this set: it is counted dropped already
         t1 = time.perf_counter()
         for key, msg in res.messages.items():
             pub = self.pubs.get(key)
@@ -311,6 +429,26 @@ class OccupancyNodeCore:
             self.counters["occupied_voxels_last"] = res.num_occupied
             self._out_times.append(time.monotonic())
 
+    # ------------------------------------------------------------------ input type check
+    def check_input_types(self) -> dict[str, str]:
+        """{camera: problem} for image topics that have publishers of another type and brought
+        no image (the subscription cannot match them). Logged at every diagnostics period."""
+        with self._lock:
+            received = self.counters["images_received"]
+        problems: dict[str, str] = {}
+        if received == 0:
+            for cam, topic in self.input_topics.items():
+                types = self.t.publisher_types(topic)
+                if types and self.image_type not in types:
+                    want = "true" if "sensor_msgs/msg/CompressedImage" in types else "false"
+                    problems[cam] = (f"{topic} is published as {', '.join(sorted(types))} but the node subscribes "
+                                     f"{self.image_type}: set parameter compressed:={want}")
+        self._type_problems = problems
+        if problems:
+            first = next(iter(problems.values()))
+            self.log.error(f"no images: {len(problems)} camera topic(s) carry another type; {first}")
+        return problems
+
     # ------------------------------------------------------------------ diagnostics
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -319,12 +457,23 @@ class OccupancyNodeCore:
             last_error = self.last_error
             times = list(self._out_times)
         d: dict[str, Any] = {k: c.get(k, 0) for k in ("sets_in", "sets_out", "sets_dropped", "sets_failed",
-                                                      "incomplete_sets", "images_received", "images_rejected")}
+                                                      "incomplete_sets", "images_received", "images_rejected",
+                                                      "camera_info_invalid", "tf_rejected", "time_resets")}
         sync = self.sync.stats
         d.update(late_messages=sync.late, duplicate_messages=sync.duplicate,
-                 superseded_messages=sync.superseded, sync_overflow=sync.overflow)
+                 superseded_messages=sync.superseded, sync_overflow=sync.overflow,
+                 sets_awaiting_camera_info=self.sync.awaiting_info(), camera_info_timeouts=sync.info_timeouts)
         for k, v in errs.items():
             d[f"errors_{k}"] = v
+        for k, v in self.t.error_counts().items():
+            d[f"transport_{k}"] = v
+        in_progress = self.runner.in_progress()
+        d["in_progress"] = in_progress
+        d["groups_in"] = sync.sets + sync.incomplete
+        d["unaccounted"] = d["groups_in"] - (d["sets_out"] + d["sets_dropped"] + d["sets_failed"]
+                                             + d["incomplete_sets"] + in_progress)
+        d["invariant"] = (f"groups_in {d['groups_in']} = out {d['sets_out']} + dropped {d['sets_dropped']} + "
+                          f"failed {d['sets_failed']} + incomplete {d['incomplete_sets']} + in_progress {in_progress}")
         d["rate_hz"] = (len(times) - 1) / (times[-1] - times[0]) if len(times) >= 2 and times[-1] > times[0] else 0.0
         d["runner_dropped"] = self.runner.stats.dropped
         for k, v in dict(getattr(self.t, "stats", {})).items():  # samples not decoded, callbacks that raised
@@ -336,20 +485,31 @@ class OccupancyNodeCore:
         d["last_error"] = last_error
         return d
 
+    # counters that, when they grow, mean inputs are being dropped (diagnostics go WARN)
+    _LOSS_KEYS = ("sets_dropped", "sets_failed", "incomplete_sets", "images_rejected", "camera_info_invalid",
+                  "tf_rejected", "late_messages", "duplicate_messages", "time_resets", "camera_info_timeouts")
+
     def publish_diagnostics(self) -> None:
+        problems = self.check_input_types() if not self._closed else self._type_problems
         st = self.stats()
-        failed = st["sets_failed"] + st["images_rejected"]
-        level = OK
-        msg = "ok"
+        loss = {k: st[k] for k in self._LOSS_KEYS}
+        loss.update({k: v for k, v in st.items() if k.startswith("transport_")})
+        grew = {k: v - self._diag_prev.get(k, 0) for k, v in loss.items() if v > self._diag_prev.get(k, 0)}
+        self._diag_prev = loss
+        level, msg = OK, f"ok: {st['sets_out']}/{st['sets_in']} sets published"
         if st["sets_in"] == 0:
             level, msg = WARN, "waiting for complete image sets"
-        if failed or st["sets_dropped"] or st["incomplete_sets"]:
+        if grew:
             level = WARN
-            msg = (f"{st['sets_out']}/{st['sets_in']} sets published, {st['sets_dropped']} dropped, "
-                   f"{st['sets_failed']} failed, {st['incomplete_sets']} incomplete")
-        values = {k: v for k, v in st.items()}
+            msg = (f"dropping inputs: " + ", ".join(f"{k} +{v}" for k, v in sorted(grew.items()))
+                   + f"; {st['sets_out']}/{st['sets_in']} sets published")
+        if st["unaccounted"] and st["in_progress"] == 0 and self.runner.idle():
+            level, msg = ERROR, f"counters do not add up: {st['invariant']}"
+        if problems:
+            level, msg = ERROR, "no images: " + next(iter(problems.values()))
+            st["input_type_problems"] = "; ".join(f"{c}: {v}" for c, v in problems.items())
         diag = outputs.diagnostics(make_header(self.t.now_ns(), self.opts.frame_id), DIAG_NAME, self.t.name,
-                                   level, msg, values)
+                                   level, msg, st)
         try:
             self.diag_pub.publish(diag)
         except Exception as e:  # noqa: BLE001 - diagnostics must never take the node down
@@ -359,13 +519,20 @@ class OccupancyNodeCore:
     def wait_idle(self, timeout: float | None = None) -> bool:
         return self.runner.wait_idle(timeout)
 
-    def close(self, drain: bool = True) -> None:
-        """Stop inference (processing what is queued when ``drain``), publish final diagnostics."""
+    def close(self, drain: bool = True, timeout: float | None = None) -> None:
+        """Flush the synchroniser (complete sets go to inference, the rest are counted
+        incomplete), stop inference (processing what is queued when ``drain``, else counting it
+        dropped; a set still running after ``timeout`` s is counted dropped) and publish the
+        final diagnostics: nothing is left uncounted."""
         if self._closed:
             return
+        try:
+            self.flush()
+        except Exception as e:  # noqa: BLE001
+            self.log.error(f"flushing the synchroniser failed: {e}")
         self._closed = True
-        self.runner.stop(drain=drain)
-        if not drain:
-            with self._lock:
-                self.counters["sets_dropped"] = self.runner.stats.dropped
+        self.runner.stop(drain=drain, timeout=timeout)
         self.publish_diagnostics()
+        st = self.stats()
+        if st["unaccounted"]:
+            self.log.error(f"counters do not add up at shutdown: {st['invariant']}")

@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("-p", "--param", action="append", type=_parse_param, default=[], metavar="NAME:=VALUE",
                     help="parameter for the dds transport (repeatable); with ros use --ros-args -p")
     ap.add_argument("--params-file", default=None, help="YAML parameters for the dds transport")
+    ap.add_argument("-r", "--remap", action="append", default=[], metavar="FROM:=TO",
+                    help="topic remapping for the dds transport, as ROS 2's --ros-args -r (repeatable)")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks for startup errors")
     return ap
 
 
@@ -81,6 +84,16 @@ def make_transport(kind: str, node_name: str, params: dict[str, Any], argv: list
     from priorocc_ros.transport.dds_transport import DdsTransport
 
     return DdsTransport(node_name, parameters=params)
+
+
+def _startup_error(e: BaseException) -> str | None:
+    """One line for the errors a user can fix (parameters, files); None for bugs."""
+    from priorocc_ros.calibration import CalibrationError
+    from priorocc_ros.node_core import ParameterError
+
+    if isinstance(e, (ParameterError, CalibrationError, FileNotFoundError, ValueError, OSError)):
+        return f"occupancy_node: {e}"
+    return None
 
 
 def split_ros_args(argv: list[str]) -> tuple[list[str], bool]:
@@ -108,24 +121,46 @@ def main(argv: list[str] | None = None) -> int:
     params.update(dict(args.param))
     if kind == "dds" and has_ros_args:
         raise SystemExit("--ros-args is for --transport ros; use -p NAME:=VALUE with --transport dds")
+    ros_argv = list(argv) if kind == "ros" else []
+    if kind == "ros" and args.remap:  # our -r FROM:=TO as one more --ros-args block for rcl
+        ros_argv += ["--ros-args"] + [a for r in args.remap for a in ("-r", r)]
 
     from priorocc_ros.node_core import OccupancyNodeCore
+    from priorocc_ros.transport.base import parse_remaps
 
-    transport = make_transport(kind, args.node_name, params, argv if kind == "ros" else [])
+    try:
+        remaps = parse_remaps(args.remap, args.node_name)
+        transport = make_transport(kind, args.node_name, params, ros_argv)
+    except Exception as e:  # noqa: BLE001
+        line = _startup_error(e)
+        if line is None or args.debug:
+            raise
+        print(line, file=sys.stderr)
+        return 2
+    if kind == "dds":
+        transport.remaps = remaps
     core = None
+    rc = 0
     try:
         core = OccupancyNodeCore(transport)
         transport.logger.info(f"{READY_LINE} ({kind} transport)")
         transport.spin()
+    except Exception as e:  # noqa: BLE001
+        line = _startup_error(e) if core is None else None
+        if line is None or args.debug:
+            raise
+        print(line, file=sys.stderr)
+        rc = 2
     finally:
         if core is not None:
-            core.close(drain=False)
+            # flush the synchroniser, count what is queued as dropped, wait for the running set
+            core.close(drain=False, timeout=60.0)
             s = core.stats()
             transport.logger.info(
                 f"stopped: sets in {s['sets_in']}, out {s['sets_out']}, dropped {s['sets_dropped']}, "
-                f"failed {s['sets_failed']}, incomplete {s['incomplete_sets']}")
+                f"failed {s['sets_failed']}, incomplete {s['incomplete_sets']}; {s['invariant']}")
         transport.shutdown()
-    return 0
+    return rc
 
 
 if __name__ == "__main__":

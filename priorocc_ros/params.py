@@ -19,7 +19,8 @@ PARAMETER_DOCS: dict[str, tuple[Any, str]] = {
     "backend": ("torch", "inference backend: torch, onnxruntime, openvino (priorocc_core.backends)"),
     "precision": ("fp32", "fp32, bf16, fp16 (GPU)"),
     # inputs
-    "cameras": (list(CAMERAS), "camera names, in the model's order"),
+    "cameras": (list(CAMERAS), "the model's camera slots, in the model's order"),
+    "camera_names": ([""], "the recording's camera name per model slot, fills {camera}; [''] = the slot names"),
     "compressed": (True, "subscribe to sensor_msgs/CompressedImage (true) or sensor_msgs/Image (false)"),
     "image_topic": ("", "image topic pattern with {camera}; empty = /{camera}/image_rect_compressed "
                         "(or /{camera}/image_rect when compressed is false)"),

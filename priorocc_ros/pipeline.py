@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from priorocc_ros import outputs
-from priorocc_ros.image_codec import ImageDecodeError, decode_any, encode_image, is_jpeg, reduced_K
+from priorocc_ros.image_codec import ImageDecodeError, declared_size, decode_any, encode_image, is_jpeg, reduced_K
 from priorocc_ros.msgs import header as make_header
 from priorocc_ros.outputs import VoxelGrid
 
@@ -73,18 +73,27 @@ def output_topics(cameras: Sequence[str], opts: OutputOptions) -> dict[str, tupl
     return out
 
 
-def check_image_size(msg: Any, source: str, max_pixels: int) -> None:
-    """Reject raw images larger than ``max_pixels`` and compressed ones larger than 3 bytes per
-    allowed pixel before decoding."""
+def check_image_size(msg: Any, source: str, max_pixels: int, jpeg_reduce: int = 1) -> None:
+    """Reject, before decoding, raw images larger than ``max_pixels``, compressed ones whose
+    header declares a decoded size over ``max_pixels`` (a decompression bomb: a few hundred
+    bytes can declare 16000 x 16000; a JPEG decoded at 1/``jpeg_reduce`` allocates only that) or
+    that are larger than 3 bytes per allowed pixel."""
     if hasattr(msg, "encoding"):
         n = int(msg.width) * int(msg.height)
         if n > max_pixels:
-            raise SetError("size", f"{source}: image {msg.width}x{msg.height} exceeds the limit of {max_pixels} pixels")
+            raise SetError("size", f"{source}: image {msg.width}x{msg.height} exceeds the limit of {max_pixels} pixels "
+                                   f"(parameter max_image_pixels)")
     else:
         n = len(msg.data)
         if n > 3 * max_pixels:
             raise SetError("size", f"{source}: compressed image of {n} bytes exceeds the limit "
-                                   f"({3 * max_pixels} bytes for {max_pixels} pixels)")
+                                   f"({3 * max_pixels} bytes for {max_pixels} pixels, parameter max_image_pixels)")
+        wh = declared_size(msg.data)
+        r = jpeg_reduce if wh is not None and is_jpeg(msg) else 1
+        if wh is not None and -(-wh[0] // r) * -(-wh[1] // r) > max_pixels:
+            raise SetError("size", f"{source}: compressed image ({n} bytes) declares {wh[0]}x{wh[1]} pixels"
+                                   f"{f' ({-(-wh[0] // r)}x{-(-wh[1] // r)} decoded at 1/{r})' if r > 1 else ''}, over "
+                                   f"the limit of {max_pixels} (parameter max_image_pixels); not decoded")
 
 
 class OccupancyPipeline:
@@ -105,16 +114,26 @@ class OccupancyPipeline:
         self._vis: np.ndarray | None = None
 
     # ---------------------------------------------------------------- stages
-    def decode(self, image_msgs: Sequence[Any], K: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-        """N image messages + (N, 3, 3) K -> N (H, W, 3) uint8 RGB and the K of the decoded size."""
+    def decode(self, image_msgs: Sequence[Any], K: np.ndarray,
+               expected_hw: Sequence[tuple[int, int] | None] | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+        """N image messages + (N, 3, 3) K -> N (H, W, 3) uint8 RGB and the K of the decoded size.
+        expected_hw: per camera the (height, width) its CameraInfo describes (binning and ROI
+        applied; None = unknown); a decoded image of another size is a SetError naming both."""
         imgs, Ks = [], []
-        for cam, msg, k in zip(self.cameras, image_msgs, K):
-            check_image_size(msg, cam, self.opts.max_image_pixels)
+        hws = list(expected_hw) if expected_hw is not None else [None] * len(self.cameras)
+        for cam, msg, k, hw in zip(self.cameras, image_msgs, K, hws):
+            check_image_size(msg, cam, self.opts.max_image_pixels, self.opts.jpeg_reduce)
             try:
                 img = decode_any(msg, source=cam, reduce=self.opts.jpeg_reduce)
             except ImageDecodeError as e:
                 raise SetError("decode", str(e)) from e
             reduce = self.opts.jpeg_reduce if is_jpeg(msg) else 1
+            if hw is not None:
+                want = (-(-hw[0] // reduce), -(-hw[1] // reduce))
+                if tuple(img.shape[:2]) != want:
+                    raise SetError("calibration", f"{cam}: image is {img.shape[1] * reduce}x{img.shape[0] * reduce} but "
+                                                  f"its CameraInfo (width, height, binning, roi) describes "
+                                                  f"{hw[1]}x{hw[0]}; expected images of the CameraInfo's size")
             imgs.append(img)
             Ks.append(reduced_K(k, reduce))
         return imgs, np.stack(Ks)
@@ -127,14 +146,15 @@ class OccupancyPipeline:
         assert self._vis is not None
         return self._vis
 
-    def run(self, stamp_ns: int, image_msgs: Sequence[Any], K: np.ndarray, cam2ego: np.ndarray) -> PipelineResult:
+    def run(self, stamp_ns: int, image_msgs: Sequence[Any], K: np.ndarray, cam2ego: np.ndarray,
+            expected_hw: Sequence[tuple[int, int] | None] | None = None) -> PipelineResult:
         """Decode, predict and build every enabled output for one set.
 
         image_msgs: N Image/CompressedImage in camera order; K (N, 3, 3) for the images' native
-        size; cam2ego (N, 4, 4) camera -> base_link. Raises SetError.
+        size; cam2ego (N, 4, 4) camera -> base_link; expected_hw see ``decode``. Raises SetError.
         """
         t0 = time.perf_counter()
-        imgs, Kd = self.decode(image_msgs, K)
+        imgs, Kd = self.decode(image_msgs, K, expected_hw)
         t1 = time.perf_counter()
         try:
             pred = self.predictor.predict(imgs, Kd, cam2ego)

@@ -24,9 +24,9 @@ from typing import Any
 
 from priorocc_ros.bagio import AtomicBagWriter, BagError, bag_topics, iter_raw
 from priorocc_ros.msgs import deserialize, stamp_to_ns
-from priorocc_ros.node_core import LatencyWindow, OccupancyNodeCore
+from priorocc_ros.node_core import (IMAGE_TYPES, INFO_TYPE, PARAMETERS, LatencyWindow, OccupancyNodeCore,
+                                    ParameterError, input_topics)
 from priorocc_ros.occupancy_node import _parse_param
-from priorocc_ros.pipeline import OUTPUT_TYPES
 from priorocc_ros.transport.base import RELIABLE_QOS, SENSOR_DATA_QOS, TF_STATIC_QOS
 from priorocc_ros.transport.loopback import LoopbackBus, LoopbackTransport
 
@@ -36,6 +36,7 @@ class ReplaySummary:
     input_bag: str
     output_bag: str
     messages_read: int = 0
+    messages_expected: int = 0  # from the bag's metadata (a cut bag: what could be counted)
     bag_errors: list[str] = field(default_factory=list)
     node: dict[str, Any] = field(default_factory=dict)  # OccupancyNodeCore.stats()
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # stage -> p50/p90/p99/n
@@ -43,11 +44,17 @@ class ReplaySummary:
     wall_s: float = 0.0
 
     @property
+    def complete(self) -> bool:
+        """Every message of the input was read and every group is accounted for."""
+        return not self.bag_errors and not self.node.get("unaccounted")
+
+    @property
     def sets_per_s(self) -> float:
         return self.node.get("sets_out", 0) / self.wall_s if self.wall_s > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return dict(input_bag=self.input_bag, output_bag=self.output_bag, messages_read=self.messages_read,
+                    messages_expected=self.messages_expected, complete=self.complete,
                     bag_errors=self.bag_errors, node=self.node, latency_ms=self.latency_ms,
                     outputs_written=self.outputs_written, wall_s=self.wall_s, sets_per_s=self.sets_per_s)
 
@@ -55,9 +62,10 @@ class ReplaySummary:
         n = self.node
         lines = [
             f"replay {self.input_bag} -> {self.output_bag}",
-            f"  messages read {self.messages_read}, bag errors {len(self.bag_errors)}",
+            f"  messages read {self.messages_read} of {self.messages_expected}, bag errors {len(self.bag_errors)}",
             f"  sets in {n.get('sets_in', 0)}, out {n.get('sets_out', 0)}, dropped {n.get('sets_dropped', 0)}, "
             f"failed {n.get('sets_failed', 0)}, incomplete {n.get('incomplete_sets', 0)}",
+            f"  {n.get('invariant', '')}" + ("" if not n.get("unaccounted") else "  (DOES NOT ADD UP)"),
             "  errors: " + (", ".join(f"{k[7:]} {v}" for k, v in n.items() if k.startswith("errors_")) or "none"),
             f"  wall {self.wall_s:.2f} s, {self.sets_per_s:.2f} sets/s",
             "  latency ms (p50 / p90 / p99, n):",
@@ -84,31 +92,132 @@ def _log_stamp(msg: Any, fallback: int) -> int:
     return fallback
 
 
+class ReplayInputError(ValueError):
+    """The bag and the parameters do not fit (no input topic matches, wrong transport): the
+    message names the parameter to change."""
+
+
+@dataclass
+class CameraInput:
+    camera: str  # model slot
+    image_topic: str  # after camera_names, patterns and remaps
+    info_topic: str
+    image_type: str  # what the node subscribes
+    bag_image_type: str | None  # the bag's type on image_topic (None: absent)
+    bag_info_type: str | None
+    bag_image_count: int = 0
+
+
+def plan_inputs(topics: dict[str, tuple[str, int]], parameters: dict[str, Any],
+                remaps: dict[str, str] | None = None, node_name: str = "priorocc") -> tuple[list[CameraInput], bool]:
+    """Which bag topic feeds which model camera, under ``parameters`` (node_core.PARAMETERS
+    overrides) and ``remaps``. When ``compressed`` is not given it is detected from the bag:
+    the choice whose image topics the bag has with the right type. Returns (plan, compressed)."""
+    from priorocc_ros.transport.base import resolve_topic
+
+    remaps = remaps or {}
+
+    def plan(compressed: bool) -> list[CameraInput]:
+        p = dict(PARAMETERS)
+        p.update(parameters)
+        p["compressed"] = compressed
+        out = []
+        for cam, (it, ct) in input_topics(p).items():
+            it, ct = (remaps.get(x, x) for x in (resolve_topic(it, node_name), resolve_topic(ct, node_name)))
+            out.append(CameraInput(cam, it, ct, IMAGE_TYPES[compressed], topics.get(it, (None, 0))[0],
+                                   topics.get(ct, (None, 0))[0], topics.get(it, (None, 0))[1]))
+        return out
+
+    if "compressed" in parameters:
+        c = bool(parameters["compressed"])
+        return plan(c), c
+    score = {c: sum(ci.bag_image_type == ci.image_type for ci in plan(c)) for c in (True, False)}
+    c = score[True] >= score[False]
+    return plan(c), c
+
+
+def check_inputs(bag: str | Path, topics: dict[str, tuple[str, int]], plan: list[CameraInput],
+                 compressed_given: bool, has_calibration_file: bool) -> None:
+    """ReplayInputError (one line naming the parameter to change) when the bag cannot feed the node."""
+    images = sorted(t for t, (ty, _) in topics.items() if ty in IMAGE_TYPES.values())
+    wrong = [ci for ci in plan if ci.bag_image_type in IMAGE_TYPES.values() and ci.bag_image_type != ci.image_type]
+    if wrong:
+        want = "true" if wrong[0].bag_image_type.endswith("CompressedImage") else "false"
+        how = "parameter compressed" if compressed_given else "the detected transport"
+        raise ReplayInputError(f"bag {bag}: {wrong[0].image_topic} is {wrong[0].bag_image_type} but {how} subscribes "
+                               f"{wrong[0].image_type}: set -p compressed:={want}")
+    missing = [ci for ci in plan if ci.bag_image_type is None]
+    if missing:
+        have = ", ".join(images[:8]) + (" ..." if len(images) > 8 else "") if images else "none"
+        raise ReplayInputError(
+            f"bag {bag}: {len(missing)} of {len(plan)} camera image topics are not in it "
+            f"({', '.join(f'{ci.camera} <- {ci.image_topic}' for ci in missing[:3])}{' ...' if len(missing) > 3 else ''}); "
+            f"the bag's image topics: {have}; set -p image_topic / -p camera_names or remap with -r FROM:=TO "
+            f"(priorocc_replay BAG --list shows the mapping)")
+    no_info = [ci for ci in plan if ci.bag_info_type is None]
+    if no_info and not has_calibration_file:
+        infos = sorted(t for t, (ty, _) in topics.items() if ty == INFO_TYPE)
+        raise ReplayInputError(
+            f"bag {bag}: no CameraInfo for {', '.join(f'{ci.camera} ({ci.info_topic})' for ci in no_info[:3])}"
+            f"{' ...' if len(no_info) > 3 else ''}; the bag's camera_info topics: {', '.join(infos) or 'none'}; "
+            f"set -p camera_info_topic / -p camera_names, remap with -r FROM:=TO, or give -p calibration_file")
+
+
+def list_inputs(bag: str | Path, parameters: dict[str, Any], remaps: dict[str, str] | None = None) -> str:
+    """The bag's image and camera_info topics and the model camera each would feed."""
+    topics = bag_topics(bag)
+    plan, compressed = plan_inputs(topics, parameters, remaps)
+    feeds = {ci.image_topic: f"{ci.camera} image" for ci in plan} | {ci.info_topic: f"{ci.camera} camera_info"
+                                                                     for ci in plan}
+    lines = [f"bag {bag}: image and camera_info topics (transport: "
+             f"{'CompressedImage' if compressed else 'Image'}{'' if 'compressed' in parameters else ', detected'})"]
+    for t, (ty, n) in sorted(topics.items()):
+        if ty in IMAGE_TYPES.values() or ty == INFO_TYPE:
+            what = feeds.get(t, "-")
+            if what != "-" and ty in IMAGE_TYPES.values() and ty != IMAGE_TYPES[compressed]:
+                what += f" (wrong type: set -p compressed:={str(ty.endswith('CompressedImage')).lower()})"
+            lines.append(f"  {t:<48} {ty.split('/')[-1]:<16} {n:>6}  -> {what}")
+    for ci in plan:
+        if ci.bag_image_type is None:
+            lines.append(f"  model camera {ci.camera}: image topic {ci.image_topic} not in the bag")
+        if ci.bag_info_type is None:
+            lines.append(f"  model camera {ci.camera}: camera_info topic {ci.info_topic} not in the bag")
+    return "\n".join(lines)
+
+
 def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None, parameters: dict | None = None,
            storage: str = "mcap", copy_inputs: bool = False, overwrite: bool = False,
-           node_name: str = "priorocc", diagnostics_period_s: float = 1.0, echo_log: bool = False) -> ReplaySummary:
+           node_name: str = "priorocc", diagnostics_period_s: float = 1.0, echo_log: bool = False,
+           remaps: list[str] | dict[str, str] | None = None) -> ReplaySummary:
     """Run the node over ``input_bag``; write every output topic to ``output_bag``.
 
     predictor: an OccupancyPredictor (else the ``checkpoint`` parameter is loaded).
-    parameters: node parameters (see params.PARAMETERS). Raises BagError if the input bag
-    cannot be opened; damage further in is counted in ``bag_errors`` and the replay goes on.
+    parameters: node parameters (see params.PARAMETERS); ``compressed`` is detected from
+    the bag when not given. remaps: ``["FROM:=TO", ...]`` as ``--ros-args -r``. Raises BagError
+    if the input bag cannot be opened, ReplayInputError if its topics cannot feed the node;
+    damage further in is counted in ``bag_errors`` and the replay goes on. Waits for the model
+    however slow it is: every group is counted (``summary.node['unaccounted'] == 0``).
     """
+    from priorocc_ros.transport.base import parse_remaps
+
     params = dict(parameters or {})
+    rmap = remaps if isinstance(remaps, dict) else parse_remaps(list(remaps or []), node_name)
     summary = ReplaySummary(str(input_bag), str(output_bag))
     topics = bag_topics(input_bag)  # BagError if unusable
-    if "compressed" not in params:
-        params["compressed"] = any(t.endswith("/image_rect_compressed") or ty.endswith("CompressedImage")
-                                   for t, (ty, _) in topics.items())
+    given = "compressed" in params
+    plan, params["compressed"] = plan_inputs(topics, params, rmap, node_name)
+    check_inputs(input_bag, topics, plan, given, bool(params.get("calibration_file")))
+    summary.messages_expected = sum(n for _, n in topics.values())
     bag_time = [0]
     bus = LoopbackBus(queued=False)
-    node_t = LoopbackTransport(node_name, bus, parameters=params, clock_ns=lambda: bag_time[0], echo_log=echo_log)
+    node_t = LoopbackTransport(node_name, bus, parameters=params, clock_ns=lambda: bag_time[0], echo_log=echo_log,
+                               remaps=rmap)
     player = LoopbackTransport("priorocc_replay_player", bus)
     lat = LatencyWindow(n=100_000)
     write_lock = threading.Lock()
     t_start = time.perf_counter()
     with AtomicBagWriter(output_bag, storage=storage, overwrite=overwrite) as w:
-        core = OccupancyNodeCore(node_t, predictor=predictor, block=True)
-        core.latency = LatencyWindow(n=100_000)
+        core = OccupancyNodeCore(node_t, predictor=predictor, block=True, latency_window=100_000)
 
         def recorder(topic: str, type_name: str):
             def cb(msg: Any) -> None:
@@ -120,14 +229,11 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
                     lat.add(f"write:{topic}", dt)
             return cb
 
-        out_topics = {node_t.resolve_topic(t): ty for t, ty in
-                      [(f"~/{k}", OUTPUT_TYPES[k.split('/')[0]]) for k in core.pubs]}
-        out_topics["/diagnostics"] = "diagnostic_msgs/msg/DiagnosticArray"
+        out_topics = core.published_topics()
         for topic, ty in out_topics.items():
             player.create_subscription(ty, topic, recorder(topic, ty), RELIABLE_QOS)
         pubs: dict[str, Any] = {}
-        wanted = set(core.input_topics.values()) | {"/tf", "/tf_static"} | {
-            core.p["camera_info_topic"].format(camera=c) for c in core.cameras}
+        wanted = core.subscribed_topics()
         next_diag = None
         it = iter_raw(input_bag, summary.bag_errors)
         while True:
@@ -141,7 +247,7 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
             if copy_inputs:
                 with write_lock:
                     w.write_raw(topic, msgtype, t, raw, TF_STATIC_QOS if topic == "/tf_static" else SENSOR_DATA_QOS)
-            if topic not in wanted:
+            if wanted.get(topic) != msgtype:
                 continue
             try:
                 msg = deserialize(raw, msgtype)
@@ -153,26 +259,21 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
             pub = pubs.get(topic)
             if pub is None:
                 qos = TF_STATIC_QOS if topic == "/tf_static" else SENSOR_DATA_QOS
-                try:
-                    pub = pubs[topic] = player.create_publisher(msgtype, topic, qos)
-                except TypeError as e:  # topic with an unexpected type (e.g. raw vs compressed)
-                    summary.bag_errors.append(f"bag {input_bag}: {e}")
-                    pubs[topic] = pub = _Null()
+                pub = pubs[topic] = player.create_publisher(msgtype, topic, qos)
             pub.publish(msg)
             if next_diag is None:
                 next_diag = t + int(diagnostics_period_s * 1e9)
             elif t >= next_diag:
                 core.publish_diagnostics()
                 next_diag = t + int(diagnostics_period_s * 1e9)
-        for s in core.sync.flush():  # sets still completable at the end of the bag
-            core._on_set(s)
-        core.close(drain=True)  # processes what is queued, publishes final diagnostics
+        # end of the bag: flush the synchroniser (complete sets are processed, the rest counted
+        # incomplete), wait for the model however slow, publish the final diagnostics
+        core.close(drain=True, timeout=None)
         node_t.shutdown()
         summary.outputs_written = {k: v for k, v in w.counts.items() if k in out_topics}
     summary.wall_s = time.perf_counter() - t_start
     summary.node = core.stats()
-    merged = core.latency
-    for stage, ps in merged.percentiles().items():
+    for stage, ps in core.latency.percentiles().items():
         summary.latency_ms[stage] = {k: (v * 1e3 if k != "n" else v) for k, v in ps.items()}
     for stage, ps in lat.percentiles().items():
         summary.latency_ms[stage] = {k: (v * 1e3 if k != "n" else v) for k, v in ps.items()}
@@ -186,15 +287,12 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
     return summary
 
 
-class _Null:
-    def publish(self, msg: Any) -> None:
-        pass
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="priorocc_replay", description="Run the occupancy node over a ROS 2 bag offline")
     ap.add_argument("bag", help="input bag folder (MCAP or sqlite3)")
-    ap.add_argument("--out", required=True, help="output bag folder")
+    ap.add_argument("--out", default=None, help="output bag folder (required unless --list)")
+    ap.add_argument("--list", action="store_true",
+                    help="print the bag's image and camera_info topics and the model camera each would feed, then exit")
     ap.add_argument("--checkpoint", default=None, help="checkpoint directory (or -p checkpoint:=...)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--backend", default=None, choices=("torch", "onnxruntime", "openvino"),
@@ -202,15 +300,20 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"))
     ap.add_argument("-p", "--param", action="append", type=_parse_param, default=[], metavar="NAME:=VALUE",
                     help="node parameter (see docs/ros.md), repeatable")
+    ap.add_argument("-r", "--remap", action="append", default=[], metavar="FROM:=TO",
+                    help="topic remapping as ROS 2's --ros-args -r (the node's topic FROM reads the bag's TO), repeatable")
     ap.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
     ap.add_argument("--copy-inputs", action="store_true", help="copy the input messages into the output bag too")
-    ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing output bag (never another folder)")
     ap.add_argument("--json", default=None, help="also write the summary as JSON to this file")
     ap.add_argument("--verbose", action="store_true", help="print the node's log")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0: every message read and every group accounted for; 1: the output is incomplete
+    (a damaged input bag) or cannot be written; 2: the bag or the parameters do not fit."""
     args = build_parser().parse_args(argv)
     params = dict(args.param)
     if args.checkpoint:
@@ -218,13 +321,27 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("device", "backend", "precision"):
         if getattr(args, name):
             params[name] = getattr(args, name)
-    if not params.get("checkpoint"):
-        print("priorocc_replay: --checkpoint is required", file=sys.stderr)
-        return 2
     try:
+        from priorocc_ros.transport.base import parse_remaps
+
+        remaps = parse_remaps(args.remap, "priorocc")
+        if args.list:
+            print(list_inputs(args.bag, params, remaps))
+            return 0
+        if not args.out:
+            raise ReplayInputError("--out is required (the output bag folder)")
+        if not params.get("checkpoint"):
+            raise ReplayInputError("--checkpoint is required (or -p checkpoint:=DIR)")
         s = replay(args.bag, args.out, parameters=params, storage=args.storage, copy_inputs=args.copy_inputs,
-                   overwrite=args.overwrite, echo_log=args.verbose)
-    except (BagError, FileExistsError) as e:
+                   overwrite=args.overwrite, echo_log=args.verbose, remaps=remaps)
+    except (ReplayInputError, ParameterError, ValueError) as e:
+        if args.debug:
+            raise
+        print(f"priorocc_replay: {e}", file=sys.stderr)
+        return 2
+    except (BagError, FileExistsError, OSError) as e:
+        if args.debug:
+            raise
         print(f"priorocc_replay: {e}", file=sys.stderr)
         return 1
     print(s.text())
@@ -232,6 +349,11 @@ def main(argv: list[str] | None = None) -> int:
         from priorocc_core.data.io import write_json_atomic
 
         write_json_atomic(args.json, s.as_dict(), indent=2)
+    if not s.complete:
+        print(f"priorocc_replay: output incomplete: read {s.messages_read} of {s.messages_expected} messages"
+              + (f"; {s.bag_errors[0]}" if s.bag_errors else "") + (f"; {s.node['invariant']}" if s.node.get(
+                  "unaccounted") else ""), file=sys.stderr)
+        return 1
     return 0
 
 

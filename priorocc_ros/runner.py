@@ -19,11 +19,13 @@ from typing import Any, Callable
 class RunnerStats:
     submitted: int = 0
     processed: int = 0
-    dropped: int = 0
+    dropped: int = 0  # includes sets abandoned at stop
     errors: int = 0
+    abandoned: int = 0  # still running when stop() gave up waiting (also counted in dropped)
 
     def as_dict(self) -> dict[str, int]:
-        return dict(submitted=self.submitted, processed=self.processed, dropped=self.dropped, errors=self.errors)
+        return dict(submitted=self.submitted, processed=self.processed, dropped=self.dropped, errors=self.errors,
+                    abandoned=self.abandoned)
 
 
 class InferenceRunner:
@@ -42,6 +44,7 @@ class InferenceRunner:
         self._cv = threading.Condition()
         self._busy = False
         self._stop = False
+        self.gave_up = False  # stop() stopped waiting: a set finishing later must not be counted again
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -77,17 +80,26 @@ class InferenceRunner:
                 ok = True
             except Exception as e:  # noqa: BLE001 - counted and reported, the worker carries on
                 ok = False
+                if self.gave_up:
+                    return
                 if self.on_error is not None:
                     self.on_error(item, e)
                 else:
                     traceback.print_exc()
             with self._cv:
                 self._busy = False
+                if self.gave_up:
+                    return
                 if ok:
                     self.stats.processed += 1
                 else:
                     self.stats.errors += 1
                 self._cv.notify_all()
+
+    def in_progress(self) -> int:
+        """Sets queued or running."""
+        with self._cv:
+            return len(self._q) + int(self._busy)
 
     def idle(self) -> bool:
         with self._cv:
@@ -98,12 +110,30 @@ class InferenceRunner:
         with self._cv:
             return self._cv.wait_for(lambda: not self._q and not self._busy, timeout=timeout)
 
-    def stop(self, drain: bool = True, timeout: float = 10.0) -> None:
-        """Stop the worker; with ``drain`` the queued sets are processed first."""
+    def stop(self, drain: bool = True, timeout: float | None = None) -> None:
+        """Stop the worker; with ``drain`` the queued sets are processed first, else they are
+        dropped (counted, ``on_drop``). Waits for the worker however slow the model is
+        (``timeout`` None); after ``timeout`` s a set still running is counted abandoned and
+        dropped, never lost uncounted."""
         with self._cv:
+            cleared = [] if drain else list(self._q)
             if not drain:
                 self.stats.dropped += len(self._q)
                 self._q.clear()
             self._stop = True
             self._cv.notify_all()
+        for item in cleared:
+            if self.on_drop is not None:
+                self.on_drop(item)
         self._thread.join(timeout=timeout)
+        if self._thread.is_alive():
+            with self._cv:
+                self.gave_up = True
+                left = len(self._q) + int(self._busy)
+                self._q.clear()
+                self._busy = False
+                self.stats.abandoned += left
+                self.stats.dropped += left
+            for _ in range(left):
+                if self.on_drop is not None:
+                    self.on_drop(None)

@@ -14,6 +14,19 @@ Policy (message_filters' ApproximateTime in spirit, deterministic and counted):
   or beyond ``queue_size`` per stream) expire: the expired message and the pending messages
   within ``slop_ns`` of it form one ``incomplete`` set, counted with the streams that were
   missing. ``flush()`` expires everything (end of a bag).
+- A complete set is released as soon as no older group can still complete: streams are
+  assumed to deliver in stamp order, so a stream that already sent a message newer than an
+  older group's window cannot complete it (that group expires at once, counted).
+- Time jumping back (a bag played in a loop, a restarted recording): an image more than
+  ``reset_ns`` behind the newest stamp seen resets the synchroniser, as tf2 and rviz do: what
+  is pending is flushed (counted), then matching starts afresh (``stats.resets``).
+- Companion messages (CameraInfo, issue 19): with ``info_streams``, a complete set also
+  waits for each of those streams' info whose stamp matches its image (nearest within
+  ``slop_ns``), bounded by ``max_wait_ns`` like a missing image; then it is released with the
+  nearest info there is (None when none ever came: the consumer fails it, counted and named).
+  An info stream that has passed the image (a newer info, beyond the slop) or that does not
+  publish per image (no info so far had the stamp of one of its images, or the last wait
+  expired) is not waited for: constant intrinsics sent once keep working.
 
 Time comes only from the message stamps, so it behaves the same live and on a bag.
 Thread safe; callbacks run outside the lock.
@@ -22,7 +35,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left, insort
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -35,6 +48,8 @@ class SyncedSet:
     stamps_ns: tuple[int, ...]
     items: tuple[Any, ...]
     seq: int  # 0, 1, 2, ... in emission order
+    infos: tuple[Any, ...] = ()  # companion (CameraInfo) per stream, None where none; () without info_streams
+    info_matched: tuple[bool, ...] = ()  # per stream: info stamp within slop of the image
 
     @property
     def spread_ns(self) -> int:
@@ -50,12 +65,17 @@ class SyncStats:
     superseded: int = 0
     overflow: int = 0
     incomplete: int = 0
+    resets: int = 0  # backward jumps of time
+    infos: int = 0  # companion messages received
+    info_timeouts: int = 0  # sets released after max_wait without a matching info for some stream
     missing: Counter = field(default_factory=Counter)  # stream -> incomplete sets it was missing from
+    info_missing: Counter = field(default_factory=Counter)  # stream -> sets released without any info
 
     def as_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in ("received", "sets", "late", "duplicate", "superseded", "overflow",
-                                          "incomplete")}
+                                          "incomplete", "resets", "infos", "info_timeouts")}
         d["missing"] = dict(self.missing)
+        d["info_missing"] = dict(self.info_missing)
         return d
 
 
@@ -74,14 +94,20 @@ class ApproximateTimeSynchronizer:
 
     streams: names in output order (e.g. CAMERAS). slop_ns: max spread of a set.
     reference: the stream whose stamp is the set's stamp (default the first).
-    on_set(SyncedSet) / on_incomplete(stamp_ns, missing streams) are called for each event;
-    ``add`` also returns the sets it completed.
+    on_set(SyncedSet) / on_incomplete(stamp_ns, missing streams) / on_reset(newest_ns, stamp_ns)
+    / on_reject(kind "late" | "duplicate", stream, stamp_ns) are called for each event;
+    ``add`` also returns the sets it completed. info_streams: streams whose sets wait for a
+    companion message (``add_info``). reset_ns: backward jump that resets (default
+    max(1 s, 2 max_wait)).
     """
 
     def __init__(self, streams: Sequence[str], slop_ns: int, queue_size: int = 10,
                  max_wait_ns: int | None = None, reference: str | None = None,
                  on_set: Callable[[SyncedSet], None] | None = None,
-                 on_incomplete: Callable[[int, tuple[str, ...]], None] | None = None):
+                 on_incomplete: Callable[[int, tuple[str, ...]], None] | None = None,
+                 info_streams: Sequence[str] | None = None, reset_ns: int | None = None,
+                 on_reset: Callable[[int, int], None] | None = None,
+                 on_reject: Callable[[str, str, int], None] | None = None, info_history: int = 32):
         if len(streams) == 0 or len(set(streams)) != len(streams):
             raise ValueError(f"streams must be distinct names, got {list(streams)}")
         if slop_ns < 0:
@@ -96,8 +122,18 @@ class ApproximateTimeSynchronizer:
         self.reference = self.index[reference] if reference is not None else 0
         self.on_set = on_set
         self.on_incomplete = on_incomplete
+        self.on_reset = on_reset
+        self.on_reject = on_reject
+        self.reset_ns = int(reset_ns) if reset_ns is not None else max(1_000_000_000, 2 * self.max_wait_ns)
+        self.info_streams = frozenset(self.index[s] for s in (info_streams or ()))
+        self.info_history = int(info_history)
         self.stats = SyncStats()
         self._q: list[list[_Entry]] = [[] for _ in self.streams]
+        self._infos: list[list[_Entry]] = [[] for _ in self.streams]
+        self._per_frame = [False] * len(self.streams)  # the previous set of the stream matched its info
+        self._awaiting: list[SyncedSet] = []  # complete sets waiting for infos, in order
+        self._stream_newest: list[int | None] = [None] * len(self.streams)
+        self._recent: list[deque] = [deque(maxlen=16) for _ in self.streams]  # recent image stamps
         self._last_set_max: int | None = None
         self._newest: int | None = None
         self._seq = 0
@@ -111,40 +147,106 @@ class ApproximateTimeSynchronizer:
         events: list[tuple[str, Any]] = []
         with self._lock:
             self.stats.received += 1
+            self._check_jump(int(stamp_ns), events)
             self._insert(self.index[stream], int(stamp_ns), item, events)
-            while True:
-                n = len(events)
-                self._match(events, wait_for_older=True)
-                self._expire(events, flush=False)
-                if len(events) == n:
-                    break
+            self._step(events)
+        return self._dispatch(events)
+
+    def add_info(self, stream: str, stamp_ns: int, item: Any) -> list[SyncedSet]:
+        """Offer a companion message (CameraInfo) of ``stream``; returns the sets it released."""
+        if stream not in self.index:
+            raise KeyError(f"unknown stream {stream!r}; streams are {self.streams}")
+        i, stamp = self.index[stream], int(stamp_ns)
+        events: list[tuple[str, Any]] = []
+        with self._lock:
+            self.stats.infos += 1
+            h = self._infos[i]
+            j = bisect_left(h, _Entry(stamp, None))
+            if j < len(h) and h[j].stamp == stamp:
+                h[j] = _Entry(stamp, item)  # same stamp again: the newer message wins
+            else:
+                h.insert(j, _Entry(stamp, item))
+                if len(h) > self.info_history:
+                    del h[0]
+            if any(abs(t - stamp) <= self.slop_ns for t in self._recent[i]):
+                self._per_frame[i] = True  # this camera publishes an info per image: wait for it
+            self._touch(stamp)
+            self._step(events)
         return self._dispatch(events)
 
     def flush(self) -> list[SyncedSet]:
         """Emit what can still be matched, then expire everything pending (end of input)."""
         events: list[tuple[str, Any]] = []
         with self._lock:
-            self._match(events, wait_for_older=False)
-            self._expire(events, flush=True)
+            self._flush(events)
         return self._dispatch(events)
 
     def pending(self) -> dict[str, int]:
         with self._lock:
             return {s: len(q) for s, q in zip(self.streams, self._q)}
 
+    def awaiting_info(self) -> int:
+        """Complete sets waiting for a CameraInfo."""
+        with self._lock:
+            return len(self._awaiting)
+
     # ------------------------------------------------------------------ internals
+    def _step(self, events: list) -> None:
+        while True:
+            n = len(events)
+            self._match(events, wait_for_older=True)
+            self._expire(events, flush=False)
+            self._release(events, flush=False)
+            if len(events) == n:
+                break
+
+    def _flush(self, events: list) -> None:
+        self._match(events, wait_for_older=False)
+        self._expire(events, flush=True)
+        self._release(events, flush=True)
+
+    def _touch(self, stamp: int) -> None:
+        if self._newest is None or stamp > self._newest:
+            self._newest = stamp
+
+    def _check_jump(self, stamp: int, events: list) -> None:
+        """Time went back by more than reset_ns: flush what is pending, start afresh."""
+        if self._newest is None or stamp >= self._newest - self.reset_ns:
+            return
+        newest = self._newest
+        self._flush(events)
+        self.stats.resets += 1
+        for h in self._infos:  # keep the infos of the new timeline (they may precede its images)
+            h[:] = [e for e in h if e.stamp <= stamp + self.slop_ns + self.max_wait_ns]
+        self._per_frame = [False] * len(self.streams)
+        self._stream_newest = [None] * len(self.streams)
+        for r in self._recent:
+            r.clear()
+        self._last_set_max = None
+        self._newest = None
+        events.append(("reset", (newest, stamp)))
+
     def _insert(self, i: int, stamp: int, item: Any, events: list) -> None:
         if self._last_set_max is not None and stamp <= self._last_set_max:
             self.stats.late += 1
+            events.append(("reject", ("late", self.streams[i], stamp)))
             return
         q = self._q[i]
         j = bisect_left(q, _Entry(stamp, None))
         if j < len(q) and q[j].stamp == stamp:
             self.stats.duplicate += 1
+            events.append(("reject", ("duplicate", self.streams[i], stamp)))
             return
         insort(q, _Entry(stamp, item))
-        if self._newest is None or stamp > self._newest:
-            self._newest = stamp
+        self._recent[i].append(stamp)
+        h = self._infos[i]
+        if i in self.info_streams and h:
+            j = bisect_left(h, _Entry(stamp - self.slop_ns, None))
+            if j < len(h) and h[j].stamp <= stamp + self.slop_ns:
+                self._per_frame[i] = True  # an info with this image's stamp: infos come per image
+        self._touch(stamp)
+        if self._stream_newest[i] is None or stamp > self._stream_newest[i]:
+            self._stream_newest[i] = stamp
         if len(q) > self.queue_size:
             self.stats.overflow += 1
             self._expire_group(q[0].stamp, events)
@@ -172,15 +274,17 @@ class ApproximateTimeSynchronizer:
                 return
             tmin = min(e.stamp for e in chosen)
             tmax = max(e.stamp for e in chosen)
-            older = [q[0].stamp for q in self._q if q and q[0].stamp < tmin]
-            if wait_for_older and older and self._newest is not None and self._newest - min(older) <= self.max_wait_ns:
-                return  # an older set may still complete (out-of-order arrival): wait for it or its expiry
-            # older pending messages can never complete now: each group is an incomplete set
+            # older pending messages: wait while their group may still complete (out-of-order
+            # arrival, within max_wait); a group that cannot complete is an incomplete set now
             while True:
                 heads = [q[0].stamp for q in self._q if q and q[0].stamp < tmin]
                 if not heads:
                     break
-                self._expire_group(min(heads), events, upper=tmin - 1)
+                t_old = min(heads)
+                if (wait_for_older and self._may_complete(t_old)
+                        and self._newest is not None and self._newest - t_old <= self.max_wait_ns):
+                    return
+                self._expire_group(t_old, events, upper=tmin - 1)
             for q in self._q:
                 n = bisect_left(q, _Entry(tmax + 1, None))
                 self.stats.superseded += n - 1  # n >= 1: the chosen entry is among them
@@ -190,7 +294,62 @@ class ApproximateTimeSynchronizer:
                           items=tuple(e.item for e in chosen), seq=self._seq)
             self._seq += 1
             self.stats.sets += 1
-            events.append(("set", s))
+            if self.info_streams:
+                self._awaiting.append(s)
+            else:
+                events.append(("set", s))
+
+    def _may_complete(self, t0: int) -> bool:
+        """Can the group whose oldest message is at ``t0`` still become a complete set? Not if a
+        stream without a message in [t0, t0 + slop] already sent a newer one (in-order streams)."""
+        for i, q in enumerate(self._q):
+            j = bisect_left(q, _Entry(t0, None))
+            if j < len(q) and q[j].stamp - t0 <= self.slop_ns:
+                continue
+            newest = self._stream_newest[i]
+            if newest is not None and newest > t0 + self.slop_ns:
+                return False
+        return True
+
+    def _info_for(self, i: int, stamp: int, expired: bool) -> tuple[bool, Any, bool]:
+        """(ready, info or None, matched) for stream i's image at ``stamp``."""
+        h = self._infos[i]
+        if not h:
+            return expired, None, False
+        j = bisect_left(h, _Entry(stamp, None))
+        near = min((h[k] for k in (j - 1, j) if 0 <= k < len(h)), key=lambda e: abs(e.stamp - stamp))
+        if abs(near.stamp - stamp) <= self.slop_ns:
+            return True, near.item, True
+        passed = h[-1].stamp > stamp + self.slop_ns
+        return (passed or not self._per_frame[i] or expired), near.item, False
+
+    def _release(self, events: list, flush: bool) -> None:
+        """Release awaiting sets, in order, once each info stream has its info (or max_wait passed)."""
+        while self._awaiting:
+            s = self._awaiting[0]
+            expired = flush or (self._newest is not None and self._newest - max(s.stamps_ns) > self.max_wait_ns)
+            infos, matched = [], []
+            for i, t in enumerate(s.stamps_ns):
+                if i not in self.info_streams:
+                    infos.append(None)
+                    matched.append(False)
+                    continue
+                ready, info, m = self._info_for(i, t, expired)
+                if not ready:
+                    return
+                infos.append(info)
+                matched.append(m)
+            self._awaiting.pop(0)
+            timed_out = False
+            for i in self.info_streams:
+                if not matched[i] and expired:
+                    self._per_frame[i] = False  # stopped sending one per image: stop waiting
+                if infos[i] is None:
+                    self.stats.info_missing[self.streams[i]] += 1
+                if not matched[i] and expired and not flush:
+                    timed_out = True
+            self.stats.info_timeouts += int(timed_out)
+            events.append(("set", SyncedSet(s.stamp_ns, s.stamps_ns, s.items, s.seq, tuple(infos), tuple(matched))))
 
     def _expire_group(self, t0: int, events: list, upper: int | None = None) -> None:
         hi = t0 + self.slop_ns if upper is None else min(upper, t0 + self.slop_ns)
@@ -222,6 +381,12 @@ class ApproximateTimeSynchronizer:
                 sets.append(payload)
                 if self.on_set is not None:
                     self.on_set(payload)
-            elif self.on_incomplete is not None:
-                self.on_incomplete(*payload)
+            elif kind == "incomplete":
+                if self.on_incomplete is not None:
+                    self.on_incomplete(*payload)
+            elif kind == "reset":
+                if self.on_reset is not None:
+                    self.on_reset(*payload)
+            elif kind == "reject" and self.on_reject is not None:
+                self.on_reject(*payload)
         return sets

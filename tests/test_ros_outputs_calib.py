@@ -165,8 +165,9 @@ def test_loopback_delivers_and_latches():
     a.create_publisher("std_msgs/msg/Header", "~/out", RELIABLE_QOS).publish(header(3, "g"))
     assert [stamp_to_ns(h.stamp) for h in got] == [1, 3]
     assert b.declare_parameter("x", 1) == 3 and b.declare_parameter("y", "d") == "d"
-    with pytest.raises(TypeError, match="carries std_msgs/msg/Header"):
-        a.create_publisher("sensor_msgs/msg/Image", "/a/out", RELIABLE_QOS).publish(new_msg("sensor_msgs/msg/Image"))
+    # another type on the topic: as in DDS, no match (no delivery, no exception), but visible
+    a.create_publisher("sensor_msgs/msg/Image", "/a/out", RELIABLE_QOS).publish(new_msg("sensor_msgs/msg/Image"))
+    assert len(got) == 2 and b.publisher_types("/a/out") == {"std_msgs/msg/Header", "sensor_msgs/msg/Image"}
 
 
 # --------------------------------------------------------------------------- node entry point and launch file

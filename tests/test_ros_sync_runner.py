@@ -68,11 +68,15 @@ def test_out_of_order_arrival_within_the_wait_window():
     s = ApproximateTimeSynchronizer(CAMS, 50 * MS)
     msgs = frames(12, seed=3)
     rng = np.random.default_rng(1)
-    # shuffle within blocks of two frames: later frames' images overtake earlier ones
+    # shuffle within blocks of two frames: later frames' images of one camera overtake earlier
+    # frames' images of another; each camera's own stream stays in stamp order (one topic, one
+    # writer: DDS and bags deliver it in order, which the synchroniser relies on, issue 15)
     shuffled = []
     for i in range(0, len(msgs), 12):
         block = msgs[i:i + 12]
-        shuffled += [block[j] for j in rng.permutation(len(block))]
+        order = [block[j] for j in rng.permutation(len(block))]
+        per_cam = {c: iter(sorted((m for m in block if m[0] == c), key=lambda m: m[1])) for c in CAMS}
+        shuffled += [next(per_cam[m[0]]) for m in order]
     sets = run(s, shuffled)
     assert sorted(st.items[0][0] for st in sets) == list(range(12))
     assert all(len({it[0] for it in st.items}) == 1 for st in sets)
@@ -146,3 +150,86 @@ def test_runner_block_mode_loses_nothing():
         r.submit(i)
     r.stop(drain=True)
     assert seen == list(range(20)) and r.stats.dropped == 0
+
+
+# --------------------------------------------------------------------------- issue 15 / 19
+def test_a_missing_image_does_not_hold_newer_complete_sets():
+    """Issue 15 #5: camera C skips frame 3; frame 4 is released by its own last image (C has sent
+    a newer image, so group 3 cannot complete), not held until max_wait and burst.
+    Mutation: `_may_complete` always True (the old 'may still complete' wait) -> the set of
+    frame 4 comes out only with frame 6's images, this test fails."""
+    s = ApproximateTimeSynchronizer(CAMS, 50 * MS, max_wait_ns=300 * MS)
+    released_at = {}
+    for c, t, item in frames(8, skip={(3, "C")}):
+        for st in s.add(c, t, item):
+            released_at[st.items[0][0]] = item[0]
+    released_at.update({st.items[0][0]: "flush" for st in s.flush()})
+    assert released_at == {k: k for k in (0, 1, 2, 4, 5, 6)} | {7: 7}
+    assert s.stats.incomplete == 1 and s.stats.missing == {"C": 1}
+
+
+def test_time_jumping_back_resets_like_tf2():
+    """Issue 15 #8: a bag played in a loop (stamps jump back 0.8 s) gives every loop's sets.
+    Mutation: `_check_jump` returning at once -> 10 sets, 60 late; this test fails."""
+    resets = []
+    s = ApproximateTimeSynchronizer(CAMS, 50 * MS, on_reset=lambda newest, t: resets.append((newest, t)))
+    msgs = frames(20)  # 1.6 s per loop
+    sets = run(s, msgs + msgs + msgs)
+    assert len(sets) == 60 and s.stats.late == 0 and s.stats.resets == 2 and s.stats.incomplete == 0
+    assert [st.items[0][0] for st in sets] == list(range(20)) * 3
+    assert len(resets) == 2 and all(newest > t for newest, t in resets)
+    # a straggler a little behind (less than reset_ns) is late, not a reset
+    assert s.add("A", sets[-1].stamps_ns[0] - 300 * MS, None) == [] and s.stats.resets == 2 and s.stats.late == 1
+
+
+def _with_infos(n, delay_max, seed=0, info_before=False):
+    """Frames with a CameraInfo per image, delivered ``delay`` (0..delay_max) after its image
+    (image_transport's CameraPublisher order), interleaved by arrival time."""
+    rng = np.random.default_rng(seed)
+    events = []  # (arrival, kind, cam, stamp, item)
+    for c, t, item in frames(n, seed=seed):
+        events.append((t, 0, c, t, item))
+        d = -1 if info_before else int(rng.integers(0, delay_max + 1))
+        events.append((t + d, 1, c, t, ("info", item)))
+    events.sort(key=lambda e: (e[0], e[1]))
+    return events
+
+
+def test_sets_wait_for_camera_infos_arriving_after_their_images():
+    """Issue 19: every CameraInfo after its image, random delays up to the slop: 20 sets, each
+    with the info of its own stamp. Mutation: `_info_for` ready without an info (no wait) ->
+    the first set has infos None; this test fails."""
+    s = ApproximateTimeSynchronizer(CAMS, 50 * MS, info_streams=CAMS)
+    sets = []
+    for _, kind, c, t, item in _with_infos(20, 50 * MS, seed=4):
+        sets += s.add_info(c, t, item) if kind else s.add(c, t, item)
+    sets += s.flush()
+    assert len(sets) == 20
+    for st in sets:
+        assert [i[1] for i in st.infos] == list(st.items) and all(st.info_matched)
+    assert s.stats.info_timeouts == 0 and not s.stats.info_missing
+
+
+def test_one_camera_info_at_start_serves_every_set_without_waiting():
+    """Constant intrinsics sent once (latched at the driver's start): each set is released by its
+    own last image."""
+    s = ApproximateTimeSynchronizer(CAMS, 50 * MS, info_streams=CAMS)
+    for c in CAMS:
+        s.add_info(c, -2000 * MS, ("info", c))
+    for k in range(10):
+        got = []
+        for c, t, item in [m for m in frames(10) if m[2][0] == k]:
+            got += s.add(c, t, item)
+        assert len(got) == 1 and got[0].infos == tuple(("info", c) for c in CAMS)
+
+
+def test_a_camera_info_that_never_comes_is_waited_for_max_wait_then_named():
+    s = ApproximateTimeSynchronizer(CAMS, 50 * MS, max_wait_ns=200 * MS, info_streams=CAMS)
+    for c in CAMS[1:]:
+        s.add_info(c, -2000 * MS, ("info", c))
+    out = []
+    for c, t, item in frames(6):
+        out.append(len(s.add(c, t, item)))
+    sets = s.flush()
+    assert sum(out) >= 1 and len(sets) + sum(out) == 6  # released after max_wait, not held forever
+    assert s.stats.info_missing == {"A": 6}

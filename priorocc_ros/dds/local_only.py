@@ -18,21 +18,29 @@ import os
 MAX_DOMAIN_ID = 232
 
 
-def loopback_config(max_participants: int = 50) -> str:
+def loopback_config(max_participants: int = 50, raw_images: bool = True) -> str:
     """Cyclone DDS XML (schema of Cyclone 0.10/11): interface lo, no multicast, peer 127.0.0.1.
 
     ``Domain Id="any"`` so the same config serves whatever domain id the process selects
     (``ROS_DOMAIN_ID``). ``ParticipantIndex auto`` + ``MaxAutoParticipantIndex`` give each
     participant on the host its own unicast discovery port that the peer list probes.
+    ``raw_images`` (issue 15 #7): 64 kB datagrams on loopback (MaxMessageSize, FragmentSize: a
+    4.3 MB raw 1600x900 image is ~70 datagrams instead of ~3300) and a 4 MB receive socket buffer
+    (the common ``net.core.rmem_max``), so six raw streams at 10 Hz are not lost in fragments
+    (measured in BENCHMARKS.md).
     """
+    tuning = ("<MaxMessageSize>65500B</MaxMessageSize><FragmentSize>65000B</FragmentSize>"
+              if raw_images else "")
+    internal = ("<Internal><SocketReceiveBufferSize min=\"default\" max=\"4MB\"/></Internal>"
+                if raw_images else "")
     return (
         "<CycloneDDS><Domain Id=\"any\">"
         "<General><Interfaces><NetworkInterface name=\"lo\"/></Interfaces>"
-        "<AllowMulticast>false</AllowMulticast></General>"
+        f"<AllowMulticast>false</AllowMulticast>{tuning}</General>"
         "<Discovery><Peers><Peer Address=\"127.0.0.1\"/></Peers>"
         "<ParticipantIndex>auto</ParticipantIndex>"
         f"<MaxAutoParticipantIndex>{int(max_participants)}</MaxAutoParticipantIndex>"
-        "</Discovery></Domain></CycloneDDS>"
+        f"</Discovery>{internal}</Domain></CycloneDDS>"
     )
 
 

@@ -124,8 +124,38 @@ class Transport(abc.ABC):
         """Stop spinning and release the middleware's resources (idempotent)."""
 
     # ----- helpers shared by implementations -----
+    remaps: dict[str, str] = {}  # ROS-style remapping rules (resolved from-topic -> to-topic)
+
     def resolve_topic(self, topic: str) -> str:
-        return resolve_topic(topic, self.name)
+        return self.remap(resolve_topic(topic, self.name))
+
+    def remap(self, resolved: str) -> str:
+        """Apply the ``-r from:=to`` rules to a resolved topic name (as rcl does)."""
+        return self.remaps.get(resolved, resolved)
+
+    def publisher_types(self, topic: str) -> set[str] | None:
+        """Types offered by the publishers currently on ``topic`` (None = not known here)."""
+        return None
+
+    def error_counts(self) -> dict[str, int]:
+        """Messages the transport dropped before any callback saw them (undecodable, oversized)
+        or whose callback raised; keys as the transport counts them."""
+        st = getattr(self, "stats", None)
+        if not st:
+            return {}
+        return {k: int(v) for k, v in dict(st).items() if k in ("decode_errors", "callback_errors", "oversized")}
+
+
+def parse_remaps(rules: list[str] | tuple[str, ...], node_name: str, namespace: str = "/") -> dict[str, str]:
+    """``["from:=to", ...]`` (ROS 2 ``--ros-args -r``) -> {resolved from: resolved to}.
+    ValueError naming the rule when it is not ``from:=to``."""
+    out = {}
+    for r in rules:
+        if ":=" not in r or not r.split(":=", 1)[0] or not r.split(":=", 1)[1]:
+            raise ValueError(f"remap rule {r!r}: expected FROM:=TO, e.g. -r /CAM_FRONT/camera_info:=/front/info")
+        a, b = r.split(":=", 1)
+        out[resolve_topic(a, node_name, namespace)] = resolve_topic(b, node_name, namespace)
+    return out
 
 
 def resolve_topic(topic: str, node_name: str, namespace: str = "/") -> str:

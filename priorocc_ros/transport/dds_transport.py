@@ -143,7 +143,7 @@ class DdsTransport(Transport):
     # ------------------------------------------------------------------ interface
     def resolve_topic(self, topic: str) -> str:
         from priorocc_ros.transport.base import resolve_topic
-        return resolve_topic(topic, self.name, self.namespace)
+        return self.remap(resolve_topic(topic, self.name, self.namespace))  # remaps: -r FROM:=TO
 
     def create_subscription(self, type_name: str, topic: str, callback: Callable[[Any], None],
                             qos: QoSProfile) -> _Subscription:
@@ -159,6 +159,21 @@ class DdsTransport(Transport):
     def create_publisher(self, type_name: str, topic: str, qos: QoSProfile) -> DdsPublisher:
         msg_class(type_name)  # unknown types fail here
         return DdsPublisher(self, self._ctx.writer(type_name, self.resolve_topic(topic), qos))
+
+    def publisher_types(self, topic: str) -> set[str] | None:
+        """Types of the publishers discovered on ``topic`` (DCPSPublication; issue 15)."""
+        from cyclonedds.builtin import BuiltinDataReader, BuiltinTopicDcpsPublication
+
+        from priorocc_ros.dds.names import dds_to_type, topic_to_dds
+
+        try:
+            if getattr(self, "_pub_reader", None) is None:
+                self._pub_reader = BuiltinDataReader(self._ctx.participant, BuiltinTopicDcpsPublication)
+            want = topic_to_dds(self.resolve_topic(topic))
+            return {dds_to_type(s.type_name) or s.type_name for s in self._pub_reader.read(N=1024)
+                    if s.topic_name == want}
+        except Exception:  # noqa: BLE001 - discovery data is a diagnostic aid only
+            return None
 
     def declare_parameter(self, name: str, default: Any) -> Any:
         value = self._overrides.get(name, default)

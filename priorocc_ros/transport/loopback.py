@@ -56,7 +56,7 @@ class LoopbackBus:
         self.queued = queued
         self._lock = threading.RLock()
         self._subs: dict[str, list[tuple[str, Callable[[Any], None]]]] = defaultdict(list)
-        self._types: dict[str, str] = {}
+        self._pub_types: dict[str, set[str]] = defaultdict(set)  # topic -> types its publishers offer
         self._latched: dict[str, deque] = {}
         self.published: dict[str, list[Any]] = defaultdict(list)  # every message, for assertions
         self._queue: queue.Queue | None = None
@@ -66,16 +66,19 @@ class LoopbackBus:
             self._thread = threading.Thread(target=self._dispatch, name="loopback-dispatch", daemon=True)
             self._thread.start()
 
-    def _check_type(self, topic: str, type_name: str) -> None:
-        known = self._types.setdefault(topic, type_name)
-        if known != type_name:
-            raise TypeError(f"topic {topic!r} carries {known}, not {type_name}")
+    def add_publisher(self, topic: str, type_name: str) -> None:
+        with self._lock:
+            self._pub_types[topic].add(type_name)
+
+    def publisher_types(self, topic: str) -> set[str]:
+        with self._lock:
+            return set(self._pub_types.get(topic, ()))
 
     def subscribe(self, topic: str, type_name: str, callback: Callable[[Any], None]) -> None:
+        """As in DDS, a subscription matches only publishers of its own type (others: silence)."""
         with self._lock:
-            self._check_type(topic, type_name)
             self._subs[topic].append((type_name, callback))
-            latched = list(self._latched.get(topic, ()))
+            latched = [m for tn, m in self._latched.get(topic, ()) if tn == type_name]
         for msg in latched:
             self._deliver(callback, msg)
 
@@ -85,11 +88,11 @@ class LoopbackBus:
 
     def publish(self, topic: str, type_name: str, msg: Any, qos: QoSProfile) -> None:
         with self._lock:
-            self._check_type(topic, type_name)
+            self._pub_types[topic].add(type_name)
             self.published[topic].append(msg)
             if qos.durability == "transient_local":
-                self._latched.setdefault(topic, deque(maxlen=qos.depth)).append(msg)
-            callbacks = [cb for _, cb in self._subs.get(topic, ())]
+                self._latched.setdefault(topic, deque(maxlen=qos.depth)).append((type_name, msg))
+            callbacks = [cb for tn, cb in self._subs.get(topic, ()) if tn == type_name]
         for cb in callbacks:
             self._deliver(cb, msg)
 
@@ -130,6 +133,7 @@ class LoopbackBus:
 class _LoopbackPublisher:
     def __init__(self, bus: LoopbackBus, topic: str, type_name: str, qos: QoSProfile):
         self.bus, self.topic, self.type_name, self.qos = bus, topic, type_name, qos
+        bus.add_publisher(topic, type_name)
 
     def publish(self, msg: Any) -> None:
         self.bus.publish(self.topic, self.type_name, msg, self.qos)
@@ -147,8 +151,10 @@ class LoopbackTransport(Transport):
 
     def __init__(self, name: str = "priorocc", bus: LoopbackBus | None = None,
                  parameters: dict[str, Any] | None = None, clock_ns: Callable[[], int] | None = None,
-                 echo_log: bool = False):
+                 echo_log: bool = False, remaps: dict[str, str] | None = None):
+        """remaps: {resolved from-topic: to-topic}, as ``--ros-args -r`` (``base.parse_remaps``)."""
         self.name = name
+        self.remaps = dict(remaps or {})
         self.bus = bus if bus is not None else LoopbackBus()
         self.parameters_override = dict(parameters or {})
         self.parameters: dict[str, Any] = {}
@@ -169,6 +175,9 @@ class LoopbackTransport(Transport):
     def create_publisher(self, type_name, topic, qos):
         msg_class(type_name)  # unknown types fail here
         return _LoopbackPublisher(self.bus, self.resolve_topic(topic), type_name, qos)
+
+    def publisher_types(self, topic: str) -> set[str]:
+        return self.bus.publisher_types(topic)
 
     def declare_parameter(self, name, default):
         value = self.parameters_override.get(name, default)

@@ -114,6 +114,14 @@ class RclpyTransport(Transport):
         return _RawPublisher(self.node.create_publisher(rclpy_type_support(type_name), topic, self._qos(qos)),
                              type_name)
 
+    def publisher_types(self, topic: str) -> set[str] | None:
+        """Types offered by the publishers on ``topic`` (the ROS graph; issue 15)."""
+        try:
+            name = self.node.resolve_topic_name(topic)
+            return {i.topic_type for i in self.node.get_publishers_info_by_topic(name)}
+        except Exception:  # noqa: BLE001 - a diagnostic aid only
+            return None
+
     def declare_parameter(self, name, default):
         if self.node.has_parameter(name):
             return self.node.get_parameter(name).value
