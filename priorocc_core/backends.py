@@ -37,7 +37,8 @@ from .config import Config
 from .inference import OccupancyPredictor, Prediction
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")  # int8: OpenVINO only, an NNCF-quantised IR (quantize.py)
+AUTO = "auto"  # backend / precision / device chosen by priorocc_core.autoselect
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -78,8 +79,8 @@ class TorchPredictor(OccupancyPredictor):
     def __init__(self, model: torch.nn.Module, cfg: Config, device: str | torch.device = "cpu",
                  precision: str = "fp32", channels_last: bool = True, compile: bool = False,
                  threads: int | None = None):
-        if precision not in PRECISIONS:
-            raise BackendError(f"torch backend: precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision not in _DTYPES:
+            raise BackendError(f"torch backend: precision must be one of {tuple(_DTYPES)}, got {precision!r}")
         set_threads(threads)
         super().__init__(model, cfg, device)
         self.precision = precision
@@ -230,16 +231,25 @@ def _make_onnxruntime(checkpoint, model, cfg, precision, device, onnx_path=None,
 
 
 def _make_openvino(checkpoint, model, cfg, precision, device, onnx_path=None, cache_dir=None,
-                   threads=None, source="onnx") -> GraphPredictor:
+                   threads=None, source="onnx", int8_path=None) -> GraphPredictor:
     import openvino as ov
 
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise BackendError(f"openvino backend: precision must be fp32, bf16 or fp16, got {precision!r}")
+    if precision not in ("fp32", "bf16", "fp16", "int8"):
+        raise BackendError(f"openvino backend: precision must be fp32, bf16, fp16 or int8, got {precision!r}")
     core = ov.Core()
     ov_device = "GPU" if str(device).startswith("cuda") else "CPU"
     if ov_device not in core.available_devices:
         raise BackendError(f"openvino: device {ov_device} not available (have {core.available_devices})")
-    if source == "onnx":
+    if precision == "int8":
+        from .quantize import default_int8_path
+
+        p = Path(int8_path) if int8_path is not None else (
+            default_int8_path(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else None)
+        if p is None or not p.is_file():
+            raise BackendError(f"openvino int8: no quantised model at {p} (write one with `priorocc_quantize "
+                               f"CHECKPOINT --world DIR`, or pass int8_path)")
+        ov_model = core.read_model(str(p))
+    elif source == "onnx":
         ov_model = core.read_model(str(_onnx_file(checkpoint, model, cfg, onnx_path, cache_dir)))
     elif source == "torch":
         from .export import ExportWrapper, example_inputs
@@ -253,8 +263,9 @@ def _make_openvino(checkpoint, model, cfg, precision, device, onnx_path=None, ca
             port.get_tensor().set_names({name})
     else:
         raise BackendError(f"openvino backend: source must be 'onnx' or 'torch', got {source!r}")
-    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}[precision],
-                              "PERFORMANCE_HINT": "LATENCY"}
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+    if precision != "int8":  # int8: the quantised layers run in int8, the rest at the plugin's default
+        config["INFERENCE_PRECISION_HINT"] = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}[precision]
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
     compiled = core.compile_model(ov_model, ov_device, config)
@@ -278,21 +289,45 @@ def make_predictor(checkpoint, backend: str = "torch", precision: str = "fp32", 
     backend: one of ``torch``, ``onnxruntime``, ``openvino``; precision: fp32, bf16, fp16.
     opts (torch): channels_last=True, compile=False, threads=None.
     opts (onnxruntime): onnx_path=None, cache_dir=None, threads=None.
-    opts (openvino): onnx_path=None, cache_dir=None, threads=None, source="onnx" | "torch".
+    opts (openvino): onnx_path=None, cache_dir=None, threads=None, source="onnx" | "torch",
+    int8_path=None (precision int8: the IR of priorocc_quantize; default <checkpoint>/openvino/int8.xml).
+    backend / precision / device ``"auto"``: chosen by :func:`priorocc_core.autoselect.resolve`;
+    the result carries the choice and its reason as ``.choice``.
     """
+    from .autoselect import Choice, resolve
+
+    choice = Choice(backend, precision, str(device), "named")
+    if AUTO in (backend, precision, str(device)):
+        try:
+            choice = resolve(backend, precision, str(device))
+        except ValueError as e:
+            raise BackendError(str(e)) from None
+        backend, precision, device = choice.backend, choice.precision, choice.device
+    pred = _make(checkpoint, backend, precision, device, **opts)
+    pred.choice = choice
+    return pred
+
+
+def _make(checkpoint, backend: str, precision: str, device: str, **opts):
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if precision not in PRECISIONS:
         raise BackendError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     allowed = {"torch": {"channels_last", "compile", "threads"},
                "onnxruntime": {"onnx_path", "cache_dir", "threads"},
-               "openvino": {"onnx_path", "cache_dir", "threads", "source"}}[backend]
+               "openvino": {"onnx_path", "cache_dir", "threads", "source", "int8_path"}}[backend]
     unknown = set(opts) - allowed
     if unknown:
         raise BackendError(f"backend {backend!r}: unknown option(s) {sorted(unknown)}; allowed {sorted(allowed)}")
     if str(device).startswith("cuda") and backend == "torch" and not torch.cuda.is_available():
         raise BackendError("device 'cuda' asked for, but torch.cuda.is_available() is False")
-    if backend != "torch" and opts.get("onnx_path") is not None and opts.get("source", "onnx") == "onnx":
+    if backend == "onnxruntime" and precision == "int8":
+        raise BackendError("onnxruntime backend: only precision 'fp32' is supported on CPU, got 'int8'")
+    if backend == "torch" and precision == "int8":
+        raise BackendError("torch backend: int8 runs on OpenVINO only (backend 'openvino', precision 'int8')")
+    if backend == "openvino" and precision == "int8":
+        model, cfg = None, _read_config(checkpoint)  # the quantised IR is all we run
+    elif backend != "torch" and opts.get("onnx_path") is not None and opts.get("source", "onnx") == "onnx":
         model, cfg = None, _read_config(checkpoint)  # the graph is all we run: weights stay unread
     else:
         model, cfg = _load(checkpoint)
@@ -307,6 +342,8 @@ def make_predictor(checkpoint, backend: str = "torch", precision: str = "fp32", 
 
 def add_backend_args(parser) -> None:
     """``--backend``, ``--precision``, ``--device`` for command-line tools (replay, demo, evaluate)."""
-    parser.add_argument("--backend", choices=BACKENDS, default="torch", help="inference backend (default torch)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (default), bf16, fp16 (GPU)")
-    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--backend", choices=(AUTO,) + BACKENDS, default="torch",
+                        help="inference backend (default torch; auto: the fastest this machine supports)")
+    parser.add_argument("--precision", choices=(AUTO,) + PRECISIONS, default="fp32",
+                        help="fp32 (default), bf16, fp16 (GPU), int8 (OpenVINO), auto")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")

@@ -158,10 +158,15 @@ class OccupancyNodeCore:
             predictor = make_predictor(p["checkpoint"], backend=p["backend"], precision=p["precision"],
                                        device=p["device"])
             pc = getattr(predictor, "cameras", None)
-            self.log.info(f"loaded checkpoint {p['checkpoint']} ({p['backend']} {p['precision']}) on {p['device']}")
         if pc is not None and tuple(pc) != self.cameras:
             raise ParameterError(f"parameter cameras={list(self.cameras)} must be the model's cameras in its order "
                                  f"{list(pc)}; map your recording's camera names with camera_names (docs/ros.md)")
+        choice = getattr(predictor, "choice", None)
+        # what runs and why, for the log and /diagnostics (injected test predictors may have none)
+        self.backend_info = choice.as_dict() if choice is not None else {"backend": "injected"}
+        if p["checkpoint"]:
+            self.log.info(f"loaded checkpoint {p['checkpoint']}: " +
+                          ", ".join(f"{k} {v}" for k, v in self.backend_info.items()))
         self.opts = OutputOptions(
             frame_id=p["base_frame"], publish_voxels=bool(p["publish_voxels"]),
             publish_markers=bool(p["publish_markers"]), publish_bev=bool(p["publish_bev"]),
@@ -509,7 +514,7 @@ class OccupancyNodeCore:
             level, msg = ERROR, "no images: " + next(iter(problems.values()))
             st["input_type_problems"] = "; ".join(f"{c}: {v}" for c, v in problems.items())
         diag = outputs.diagnostics(make_header(self.t.now_ns(), self.opts.frame_id), DIAG_NAME, self.t.name,
-                                   level, msg, st)
+                                   level, msg, {**self.backend_info, **st})
         try:
             self.diag_pub.publish(diag)
         except Exception as e:  # noqa: BLE001 - diagnostics must never take the node down

@@ -15,9 +15,10 @@ from priorocc_core.classes import CAMERAS
 PARAMETER_DOCS: dict[str, tuple[Any, str]] = {
     # model
     "checkpoint": ("", "checkpoint directory (model.safetensors + config.yaml)"),
-    "device": ("cpu", "torch device: cpu, cuda, cuda:0"),
-    "backend": ("torch", "inference backend: torch, onnxruntime, openvino (priorocc_core.backends)"),
-    "precision": ("fp32", "fp32, bf16, fp16 (GPU)"),
+    "device": ("auto", "device: auto, cpu, cuda, cuda:0"),
+    "backend": ("auto", "inference backend: auto (the fastest this machine supports, priorocc_core.autoselect), "
+                        "torch, onnxruntime, openvino"),
+    "precision": ("auto", "auto, fp32, bf16, fp16 (GPU), int8 (OpenVINO, priorocc_quantize)"),
     # inputs
     "cameras": (list(CAMERAS), "the model's camera slots, in the model's order"),
     "camera_names": ([""], "the recording's camera name per model slot, fills {camera}; [''] = the slot names"),

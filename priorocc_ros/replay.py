@@ -295,9 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="print the bag's image and camera_info topics and the model camera each would feed, then exit")
     ap.add_argument("--checkpoint", default=None, help="checkpoint directory (or -p checkpoint:=...)")
     ap.add_argument("--device", default=None)
-    ap.add_argument("--backend", default=None, choices=("torch", "onnxruntime", "openvino"),
-                    help="inference backend (default torch; priorocc_core.backends)")
-    ap.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"))
+    ap.add_argument("--backend", default=None, choices=("auto", "torch", "onnxruntime", "openvino"),
+                    help="inference backend (default auto: the fastest this machine supports; priorocc_core.autoselect)")
+    ap.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16", "fp16", "int8"))
     ap.add_argument("-p", "--param", action="append", type=_parse_param, default=[], metavar="NAME:=VALUE",
                     help="node parameter (see docs/ros.md), repeatable")
     ap.add_argument("-r", "--remap", action="append", default=[], metavar="FROM:=TO",

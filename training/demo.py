@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The demo: a fresh synthetic scene, the shipped demo model, pictures and metrics.
 
-    python training/demo.py [--checkpoint models/demo] [--out demo_out] [--seed 4242] [--backend torch]
+    python training/demo.py [--checkpoint models/demo] [--out demo_out] [--seed 4242] [--backend auto]
 
 Writes into --out, per keyframe k: seg_overlay_<k>.png (six cameras blended with the predicted 2D
 classes), bev_<k>.png (BEV semantic map: prediction | ground truth, inside the camera mask),
@@ -32,18 +32,13 @@ from priorocc_core.preprocess import apply_image_aug, test_time_aug  # noqa: E40
 from priorocc_core.visualize import bev_semantic_map, legend_strip, overlay, render_voxels_3d, side_by_side  # noqa: E402
 
 
-def make_predictor(checkpoint: str, backend: str, device: str):
-    try:
-        from priorocc_core.backends import make_predictor as mk
-    except ImportError:
-        mk = None
-    if mk is not None:
-        return mk(checkpoint, backend=backend, device=device)
-    if backend != "torch":
-        raise SystemExit(f"backend {backend!r} needs priorocc_core.backends")
-    from priorocc_core.inference import OccupancyPredictor
+def make_predictor(checkpoint: str, backend: str, device: str, precision: str = "auto"):
+    from priorocc_core.backends import make_predictor as mk
 
-    return OccupancyPredictor.from_checkpoint(checkpoint, device)
+    pred = mk(checkpoint, backend=backend, precision=precision, device=device)
+    c = pred.choice
+    print(f"backend {c.backend} {c.precision} on {c.device}: {c.reason}")
+    return pred
 
 
 def camera_grid(tiles: list[np.ndarray], names: list[str]) -> np.ndarray:
@@ -66,8 +61,9 @@ def main(argv=None) -> int:
     ap.add_argument("--keyframes", type=int, default=2)
     ap.add_argument("--width", type=int, default=704)
     ap.add_argument("--height", type=int, default=396)
-    ap.add_argument("--backend", default="torch")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--backend", default="auto", help="auto (default), torch, onnxruntime, openvino")
+    ap.add_argument("--precision", default="auto", help="auto (default), fp32, bf16, fp16, int8")
+    ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -79,7 +75,7 @@ def main(argv=None) -> int:
     _, cfg, info = read_checkpoint(args.checkpoint)
     cfg = cfg.with_overrides([f"data.dataroot={world}", "data.version=v1.0-mini", "data.val_split=all"])
     ds = OccDataset(cfg, split="val", train=False)
-    predictor = make_predictor(args.checkpoint, args.backend, args.device)
+    predictor = make_predictor(args.checkpoint, args.backend, args.device, args.precision)
     cams = list(cfg.model.image.cameras)
     metric, metric_all = OccMIoU(), OccMIoU()
     latencies = []
@@ -110,7 +106,7 @@ def main(argv=None) -> int:
         vox = np.asarray(Image.open(out / f"voxels_{k}.png").convert("RGB"))
         Image.fromarray(side_by_side([grid, bev, vox], width=grid.shape[1])).save(out / f"keyframe_{k}.png")
     result = {
-        "checkpoint": str(args.checkpoint), "trained_steps": info["step"], "backend": args.backend,
+        "checkpoint": str(args.checkpoint), "trained_steps": info["step"], **predictor.choice.as_dict(),
         "world_seed": args.seed, "keyframes": len(ds),
         "mask_camera": metric.summary(), "all_voxels": metric_all.summary(),
         "latency_s_mean": float(np.mean(latencies)), "wall_s": time.perf_counter() - t0,
