@@ -28,6 +28,7 @@ setup(
             "priorocc_import = priorocc_core.importer:main",
             "priorocc_export = priorocc_core.export:main",
             "priorocc_config_from_flashocc = priorocc_core.flashocc_config:main",
+            "priorocc_quantize = priorocc_core.quantize:main",
             "occupancy_node = priorocc_ros.occupancy_node:main",
             "nuscenes_to_bag = priorocc_ros.nuscenes_to_bag:main",
             "priorocc_replay = priorocc_ros.replay:main",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -90,16 +91,35 @@ def header(stamp_ns: int, frame_id: str) -> Any:
     return msg_class("std_msgs/msg/Header")(stamp=ns_to_stamp(stamp_ns), frame_id=frame_id)
 
 
-class PointList(list):
-    """A ``geometry_msgs/Point[]`` field value: the Point objects (any reader sees a plain list)
-    plus ``xyz``, the same points as an (N, 3) float64 array, which ``serialize`` copies into
-    the CDR in one slice instead of one Python call per point."""
+class PointList(Sequence):
+    """A ``geometry_msgs/Point[]`` field value backed by ``xyz``, one (N, 3) float64 array.
+
+    Reads as the list of Points rosbags and every reader expect (len, iteration, indexing and
+    slicing give Point objects, made only when accessed, so building a 40,000-voxel MarkerArray
+    runs no per-voxel Python); ``serialize`` copies ``xyz`` into the CDR in one slice."""
+
+    __slots__ = ("xyz",)
 
     def __init__(self, xyz: np.ndarray):
-        xyz = np.ascontiguousarray(xyz, dtype=np.float64).reshape(-1, 3)
-        Point = msg_class("geometry_msgs/msg/Point")
-        super().__init__(Point(x=x, y=y, z=z) for x, y, z in xyz.tolist())
-        self.xyz = xyz
+        a = np.ascontiguousarray(xyz, dtype=np.float64)
+        if a.ndim != 2 or a.shape[1] != 3:
+            raise ValueError(f"PointList: expected (N, 3) coordinates, got shape {a.shape}")
+        self.xyz = a
+
+    def __len__(self) -> int:
+        return len(self.xyz)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return PointList(self.xyz[i])
+        x, y, z = self.xyz[i].tolist()
+        return msg_class("geometry_msgs/msg/Point")(x=x, y=y, z=z)
+
+    def __eq__(self, other) -> bool:
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    def __repr__(self) -> str:
+        return f"PointList({len(self)} points)"
 
 
 def _serialize_marker_array(msg: Any) -> bytes | None:

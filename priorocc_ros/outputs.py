@@ -4,7 +4,10 @@
   fields x, y, z (float32), rgb (float32 holding 0x00RRGGBB, as rviz's RGB8 transformer
   reads it), label (uint32, Occ3D class index).
 - ``voxels_to_markers``: visualization_msgs/MarkerArray, one CUBE_LIST per class present
-  (id = class index, colour = OCC_COLORS), DELETE for classes absent this frame.
+  (id = class index, colour = OCC_COLORS), DELETE for classes absent this frame; the points
+  are a numpy-backed ``msgs.PointList`` that ``msgs.serialize`` writes as one block.
+
+No per-voxel Python: every output is built with numpy over all voxels at once.
 - ``voxels_to_occupancy_grid``: nav_msgs/OccupancyGrid over the x-y grid: 100 = the column
   holds an obstacle voxel (any occupied class except the ground classes), 0 = free, -1 =
   unknown (column not seen by any camera, or only ignore labels).
@@ -135,20 +138,23 @@ def voxels_to_markers(occ: np.ndarray, header: Any, grid: VoxelGrid = VoxelGrid(
     mask = occupied_mask(occ)
     if surface_only:
         mask = surface_mask(mask)
-    idx = np.argwhere(mask)
+    idx = np.argwhere(mask)  # (P, 3), [x, y, z] order
     labels = occ[idx[:, 0], idx[:, 1], idx[:, 2]] if idx.size else np.zeros(0, np.uint8)
     centres = grid.centres(idx).astype(np.float64) if idx.size else np.zeros((0, 3))
+    # group by class with one stable sort (keeps the x, y, z order within a class)
+    order = np.argsort(labels, kind="stable")
+    bounds = np.searchsorted(labels[order], np.arange(NUM_OCC_CLASSES + 1))
     markers = []
     s = float(grid.voxel_size)
-    for c in range(NUM_OCC_CLASSES):
+    for c in range(NUM_OCC_CLASSES):  # per class (17), never per voxel
         if c == FREE:
             continue
-        sel = labels == c
-        if not np.any(sel):
+        sel = order[bounds[c]:bounds[c + 1]]
+        if sel.size == 0:
             markers.append(new_msg("visualization_msgs/msg/Marker", header=header, ns=ns, id=c,
                                    type=Marker.CUBE_LIST, action=Marker.DELETE))
             continue
-        pts = PointList(centres[sel])  # Point objects + the array serialize() copies in one slice
+        pts = PointList(centres[sel])  # numpy-backed Point[]: no Point objects made here (msgs.PointList)
         r, g, b = (OCC_COLORS[c] / 255.0).tolist()
         markers.append(new_msg(
             "visualization_msgs/msg/Marker", header=header, ns=ns, id=c, type=Marker.CUBE_LIST,
