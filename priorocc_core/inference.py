@@ -28,7 +28,12 @@ class Prediction:
 
 
 class OccupancyPredictor:
-    """Preprocess -> network -> labels, for one synchronised set of N camera images."""
+    """Preprocess -> network -> labels, for one synchronised set of N camera images.
+
+    ``fused_resize`` (False: FlashOCC's exact pixels): resize + crop in one Pillow call, see
+    :func:`priorocc_core.preprocess.resize_crop_fused` (BENCHMARKS.md: speed and voxel agreement)."""
+
+    fused_resize: bool = False
 
     def __init__(self, model: torch.nn.Module, cfg: Config, device: str | torch.device = "cpu"):
         self.model = model.to(device).eval()
@@ -59,7 +64,7 @@ class OccupancyPredictor:
             if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
                 raise ValueError(f"predict: image {i} ({self.cameras[i]}) must be (H, W, 3) uint8 RGB, "
                                  f"got {img.shape} {img.dtype}")
-            x, aug, _ = prepare_camera(img, self.cfg.model.image)
+            x, aug, _ = prepare_camera(img, self.cfg.model.image, fused=self.fused_resize)
             imgs.append(x)
             augs.append(aug)
         f32 = dict(dtype=torch.float32, device=self.device)

@@ -78,25 +78,55 @@ def apply_image_aug(img: Image.Image, aug: ImageAug, resample=Image.BICUBIC) -> 
     return img
 
 
-def normalize_image(img_rgb: np.ndarray | Image.Image, cfg: ImageConfig) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB -> (3, H, W) float32 normalised in ``cfg.channel_order``."""
-    a = np.asarray(img_rgb, dtype=np.float32)
-    if a.ndim != 3 or a.shape[2] != 3:
-        raise ValueError(f"normalize_image: expected an (H, W, 3) RGB image, got shape {a.shape}")
-    if cfg.channel_order == "bgr":
-        a = a[..., ::-1]
-    elif cfg.channel_order != "rgb":
-        raise ValueError(f"image.channel_order must be 'bgr' or 'rgb', got {cfg.channel_order!r}")
+def _normalise_lut(cfg: ImageConfig) -> np.ndarray:
+    """(3, 256) float32: output channel c of pixel value v, as float32 (v - mean[c]) / std[c]."""
     mean = np.asarray(cfg.mean, dtype=np.float32)
     std = np.asarray(cfg.std, dtype=np.float32)
-    a = (a - mean) / std
-    return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
+    return (np.arange(256, dtype=np.float32)[None, :] - mean[:, None]) / std[:, None]
 
 
-def prepare_camera(img_rgb: np.ndarray | Image.Image, cfg: ImageConfig, aug: ImageAug | None = None):
-    """One camera image -> (normalised (3, H, W) tensor, img_aug (3, 3), augmented PIL image)."""
+def normalize_image(img_rgb: np.ndarray | Image.Image, cfg: ImageConfig) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32 normalised in ``cfg.channel_order``.
+
+    uint8 input: one table look-up per channel straight into the (3, H, W) output (the same
+    float32 arithmetic as mmcv's ``(img - mean) / std``, bit for bit, without the (H, W, 3)
+    float copies); other dtypes are computed directly."""
+    a = np.asarray(img_rgb)
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f"normalize_image: expected an (H, W, 3) RGB image, got shape {a.shape}")
+    if cfg.channel_order not in ("bgr", "rgb"):
+        raise ValueError(f"image.channel_order must be 'bgr' or 'rgb', got {cfg.channel_order!r}")
+    src = (2, 1, 0) if cfg.channel_order == "bgr" else (0, 1, 2)  # FlashOCC: BGR order, mean[0] on blue
+    if a.dtype == np.uint8:
+        lut = _normalise_lut(cfg)
+        out = np.empty((3,) + a.shape[:2], dtype=np.float32)
+        for c in range(3):
+            np.take(lut[c], a[:, :, src[c]], out=out[c])
+        return torch.from_numpy(out)
+    f = a.astype(np.float32)[..., list(src)]
+    f = (f - np.asarray(cfg.mean, dtype=np.float32)) / np.asarray(cfg.std, dtype=np.float32)
+    return torch.from_numpy(np.ascontiguousarray(f.transpose(2, 0, 1)))
+
+
+def resize_crop_fused(img: Image.Image, aug: ImageAug, resample=Image.BICUBIC) -> Image.Image:
+    """Resize and crop in one Pillow call (``resize(box=...)``): only the kept rows and columns
+    are resampled. Same geometry (pixel centres) as :func:`apply_image_aug`; the pixels differ
+    by at most a few levels (Pillow rounds between its two separable passes at other places),
+    so it is an option (``fused``), not the default."""
+    if aug.flip or aug.rotate:
+        return apply_image_aug(img, aug, resample)
+    x0, y0, x1, y1 = aug.crop
+    sx, sy = img.width / aug.resize_dims[0], img.height / aug.resize_dims[1]
+    return img.resize((x1 - x0, y1 - y0), resample=resample, box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy))
+
+
+def prepare_camera(img_rgb: np.ndarray | Image.Image, cfg: ImageConfig, aug: ImageAug | None = None,
+                   fused: bool = False):
+    """One camera image -> (normalised (3, H, W) tensor, img_aug (3, 3), augmented PIL image).
+
+    fused: resize + crop in one call (:func:`resize_crop_fused`; faster, not FlashOCC's exact pixels)."""
     pil = img_rgb if isinstance(img_rgb, Image.Image) else Image.fromarray(np.asarray(img_rgb))
     if aug is None:
         aug = test_time_aug((pil.height, pil.width), cfg)
-    out = apply_image_aug(pil, aug)
+    out = resize_crop_fused(pil, aug) if fused else apply_image_aug(pil, aug)
     return normalize_image(out, cfg), aug.matrix(), out

@@ -183,6 +183,14 @@ def reduced_K(K: np.ndarray, reduce: int) -> np.ndarray:
     return S @ np.asarray(K, dtype=np.float64)
 
 
+def network_reduce(src_hw: tuple[int, int], need_hw: tuple[int, int]) -> int:
+    """The largest JPEG DCT reduction (8, 4, 2 or 1) whose decoded image, ceil(size / r), is still
+    at least ``need_hw`` (the size the network's resize produces), so the resize only shrinks."""
+    h, w = src_hw
+    nh, nw = need_hw
+    return next(r for r in (8, 4, 2, 1) if -(-h // r) >= nh and -(-w // r) >= nw)
+
+
 def is_jpeg(msg: Any) -> bool:
     """A CompressedImage whose data is a JPEG (by magic bytes)."""
     if hasattr(msg, "encoding") or not hasattr(msg, "format"):

@@ -161,6 +161,9 @@ class OccupancyNodeCore:
         if pc is not None and tuple(pc) != self.cameras:
             raise ParameterError(f"parameter cameras={list(self.cameras)} must be the model's cameras in its order "
                                  f"{list(pc)}; map your recording's camera names with camera_names (docs/ros.md)")
+        if p["preprocess"] not in ("exact", "fast"):
+            raise ParameterError(f"parameter 'preprocess' must be 'exact' or 'fast', got {p['preprocess']!r}")
+        predictor.fused_resize = p["preprocess"] == "fast"
         choice = getattr(predictor, "choice", None)
         # what runs and why, for the log and /diagnostics (injected test predictors may have none)
         self.backend_info = choice.as_dict() if choice is not None else {"backend": "injected"}
@@ -274,7 +277,7 @@ class OccupancyNodeCore:
             self._count("images_received")
             try:
                 check_image_size(msg, f"{cam} ({self.input_topics[cam]})", self.opts.max_image_pixels,
-                                 self.opts.jpeg_reduce)
+                                 self.opts.jpeg_reduce or 1)  # 0 (auto): checked as a full-size decode
             except SetError as e:
                 self._count("images_rejected")
                 self._fail(e.kind, str(e), count_set=False)

@@ -34,7 +34,9 @@ PARAMETER_DOCS: dict[str, tuple[Any, str]] = {
                               "(as tf2's MessageFilter waits for transforms)"),
     "calibration_file": ("", "YAML calibration used when TF / CameraInfo have no camera (fallback)"),
     "max_image_pixels": (4096 * 4096, "larger images are rejected"),
-    "jpeg_reduce": (1, "decode JPEGs at 1/n resolution (1, 2, 4, 8); K is scaled to match"),
+    "jpeg_reduce": (1, "decode JPEGs at 1/n resolution (1, 2, 4, 8; 0 = the largest the network's input size "
+                       "allows); K is scaled to match"),
+    "preprocess": ("exact", "exact (FlashOCC's pixels) or fast (resize + crop fused in one Pillow call)"),
     # outputs
     "publish_voxels": (True, "publish ~/voxels (PointCloud2)"),
     "publish_markers": (True, "publish ~/markers (MarkerArray)"),

@@ -13,7 +13,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from priorocc_ros import outputs
-from priorocc_ros.image_codec import ImageDecodeError, declared_size, decode_any, encode_image, is_jpeg, reduced_K
+from priorocc_ros.image_codec import (ImageDecodeError, declared_size, decode_any, encode_image, is_jpeg,
+                                     network_reduce, reduced_K)
 from priorocc_ros.msgs import header as make_header
 from priorocc_ros.outputs import VoxelGrid
 
@@ -37,7 +38,8 @@ class OutputOptions:
     overlay_alpha: float = 0.5
     overlay_scale: float = 1.0
     bev_unknown_from_cameras: bool = True  # columns no camera sees are -1 in ~/bev
-    jpeg_reduce: int = 1  # decode JPEGs at 1/n size (K scaled accordingly); 1 = exact
+    jpeg_reduce: int = 1  # decode JPEGs at 1/n size (K scaled accordingly); 1 = exact; 0 = auto: the
+    # largest DCT reduction that keeps the image at least the network's resize size (network_reduce)
     max_image_pixels: int = 4096 * 4096  # larger images are rejected (SetError 'size')
 
 
@@ -103,8 +105,8 @@ class OccupancyPipeline:
         self.predictor = predictor
         self.cameras = tuple(cameras)
         self.opts = opts or OutputOptions()
-        if self.opts.jpeg_reduce not in (1, 2, 4, 8):
-            raise ValueError(f"jpeg_reduce must be 1, 2, 4 or 8, got {self.opts.jpeg_reduce}")
+        if self.opts.jpeg_reduce not in (0, 1, 2, 4, 8):
+            raise ValueError(f"jpeg_reduce must be 0 (auto), 1, 2, 4 or 8, got {self.opts.jpeg_reduce}")
         pc = getattr(predictor, "cameras", None)
         if pc is not None and tuple(pc) != self.cameras:
             raise ValueError(f"camera order {self.cameras} differs from the model's {tuple(pc)}")
@@ -122,12 +124,12 @@ class OccupancyPipeline:
         imgs, Ks = [], []
         hws = list(expected_hw) if expected_hw is not None else [None] * len(self.cameras)
         for cam, msg, k, hw in zip(self.cameras, image_msgs, K, hws):
-            check_image_size(msg, cam, self.opts.max_image_pixels, self.opts.jpeg_reduce)
+            check_image_size(msg, cam, self.opts.max_image_pixels, self.opts.jpeg_reduce or 1)
             try:
-                img = decode_any(msg, source=cam, reduce=self.opts.jpeg_reduce)
+                reduce = self._reduce(msg, cam) if is_jpeg(msg) else 1
+                img = decode_any(msg, source=cam, reduce=reduce)
             except ImageDecodeError as e:
                 raise SetError("decode", str(e)) from e
-            reduce = self.opts.jpeg_reduce if is_jpeg(msg) else 1
             if hw is not None:
                 want = (-(-hw[0] // reduce), -(-hw[1] // reduce))
                 if tuple(img.shape[:2]) != want:
@@ -137,6 +139,23 @@ class OccupancyPipeline:
             imgs.append(img)
             Ks.append(reduced_K(k, reduce))
         return imgs, np.stack(Ks)
+
+    def _reduce(self, msg: Any, cam: str) -> int:
+        """The DCT reduction for one JPEG: the fixed ``jpeg_reduce``, or with 0 the largest the
+        network's resize allows (needs the predictor's ImageConfig; 1 without one)."""
+        if self.opts.jpeg_reduce:
+            return self.opts.jpeg_reduce
+        icfg = getattr(getattr(getattr(self.predictor, "cfg", None), "model", None), "image", None)
+        if icfg is None:
+            return 1
+        from priorocc_core.preprocess import test_time_aug
+
+        wh = declared_size(msg.data)
+        if wh is None:
+            return 1  # no readable header: decode in full, the decoder reports what is wrong
+        hw = (wh[1], wh[0])
+        w, h = test_time_aug(hw, icfg).resize_dims
+        return network_reduce(hw, (h, w))
 
     def visibility(self, cam2ego: np.ndarray, K: np.ndarray, hw: list[tuple[int, int]]) -> np.ndarray:
         key = np.concatenate([np.asarray(cam2ego).ravel(), np.asarray(K).ravel(), np.asarray(hw).ravel()]).tobytes()
