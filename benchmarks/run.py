@@ -321,8 +321,14 @@ def work_export(spec: dict) -> dict:
     return res
 
 
+def work_frame(spec: dict) -> dict:
+    from benchmarks.frame import work_frame as frame_worker
+
+    return frame_worker(spec)
+
+
 WORKERS = {"stages": work_stages, "backend": work_backend, "pool": work_pool, "scaling": work_scaling,
-           "export": work_export}
+           "export": work_export, "frame": work_frame}
 
 
 def worker_main(spec_json: str) -> None:
@@ -397,7 +403,13 @@ def main(argv=None) -> int:
     ap.add_argument("--configs", default=None,
                     help="comma-separated configs for the backend matrix (default flashocc-r50-m0,flashocc-r50,priorocc-r50)")
     ap.add_argument("--stage-config", default=None, help="config of the per-stage table (default priorocc-r50)")
-    ap.add_argument("--sections", default="stages,pool,backends,scaling", help="which parts to run")
+    ap.add_argument("--sections", default="stages,pool,backends,scaling",
+                    help="which parts to run: stages, pool, backends, scaling, frame (JPEG bytes to messages per "
+                         "--frame-backends, benchmarks/frame.py)")
+    ap.add_argument("--frame-backends", default="auto:auto,openvino:fp32,openvino:int8",
+                    help="section frame: backend:precision pairs (int8 needs --int8 IR per config)")
+    ap.add_argument("--int8", action="append", default=[], metavar="CONFIG=IR.xml",
+                    help="section frame: the priorocc_quantize IR of a config (repeatable)")
     ap.add_argument("--backends", default=None, help="comma-separated labels of BACKEND_MATRIX to run (default all)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
     ap.add_argument("--checkpoint", action="append", default=[],
@@ -510,6 +522,24 @@ def main(argv=None) -> int:
         results["scaling"]["config"] = scale_cfg
         results["scaling"]["label"] = best
         save()
+    if "frame" in sections:
+        int8 = dict(x.split("=", 1) for x in a.int8)
+        results["frame_sections"] = {}
+        for cfg_name in configs:
+            rows = results["frame_sections"][cfg_name] = {}
+            for pair in a.frame_backends.split(","):
+                backend, precision = pair.split(":")
+                opts = {}
+                if precision == "int8":
+                    if cfg_name not in int8:
+                        log(f"[frame] {cfg_name} {pair}: skipped (no --int8 {cfg_name}=IR.xml)")
+                        continue
+                    opts["int8_path"] = int8[cfg_name]
+                log(f"[frame] {cfg_name} {pair}")
+                rows[pair] = run_worker(dict(common, task="frame", checkpoint=ckpt(cfg_name), backend=backend,
+                                             precision=precision, opts=opts, label=f"{cfg_name}__{pair}",
+                                             frame=frame), log)
+                save()
     save()
     _print_summary(results, log)
     log(f"wrote {out_path} in {results['elapsed_s']:.0f} s")

@@ -1,0 +1,168 @@
+"""int8 against fp32 / bf16 with a trained model: accuracy on a validation world, and speed.
+
+    .venv/bin/python benchmarks/precision.py --checkpoint models/demo --calib-world W1 [--calib-world W2] \
+        --val-world V [--real ../shared/data/nuscenes-real] [--frames 300] --workdir /tmp/prec --out prec.json
+
+1. quantises the checkpoint's exported model with NNCF on up to ``--frames`` frames of the
+   calibration worlds plus the real keyframe (priorocc_core.quantize);
+2. runs torch fp32 (the reference), OpenVINO fp32, OpenVINO bf16 and OpenVINO int8 on every
+   keyframe of the validation world: voxel agreement with torch fp32, mIoU (mask_camera and all
+   voxels) against the world's ground truth;
+3. times the network (median over the validation keyframes after warm-up) per precision, in the
+   same process, with the OpenVINO f32 / bf16 / int8 matmul rates measured right before.
+
+Writes nothing into the checkpoint folder (the ONNX file and the int8 IR go to ``--workdir``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def openvino_matmul_rates(n: int = 1024, repeats: int = 5) -> dict:
+    """GFLOP/s of one (n x n) @ (n x n) MatMul compiled by OpenVINO on the CPU: f32, with the bf16
+    hint, and int8 (FakeQuantize on both operands, which the CPU plugin runs as an int8 GEMM);
+    plus the precision the bf16 hint actually compiled to."""
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    core = ov.Core()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, n)).astype(np.float32)
+    w = rng.standard_normal((n, n)).astype(np.float32)
+
+    def fq(node, lo=-4.0, hi=4.0):
+        c = lambda v: ops.constant(np.float32(v))  # noqa: E731
+        return ops.fake_quantize(node, c(lo), c(hi), c(lo), c(hi), 256)
+
+    def model(int8: bool):
+        p = ops.parameter([n, n], np.float32, name="x")
+        a, b = (fq(p), fq(ops.constant(w))) if int8 else (p, ops.constant(w))
+        return ov.Model([ops.matmul(a, b, False, False)], [p])
+
+    out = {"size": n}
+    for name, int8, hint in (("f32", False, "f32"), ("bf16", False, "bf16"), ("int8", True, None)):
+        cfg = {"PERFORMANCE_HINT": "LATENCY"} | ({"INFERENCE_PRECISION_HINT": hint} if hint else {})
+        cm = core.compile_model(model(int8), "CPU", cfg)
+        if name == "bf16":
+            out["bf16_hint_compiled_as"] = str(cm.get_property("INFERENCE_PRECISION_HINT"))
+        req = cm.create_infer_request()
+        req.infer({"x": x})
+        ts = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            req.infer({"x": x})
+            ts.append(time.perf_counter() - t)
+        out[f"{name}_gflops"] = 2 * n ** 3 / min(ts) / 1e9
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", default=str(ROOT / "models" / "demo"))
+    ap.add_argument("--calib-world", action="append", default=[], help="calibration world (repeatable)")
+    ap.add_argument("--val-world", required=True, help="validation world (keyframes with ground truth)")
+    ap.add_argument("--real", default=None, help="real keyframe folder, added to calibration and to the timing")
+    ap.add_argument("--frames", type=int, default=300)
+    ap.add_argument("--version", default="v1.0-mini")
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--repeats", type=int, default=3, help="timed passes over the validation keyframes")
+    a = ap.parse_args(argv)
+
+    from priorocc_core.backends import _onnx_file, make_predictor
+    from priorocc_core.checkpoint import load_checkpoint
+    from priorocc_core.data import OccDataset
+    from priorocc_core.data.io import read_image_rgb
+    from priorocc_core.metrics import OccMIoU
+    from priorocc_core.quantize import quantize_openvino, world_frames
+
+    work = Path(a.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    load = lambda: [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]  # noqa: E731
+    res: dict = {"command": " ".join(["benchmarks/precision.py"] + (argv if argv is not None else sys.argv[1:])),
+                 "loadavg_start": load()}
+    model, cfg, _ = load_checkpoint(a.checkpoint)
+    onnx = _onnx_file(a.checkpoint, model, cfg, None, work / "onnx")
+    calib = []
+    for w in a.calib_world:
+        calib.extend(world_frames(w, cfg, a.version, limit=a.frames - len(calib)))
+    if a.real:
+        from benchmarks.inputs import load_real_keyframe
+
+        calib.append(load_real_keyframe(a.real))
+    calib = calib[: a.frames]
+    t = time.perf_counter()
+    int8 = quantize_openvino(onnx, cfg, calib, work / "int8.xml", subset_size=len(calib))
+    res["quantize"] = {"frames": len(calib), "seconds": time.perf_counter() - t}
+
+    c = cfg.with_overrides([f"data.dataroot={a.val_world}", f"data.version={a.version}", "data.val_split=all"])
+    ds = OccDataset(c, split="val", train=False)
+    val = []
+    for k in range(len(ds)):
+        s = ds[k]
+        val.append(dict(images=[np.asarray(read_image_rgb(p)) for p in s["image_paths"]], K=s["K"].numpy(),
+                        cam2ego=s["cam2ego"].numpy(), gt=s["voxel_semantics"].numpy(),
+                        mask=s["mask_camera"].numpy().astype(bool)))
+    timing_frames = list(val)
+    if a.real:
+        from benchmarks.inputs import load_real_keyframe
+
+        timing_frames.append(load_real_keyframe(a.real))
+    res["matmul_openvino"] = openvino_matmul_rates()
+    rows = {}
+    preds = {
+        "torch-fp32": make_predictor((model, cfg), "torch", "fp32", channels_last=False),
+        "openvino-fp32": make_predictor(a.checkpoint, "openvino", "fp32", onnx_path=onnx),
+        "openvino-bf16": make_predictor(a.checkpoint, "openvino", "bf16", onnx_path=onnx),
+        "openvino-int8": make_predictor(a.checkpoint, "openvino", "int8", int8_path=int8),
+    }
+    ref_occ = None
+    for name, p in preds.items():
+        occs, m_cam, m_all = [], OccMIoU(), OccMIoU()
+        for f in val:
+            out = p.predict(f["images"], f["K"], f["cam2ego"])
+            occs.append(out.occupancy)
+            m_cam.add(out.occupancy, f["gt"], f["mask"])
+            m_all.add(out.occupancy, f["gt"])
+        if ref_occ is None:
+            ref_occ = occs
+        agree = float(np.mean([(o == r).mean() for o, r in zip(occs, ref_occ)]))
+        for f in timing_frames[:1]:
+            for _ in range(2):  # warm-up
+                p.predict(f["images"], f["K"], f["cam2ego"])
+        net, pre = [], []
+        for _ in range(a.repeats):
+            for f in timing_frames:
+                tm = p.predict(f["images"], f["K"], f["cam2ego"]).timings
+                net.append(tm["model"])
+                pre.append(tm["preprocess"])
+        rows[name] = {"voxel_agreement_with_torch_fp32": agree, "miou_mask_camera": m_cam.summary()["mIoU"],
+                      "miou_all_voxels": m_all.summary()["mIoU"], "network_median_s": statistics.median(net),
+                      "preprocess_median_s": statistics.median(pre)}
+        print(name, json.dumps(rows[name]), flush=True)
+    res["rows"] = rows
+    res["val_keyframes"] = len(val)
+    ref = rows["torch-fp32"]
+    for name, r in rows.items():
+        r["miou_diff_vs_torch_fp32"] = r["miou_mask_camera"] - ref["miou_mask_camera"]
+    res["int8_speedup_vs_openvino_fp32"] = rows["openvino-fp32"]["network_median_s"] / rows["openvino-int8"]["network_median_s"]
+    res["int8_speedup_vs_openvino_bf16"] = rows["openvino-bf16"]["network_median_s"] / rows["openvino-int8"]["network_median_s"]
+    res["loadavg_end"] = load()
+    Path(a.out).write_text(json.dumps(res, indent=1))
+    print(json.dumps({k: v for k, v in res.items() if k != "rows"}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
