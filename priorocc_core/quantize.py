@@ -107,12 +107,13 @@ def main(argv=None) -> int:
         print(f"priorocc_quantize: {e}", file=sys.stderr)
         return 2
     frames: list[dict] = []
+    budget = a.frames - (1 if a.real else 0)  # the real keyframe always gets a place
     for w in a.world:
         if not Path(w).is_dir():
             print(f"priorocc_quantize: --world {w}: no such folder (make one with training/make_synthetic.py)",
                   file=sys.stderr)
             return 2
-        frames.extend(world_frames(w, cfg, a.version, limit=a.frames - len(frames)))
+        frames.extend(world_frames(w, cfg, a.version, limit=max(0, budget - len(frames))))
     if a.real:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         from benchmarks.inputs import load_real_keyframe
