@@ -1,9 +1,10 @@
 """``backend: auto`` (issue: speed at the machine's limit): the choice on fake CPU flag sets,
 the fallback when a runtime is missing, and the choice visible in the node's log and /diagnostics.
 
-Mutations tried: swapping the AMX/avx512_bf16 and the OpenVINO-missing rules in ``choose``
-(bf16 test and the fallback test fail); dropping ``pred.choice`` in make_predictor (the
-diagnostics test fails); making ``resolve`` ignore an explicit precision (the conflict test fails).
+Mutations tried: the native-bf16 rule disabled in ``choose`` (amx / avx512_bf16 cases fail);
+OpenVINO taken as always installed (the three no-OpenVINO cases and the int8 case fail);
+``pred.choice`` not set in make_predictor (the diagnostics test fails); ``resolve`` ignoring an
+explicit precision with backend auto (the conflict test fails).
 """
 from __future__ import annotations
 
