@@ -33,15 +33,14 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import load_checkpoint, read_config
+from .cli import BACKENDS, PRECISIONS, OptionError
 from .config import Config
 from .inference import OccupancyPredictor, Prediction
 
-BACKENDS = ("torch", "onnxruntime", "openvino")
-PRECISIONS = ("fp32", "bf16", "fp16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class BackendError(ValueError):
+class BackendError(OptionError):
     """An unknown backend / precision / option, or one this machine cannot run."""
 
 
@@ -303,10 +302,3 @@ def make_predictor(checkpoint, backend: str = "torch", precision: str = "fp32", 
     if backend == "onnxruntime":
         return _make_onnxruntime(checkpoint, model, cfg, precision, device, **opts)
     return _make_openvino(checkpoint, model, cfg, precision, device, **opts)
-
-
-def add_backend_args(parser) -> None:
-    """``--backend``, ``--precision``, ``--device`` for command-line tools (replay, demo, evaluate)."""
-    parser.add_argument("--backend", choices=BACKENDS, default="torch", help="inference backend (default torch)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (default), bf16, fp16 (GPU)")
-    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")

@@ -15,9 +15,10 @@ from typing import Any, Optional
 import yaml
 
 from .classes import CAMERAS
+from .errors import PriorOccError
 
 
-class ConfigError(ValueError):
+class ConfigError(PriorOccError):
     """A config file or override that does not fit the schema."""
 
 
@@ -218,7 +219,11 @@ class Config:
                 node = node[p]
             if not isinstance(node, dict) or parts[-1] not in node:
                 raise ConfigError(f"override {opt!r}: unknown key {key!r}")
-            node[parts[-1]] = yaml.safe_load(value)
+            try:
+                node[parts[-1]] = yaml.safe_load(value)
+            except yaml.YAMLError as e:
+                raise ConfigError(f"override {opt!r}: the value is not plain YAML "
+                                  f"({' '.join(str(e).split())})") from None
         return Config.from_dict(d)
 
 

@@ -24,11 +24,12 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from ..atomic import atomic_write_bytes as _atomic_write_bytes
+from ..errors import PriorOccError
 
 OCC_KEYS = ("semantics", "mask_lidar", "mask_camera")
 
 
-class DataError(ValueError):
+class DataError(PriorOccError):
     """An input file or record that does not have the expected form."""
 
 

@@ -112,18 +112,3 @@ class PriorOcc(nn.Module):
                 raise KeyError("view_transformer.depth_loss_weight > 0 but the batch has no 'depth_target'")
             losses["loss_depth"] = w * self.view_transformer.depth_loss(out["depth"], batch["depth_target"])
         return losses
-
-    # ------------------------------------------------------------------ persistence
-    @classmethod
-    def from_pretrained(cls, path, device="cpu") -> "PriorOcc":
-        """Rebuild from a checkpoint (file or directory) alone; no pickle involved."""
-        from ..checkpoint import load_checkpoint
-
-        return load_checkpoint(path, device)[0]
-
-    def save_pretrained(self, path, cfg=None, step: int = 0):
-        """Write a checkpoint; ``cfg`` (a full Config) defaults to one wrapping this model's config."""
-        from ..checkpoint import save_checkpoint
-        from ..config import Config
-
-        return save_checkpoint(path, self, cfg or Config(model=self.cfg), step)
