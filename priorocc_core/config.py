@@ -139,6 +139,11 @@ class DataConfig:
     info_file_val: Optional[str] = None
     train_split: str = "train"  # nuScenes split name or "all"
     val_split: str = "val"
+    # The ego frame the network works in (cam2ego, its output): "first_camera" = the ego pose at
+    # the timestamp of the first camera of model.image.cameras (CAM_FRONT_LEFT), as FlashOCC's
+    # prepare_inputs builds it and as published FlashOCC weights expect; "lidar" = the ego pose
+    # at the LIDAR_TOP timestamp (the frame of the Occ3D ground truth). docs/design.md.
+    key_ego: str = "first_camera"
     load_depth: bool = False  # LIDAR_TOP depth target
     load_seg_labels: bool = True
     num_workers: int = 4

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The demo: a fresh synthetic scene, the shipped demo model, pictures and metrics.
 
-    python training/demo.py [--checkpoint models/demo] [--out demo_out] [--seed 4242] [--backend torch]
+    python training/demo.py [--checkpoint models/demo] [--out demo_out] [--seed 4242] [--backend torch] [--precision fp32] [--device cpu]
 
 Writes into --out, per keyframe k: seg_overlay_<k>.png (six cameras blended with the predicted 2D
 classes), bev_<k>.png (BEV semantic map: prediction | ground truth, inside the camera mask),
@@ -23,6 +23,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from priorocc_core import cli  # noqa: E402
+from priorocc_core.backends import make_predictor  # noqa: E402
 from priorocc_core.checkpoint import read_checkpoint  # noqa: E402
 from priorocc_core.data import OccDataset  # noqa: E402
 from priorocc_core.data.io import read_image_rgb  # noqa: E402
@@ -30,20 +32,6 @@ from priorocc_core.data.synthetic import generate_world  # noqa: E402
 from priorocc_core.metrics import OccMIoU  # noqa: E402
 from priorocc_core.preprocess import apply_image_aug, test_time_aug  # noqa: E402
 from priorocc_core.visualize import bev_semantic_map, legend_strip, overlay, render_voxels_3d, side_by_side  # noqa: E402
-
-
-def make_predictor(checkpoint: str, backend: str, device: str):
-    try:
-        from priorocc_core.backends import make_predictor as mk
-    except ImportError:
-        mk = None
-    if mk is not None:
-        return mk(checkpoint, backend=backend, device=device)
-    if backend != "torch":
-        raise SystemExit(f"backend {backend!r} needs priorocc_core.backends")
-    from priorocc_core.inference import OccupancyPredictor
-
-    return OccupancyPredictor.from_checkpoint(checkpoint, device)
 
 
 def camera_grid(tiles: list[np.ndarray], names: list[str]) -> np.ndarray:
@@ -59,6 +47,10 @@ def camera_grid(tiles: list[np.ndarray], names: list[str]) -> np.ndarray:
 
 
 def main(argv=None) -> int:
+    return cli.run("demo.py", _main, argv)
+
+
+def _main(argv) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default=str(ROOT / "models" / "demo"))
     ap.add_argument("--out", default="demo_out")
@@ -66,9 +58,9 @@ def main(argv=None) -> int:
     ap.add_argument("--keyframes", type=int, default=2)
     ap.add_argument("--width", type=int, default=704)
     ap.add_argument("--height", type=int, default=396)
-    ap.add_argument("--backend", default="torch")
-    ap.add_argument("--device", default="cpu")
+    cli.add_inference_args(ap)
     args = ap.parse_args(argv)
+    opts = cli.inference_options(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -79,7 +71,7 @@ def main(argv=None) -> int:
     _, cfg, info = read_checkpoint(args.checkpoint)
     cfg = cfg.with_overrides([f"data.dataroot={world}", "data.version=v1.0-mini", "data.val_split=all"])
     ds = OccDataset(cfg, split="val", train=False)
-    predictor = make_predictor(args.checkpoint, args.backend, args.device)
+    predictor = make_predictor(args.checkpoint, **opts)
     cams = list(cfg.model.image.cameras)
     metric, metric_all = OccMIoU(), OccMIoU()
     latencies = []
@@ -110,7 +102,8 @@ def main(argv=None) -> int:
         vox = np.asarray(Image.open(out / f"voxels_{k}.png").convert("RGB"))
         Image.fromarray(side_by_side([grid, bev, vox], width=grid.shape[1])).save(out / f"keyframe_{k}.png")
     result = {
-        "checkpoint": str(args.checkpoint), "trained_steps": info["step"], "backend": args.backend,
+        "checkpoint": str(args.checkpoint), "trained_steps": info["step"], "backend": predictor.backend,
+        "precision": opts["precision"],
         "world_seed": args.seed, "keyframes": len(ds),
         "mask_camera": metric.summary(), "all_voxels": metric_all.summary(),
         "latency_s_mean": float(np.mean(latencies)), "wall_s": time.perf_counter() - t0,

@@ -38,7 +38,6 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -48,6 +47,7 @@ from priorocc_core import cli  # noqa: E402
 from priorocc_core.checkpoint import atomic_write_bytes, load_checkpoint  # noqa: E402
 from priorocc_core.config import Config, GridConfig, load_config  # noqa: E402
 from priorocc_core.metrics import OccMIoU, RayIoU, SegMIoU, format_table  # noqa: E402
+from priorocc_core.model.postprocess import seg_labels  # noqa: E402
 
 EMA_TENSORS = "ema.safetensors"
 
@@ -158,11 +158,7 @@ class TorchRunner:
         occ = out["occ"].to(torch.uint8).cpu().numpy()
         seg = None
         if out.get("seg_logits") is not None and "seg_labels" in batch:
-            b, n, k, h, w = out["seg_logits"].shape
-            H, W = batch["seg_labels"].shape[-2:]
-            logits = F.interpolate(out["seg_logits"].flatten(0, 1).float(), size=(H, W), mode="bilinear",
-                                   align_corners=True)
-            seg = logits.argmax(1).view(b, n, H, W).to(torch.uint8).cpu().numpy()
+            seg = seg_labels(out["seg_logits"], tuple(batch["seg_labels"].shape[-2:])).to(torch.uint8).cpu().numpy()
         return occ, seg
 
 

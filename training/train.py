@@ -556,7 +556,7 @@ def train(cfg: Config, work_dir: Path, resume: Optional[str] = None, load_from: 
                     g["lr"] = lr
                 batch = to_device(batch, dd.device)
                 with torch.autocast(dd.device.type, dtype=amp_dtype) if use_amp else contextlib.nullcontext():
-                    losses = model(batch)
+                    losses = unwrap(model).losses(model(batch), batch)  # forward returns outputs
                 loss = sum(losses.values())
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"step {step}: loss is {loss.item()} ({ {k: v.item() for k, v in losses.items()} })")
