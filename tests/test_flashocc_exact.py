@@ -5,8 +5,9 @@ pose of the first camera (CAM_FRONT_LEFT), ``sensor2keyego = keyego2global^-1 @ 
 sensor2ego``; its ``img_transform_core`` resizes with ``img.resize(dims)``, Pillow's default
 filter (BICUBIC), then crops the bottom rows. Published weights expect both. The references
 below are written from those definitions with nuscenes-devkit and Pillow, not with the project's
-code. Mutation checks: ``data.key_ego`` lidar (the old frame), or ``resample=Image.BILINEAR`` in
-``apply_image_aug`` (the old filter), each fails this test.
+code. Mutation checks (each fails this test): ``key_ego2global`` returning the LIDAR_TOP ego pose
+(the old frame: cam2ego off by ~0.4 m), ``resample=Image.BILINEAR`` in ``apply_image_aug`` (the
+old filter), the ``key_ego`` default set to lidar.
 """
 from __future__ import annotations
 

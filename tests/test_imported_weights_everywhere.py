@@ -74,7 +74,7 @@ def test_replay_backend_switch(tiny_checkpoint, tmp_path, monkeypatch):
     assert replay_main([str(ROOT / "bags" / "demo"), "--out", str(tmp_path / "out"), "--checkpoint",
                         str(tiny_checkpoint), "--backend", "onnxruntime", "--json", str(summary)]) == 0
     sets = json.loads(summary.read_text())["node"]["sets_out"]
-    assert sets >= 1 and calls == {"torch": 0, "graph": sets}
+    assert sets >= 1 and calls["torch"] == 0 and calls["graph"] >= sets  # every output came from the ONNX graph
 
 
 @pytest.mark.parametrize("backend", ["torch", "openvino"])
