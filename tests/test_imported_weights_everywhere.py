@@ -51,17 +51,25 @@ def test_imported_m0_in_the_replay(imported_m0, tmp_path):
 
 
 def runner_calls(monkeypatch) -> dict:
-    """Count the calls into each kind of runner (which runtime really produced the outputs)."""
+    """Count the calls into each kind of runner (which runtime really produced the outputs), of
+    runners built after this call only (a thread of an earlier test may still be running)."""
     from priorocc_core import backends
 
     calls = {"torch": 0, "graph": 0}
+    mine: set[int] = set()
     for name, cls in (("torch", backends.TorchRunner), ("graph", backends.GraphRunner)):
-        orig = cls.__call__
+        init, call = cls.__init__, cls.__call__
 
-        def spy(self, *a, _orig=orig, _name=name, **k):
-            calls[_name] += 1
-            return _orig(self, *a, **k)
-        monkeypatch.setattr(cls, "__call__", spy)
+        def spy_init(self, *a, _init=init, **k):
+            mine.add(id(self))
+            _init(self, *a, **k)
+
+        def spy_call(self, *a, _call=call, _name=name, **k):
+            if id(self) in mine:
+                calls[_name] += 1
+            return _call(self, *a, **k)
+        monkeypatch.setattr(cls, "__init__", spy_init)
+        monkeypatch.setattr(cls, "__call__", spy_call)
     return calls
 
 
