@@ -130,10 +130,13 @@ def network_gflop(checkpoint, frame) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from priorocc_core.inference import OccupancyPredictor
+    from priorocc_core.checkpoint import load_checkpoint
+    from priorocc_core.inference import preprocess
+    from priorocc_core.model.plan import PoolingPlanner
 
-    p = OccupancyPredictor.from_checkpoint(checkpoint)
-    batch = p.preprocess(frame["images"], frame["K"], frame["cam2ego"])
+    model, cfg, _ = load_checkpoint(checkpoint)
+    batch = preprocess(frame["images"], frame["K"], frame["cam2ego"], cfg)
+    plan = PoolingPlanner.from_config(cfg.model)(batch["cam2ego"], batch["K"], batch["img_aug"], batch["bev_aug"])
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        p.run_network(batch)
+        model.eval()({"imgs": batch["imgs"]}, plan)
     return fc.get_total_flops() / 1e9

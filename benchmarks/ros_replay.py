@@ -88,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         ckpt = args.checkpoint or str(make_tiny_checkpoint(tmp / "tiny"))
         real_jpeg_bag(tmp / "in", args.sets, Path(args.real_root))
         params = {"checkpoint": ckpt, **dict(_parse_param(p) for p in args.param)}
-        from priorocc_core.inference import OccupancyPredictor
+        from priorocc_core.backends import make_predictor
 
-        predictor = OccupancyPredictor.from_checkpoint(ckpt, device=params.get("device", "cpu"))
+        predictor = make_predictor(ckpt, device=params.get("device", "cpu"))
         if args.gt_occupancy:
             predictor = _GtOccupancy(predictor, args.gt_occupancy)
         s = replay(tmp / "in", tmp / "out", predictor=predictor, parameters=params)

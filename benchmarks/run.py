@@ -106,12 +106,13 @@ def work_stages(spec: dict) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from priorocc_core.backends import make_predictor
     from priorocc_core.checkpoint import load_checkpoint
-    from priorocc_core.inference import OccupancyPredictor
+    from priorocc_core.inference import preprocess
 
     peaks = matmul_peaks(spec["matmul"], spec["peak_repeats"])
     model, cfg, _ = load_checkpoint(spec["checkpoint"])
-    pred = OccupancyPredictor(model, cfg)
+    pred = make_predictor((model, cfg), channels_last=False)
     frame = frame_inputs(spec["frame"])
     reps = spec["repeats"]
     res: dict = {"peaks": peaks, "config": cfg.name, "input": list(cfg.model.image.input_size),
@@ -120,28 +121,27 @@ def work_stages(spec: dict) -> dict:
     st["jpeg_decode"] = timeit(lambda: decode_jpegs(frame["jpegs"]), reps)
     st["jpeg_decode_draft"] = timeit(lambda: decode_jpegs_draft(frame["jpegs"], cfg.model.image.input_size), reps)
     images = decode_jpegs(frame["jpegs"])
-    st["preprocess"] = timeit(lambda: pred.preprocess(images, frame["K"], frame["cam2ego"]), reps)
-    batch = pred.preprocess(images, frame["K"], frame["cam2ego"])
+    st["preprocess"] = timeit(lambda: preprocess(images, frame["K"], frame["cam2ego"], cfg), reps)
+    batch = preprocess(images, frame["K"], frame["cam2ego"], cfg)
     geo = [batch[k] for k in ("cam2ego", "K", "img_aug", "bev_aug")]
-    vt = model.view_transformer
-    imgs = batch["imgs"]
-    b, n = imgs.shape[:2]
+    planner = model.planner
+    imgs = batch["imgs"].flatten(0, 1)
 
     def plan_fresh():
-        vt._cache_plan = None
-        return vt.plan(*geo)
+        planner._plan = None
+        return planner(*geo)
 
     with torch.no_grad():
         st["pooling_plan_once_per_rig"] = timeit(plan_fresh, reps)
-        plan = vt.plan(*geo)
+        plan = planner(*geo)
         feats = model.encode_images(imgs)
         feats2, seg = model.inject(feats)
-        bev, _ = model.features_to_bev(feats2, b, n, *geo, plan=plan)
+        bev, _ = model.features_to_bev(feats2, plan)
         logits = model.bev_to_logits(bev)
         stage_fns = {
             "encode_images": lambda: model.encode_images(imgs),
             "inject": lambda: model.inject(feats),
-            "features_to_bev": lambda: model.features_to_bev(feats2, b, n, *geo, plan=plan),
+            "features_to_bev": lambda: model.features_to_bev(feats2, plan),
             "bev_to_logits": lambda: model.bev_to_logits(bev),
             "argmax": lambda: logits.argmax(-1),
         }
@@ -151,7 +151,7 @@ def work_stages(spec: dict) -> dict:
                 fn()
             flops[name] = fc.get_total_flops()
             st[name] = timeit(fn, reps)
-        st["network_total"] = timeit(lambda: model.forward_stages(imgs, *geo, plan=plan)["occ_logits"].argmax(-1), reps)
+        st["network_total"] = timeit(lambda: model(batch, plan)["occ"], reps)
     st["predict_total"] = timeit(lambda: pred.predict(images, frame["K"], frame["cam2ego"]), reps)
     st["frame_total_from_jpeg"] = timeit(
         lambda: pred.predict(decode_jpegs(frame["jpegs"]), frame["K"], frame["cam2ego"]), reps)
@@ -228,24 +228,21 @@ def work_pool(spec: dict) -> dict:
     import numpy as np
     import torch
 
-    from priorocc_core.backends import PlanCache
     from priorocc_core.config import Config
-    from priorocc_core.geometry import create_frustum, frustum_to_ego
-    from priorocc_core.inference import OccupancyPredictor
+    from priorocc_core.inference import preprocess
     from priorocc_core.model.bev_pool import (bev_pool, bev_pool_cumsum_reference, bev_pool_index_add,
                                               bev_pool_sparse, pooling_indices)
+    from priorocc_core.model.plan import PoolingPlanner
 
     cfg = Config.from_yaml(spec["config_path"])
     m = cfg.model
     frame = frame_inputs(spec["frame"])
-    pp = OccupancyPredictor.__new__(OccupancyPredictor)  # preprocess only: no model needed
-    pp.cfg, pp.device = cfg, torch.device("cpu")
-    batch = pp.preprocess(frame["images"], frame["K"], frame["cam2ego"])
+    batch = preprocess(frame["images"], frame["K"], frame["cam2ego"], cfg)
     geo = [batch[k] for k in ("cam2ego", "K", "img_aug", "bev_aug")]
-    frustum = create_frustum(m.grid.depth, tuple(m.image.input_size), m.view_transformer.downsample)
-    lower = torch.tensor([m.grid.x[0], m.grid.y[0], m.grid.z[0]])
-    interval = torch.tensor([m.grid.x[2], m.grid.y[2], m.grid.z[2]])
-    coords = frustum_to_ego(frustum, *geo)  # (1, N, D, fH, fW, 3)
+    planner = PoolingPlanner.from_config(m)
+    planner.cache = False  # timed from scratch below
+    lower, interval = planner.lower, planner.interval
+    coords = planner.ego_coords(*geo)  # (1, N, D, fH, fW, 3)
     b, n, d, fh, fw, _ = coords.shape
     c = m.view_transformer.out_channels
     g = torch.Generator().manual_seed(0)
@@ -265,7 +262,7 @@ def work_pool(spec: dict) -> dict:
         t_csr_build = timeit(lambda: pooling_indices(coords, lower, interval, size).csr(n * fh * fw), reps)
         t_ref = timeit(lambda: bev_pool_cumsum_reference(coords, depth, feat, lower, interval, size), reps)
         t_plan = timeit(lambda: pooling_indices(coords, lower, interval, size), reps)
-        t_geo = timeit(lambda: PlanCache(cfg)(batch), reps)
+        t_geo = timeit(lambda: planner(*geo), reps)
     return {
         "config": cfg.name, "frame": frame["token"], "points": b * n * d * fh * fw, "kept_points": int(plan.ranks_bev.numel()),
         "channels": c, "max_abs_diff": diff, "max_abs_value": ref.abs().max().item(),

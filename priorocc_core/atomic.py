@@ -5,6 +5,7 @@ A reader never sees a half-written file; a crash leaves the previous version (or
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -22,6 +23,44 @@ def temp_path_for(path: Path) -> str:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     return tmp
+
+
+def temp_dir_for(path: Path) -> Path:
+    """A fresh temporary folder beside ``path``, to be renamed onto it (:func:`replace_dir`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Rename the finished folder ``tmp`` onto ``final`` (the old one is moved aside, then removed)."""
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Remove what interrupted writes left in ``folder`` (not below it): the temporary files of
+    :func:`temp_path_for` (``.NAME.*.tmp``), the folders of :func:`temp_dir_for` (``.NAME.tmp-*``)
+    and moved-aside ``.NAME.old-*`` folders. Call it when no writer is running there (a tool's start)."""
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        n = p.name
+        stale = n.startswith(".") and (".tmp-" in n or ".old-" in n or (n.endswith(".tmp") and n.count(".") >= 3))
+        if not stale:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
 
 
 def commit_temp(tmp: str, path: Path) -> None:

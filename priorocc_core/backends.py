@@ -1,48 +1,55 @@
-"""Inference backends behind one parameter: ``torch``, ``onnxruntime``, ``openvino``.
+"""Inference backends: small runners from (normalised images, pooling plan) to labels.
 
     from priorocc_core.backends import make_predictor
     predictor = make_predictor("model_dir", backend="openvino", precision="bf16")
-    pred = predictor.predict(images, K, cam2ego)   # same Prediction as OccupancyPredictor
+    pred = predictor.predict(images, K, cam2ego)   # a Prediction (priorocc_core.inference)
+    predictor.backend                              # the runtime that produced it
 
-Every backend returns an object with ``.cfg``, ``.cameras``, ``.predict(images, K, cam2ego)
--> Prediction`` (see :mod:`priorocc_core.inference`); preprocessing and the pooling plan are
-shared, only the network runs differently:
+Every backend is a :class:`priorocc_core.inference.Predictor` around one runner; preprocessing,
+the pooling plan (model/plan.py) and postprocessing (model/postprocess.py) are shared, only the
+network runs differently:
 
-* ``torch``: PyTorch eager (``precision`` fp32 / bf16 / fp16; options ``channels_last``,
-  ``compile`` (``torch.compile``), ``threads``); CUDA when ``device="cuda"``.
-* ``onnxruntime``: the ONNX model of :mod:`priorocc_core.export` (exported on the fly into a
-  cache folder unless ``onnx_path`` is given); CPU, or CUDA / TensorRT execution providers
-  when present and ``device="cuda"``.
-* ``openvino``: the same ONNX model read by OpenVINO (or ``source="torch"``: converted from
-  the PyTorch model by ``openvino.convert_model``); ``precision`` fp32 or bf16 (OpenVINO's
-  ``INFERENCE_PRECISION_HINT``).
+* ``torch``: :class:`TorchRunner`, PyTorch eager (``precision`` fp32 / bf16 / fp16; options
+  ``channels_last``, ``compile`` (``torch.compile``), ``threads``); CUDA when ``device="cuda"``.
+* ``onnxruntime``: :class:`GraphRunner` over the ONNX model of :mod:`priorocc_core.export`
+  (exported on the fly into a cache folder unless ``onnx_path`` is given); CPU, or CUDA /
+  TensorRT execution providers when present and ``device="cuda"``.
+* ``openvino``: :class:`GraphRunner` over the same ONNX model read by OpenVINO (or
+  ``source="torch"``: converted from the PyTorch model by ``openvino.convert_model``);
+  ``precision`` fp32 or bf16 (OpenVINO's ``INFERENCE_PRECISION_HINT``).
 
-The pooling plan (which voxel each frustum point falls in) depends only on the camera rig;
-it is computed once per rig with the same code as the PyTorch model and passed to the
-exported graph as inputs (see :mod:`priorocc_core.export` for why).
+Backend, precision and device names are checked in one place, :func:`priorocc_core.cli.resolve_choice`.
 """
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .checkpoint import load_checkpoint, read_config
+from .cli import OptionError, resolve_choice
 from .config import Config
-from .inference import OccupancyPredictor, Prediction
+from .inference import Predictor
+from .model.bev_pool import PoolingIndices
+from .model.postprocess import seg_labels
 
-BACKENDS = ("torch", "onnxruntime", "openvino")
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")  # int8: OpenVINO only, an NNCF-quantised IR (quantize.py)
-AUTO = "auto"  # backend / precision / device chosen by priorocc_core.autoselect
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PLAN_INPUTS = ("ranks_bev", "ranks_depth", "ranks_feat")
 
 
-class BackendError(ValueError):
+INT8_NAME = "int8.xml"  # the NNCF-quantised IR that priorocc_quantize writes into <checkpoint>/openvino/
+
+
+def default_int8_path(checkpoint) -> Path:
+    """``<checkpoint dir>/openvino/int8.xml``."""
+    base = Path(checkpoint)
+    return (base if base.is_dir() else base.parent) / "openvino" / INT8_NAME
+
+
+class BackendError(OptionError):
     """An unknown backend / precision / option, or one this machine cannot run."""
 
 
@@ -68,109 +75,57 @@ def set_threads(threads: int | None) -> None:
 
 
 # --------------------------------------------------------------------------- torch
-class TorchPredictor(OccupancyPredictor):
+class TorchRunner:
     """PyTorch eager (optionally compiled) in fp32, bf16 or fp16.
 
     Reduced precision casts the weights (not autocast: on CPU, autocast re-casts every weight
-    per call and measured barely faster than fp32). The camera geometry, the pooling plan and
-    the BEV pooling sums stay fp32 (see view_transformer.py).
+    per call and measured barely faster than fp32). The geometry and the pooling plan stay fp32
+    (model/plan.py), the BEV pooling sums too (view_transformer.py).
     """
 
     def __init__(self, model: torch.nn.Module, cfg: Config, device: str | torch.device = "cpu",
                  precision: str = "fp32", channels_last: bool = True, compile: bool = False,
                  threads: int | None = None):
-        if precision not in _DTYPES:
-            raise BackendError(f"torch backend: precision must be one of {tuple(_DTYPES)}, got {precision!r}")
         set_threads(threads)
-        super().__init__(model, cfg, device)
-        self.precision = precision
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
         self.dtype = _DTYPES[precision]
+        self.input_size = tuple(cfg.model.image.input_size)
         self.channels_last = bool(channels_last)
         if self.dtype != torch.float32:
-            vt = self.model.view_transformer
-            keep = {k: getattr(vt, k).clone() for k in ("frustum", "grid_lower", "grid_interval")}
             self.model.to(self.dtype)
-            for k, v in keep.items():  # geometry buffers stay fp32: bf16 would move points across voxels
-                setattr(vt, k, v)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self._forward = self.model.forward_stages
-        if compile:
-            self._forward = torch.compile(self.model.forward_stages, dynamic=False)
+        self._forward = torch.compile(self.model, dynamic=False) if compile else self.model
 
-    def run_network(self, batch: dict) -> dict:
-        """batch as :meth:`preprocess` makes it -> dict(occ (1, Dx, Dy, Dz) long, seg_logits (1, N, K, h, w) | None)."""
-        imgs = batch["imgs"].to(self.dtype)
-        b, n = imgs.shape[:2]
+    @torch.no_grad()
+    def __call__(self, imgs: torch.Tensor, plan: PoolingIndices) -> dict:
+        x = imgs.to(self.device, self.dtype)
         if self.channels_last:
             # (B, N, 3, H, W) -> the backbone sees (B*N, 3, H, W) in NHWC memory order
-            imgs = imgs.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (b, n))
-        vt = self.model.view_transformer
-        plan = vt.plan(batch["cam2ego"], batch["K"], batch["img_aug"], batch["bev_aug"])
-        out = self._forward(imgs, batch["cam2ego"], batch["K"], batch["img_aug"], batch["bev_aug"], plan)
+            b, n = x.shape[:2]
+            x = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (b, n))
+        if plan.ranks_bev.device != self.device:
+            plan = plan.to(self.device)
+        out = self._forward({"imgs": x}, plan)
         seg = out["seg_logits"]
-        return dict(occ=out["occ_logits"].argmax(-1),
-                    seg_logits=None if seg is None else seg.float().view(b, n, *seg.shape[1:]))
+        return dict(occ=out["occ"].to(torch.uint8).cpu().numpy(),
+                    seg=None if seg is None else seg_labels(seg, self.input_size).to(torch.uint8).cpu().numpy())
 
 
 # --------------------------------------------------------------------------- exported graph (ORT / OpenVINO)
-class PlanCache:
-    """Pooling plan for the last seen rig, computed with the PyTorch model's own geometry code."""
+class GraphRunner:
+    """An exported graph (see export.py for its inputs and outputs): ``run`` maps a dict of numpy
+    inputs to a dict of numpy outputs."""
 
-    def __init__(self, cfg: Config):
-        from .geometry import create_frustum
+    def __init__(self, run, engine: Any = None):
+        self._run = run
+        self.engine = engine  # the onnxruntime session / OpenVINO compiled model, for inspection
 
-        m = cfg.model
-        self.grid = m.grid
-        self.frustum = create_frustum(m.grid.depth, tuple(m.image.input_size), m.view_transformer.downsample)
-        self.lower = torch.tensor([m.grid.x[0], m.grid.y[0], m.grid.z[0]])
-        self.interval = torch.tensor([m.grid.x[2], m.grid.y[2], m.grid.z[2]])
-        self._key: np.ndarray | None = None
-        self._plan: dict[str, np.ndarray] | None = None
-
-    def __call__(self, batch: dict) -> dict[str, np.ndarray]:
-        """-> dict(ranks_bev, ranks_depth, ranks_feat) int64 (P,), reused while the geometry is unchanged."""
-        from .geometry import frustum_to_ego
-        from .model.bev_pool import pooling_indices
-
-        geo = [batch[k].float().cpu() for k in ("cam2ego", "K", "img_aug", "bev_aug")]
-        key = torch.cat([g.flatten() for g in geo]).numpy()
-        if self._plan is not None and self._key is not None and np.array_equal(key, self._key):
-            return self._plan
-        with torch.no_grad():
-            coords = frustum_to_ego(self.frustum, *geo)
-            plan = pooling_indices(coords, self.lower, self.interval, self.grid.size_xyz)
-        self._key = key
-        self._plan = {"ranks_bev": plan.ranks_bev.numpy(), "ranks_depth": plan.ranks_depth.numpy(),
-                      "ranks_feat": plan.ranks_feat.numpy()}
-        return self._plan
-
-
-class GraphPredictor(OccupancyPredictor):
-    """Shared preprocessing / postprocessing around an exported graph (see export.py for its I/O)."""
-
-    def __init__(self, cfg: Config, run, name: str):
-        # no torch model here: OccupancyPredictor.__init__ is not called on purpose
-        self.cfg = cfg
-        self.device = torch.device("cpu")
-        self.model = None
-        self._run = run  # dict of numpy inputs -> dict of numpy outputs
-        self.backend = name
-        self.plan = PlanCache(cfg)
-
-    @torch.no_grad()
-    def predict(self, images: Sequence[np.ndarray], K: np.ndarray, cam2ego: np.ndarray) -> Prediction:
-        t0 = time.perf_counter()
-        batch = self.preprocess(images, K, cam2ego)
-        feeds = {"imgs": batch["imgs"].numpy(), **self.plan(batch)}
-        t1 = time.perf_counter()
+    def __call__(self, imgs: torch.Tensor, plan: PoolingIndices) -> dict:
+        feeds = {"imgs": imgs.cpu().numpy(), **{k: getattr(plan, k).cpu().numpy() for k in PLAN_INPUTS}}
         out = self._run(feeds)
-        t2 = time.perf_counter()
-        occ = np.asarray(out["occ"])[0].astype(np.uint8, copy=False)
-        seg = out.get("seg")
-        seg = None if seg is None else np.asarray(seg)[0].astype(np.uint8, copy=False)
-        return Prediction(occ, seg, batch["img_aug"][0].numpy().astype(np.float64),
-                          {"preprocess": t1 - t0, "model": t2 - t1, "postprocess": time.perf_counter() - t2})
+        return {"occ": out["occ"], "seg": out.get("seg")}
 
 
 def _onnx_file(checkpoint, model, cfg, onnx_path, cache_dir) -> Path:
@@ -216,33 +171,25 @@ def _ort_session(path: Path, device: str, threads: int | None):
 
 
 def _make_onnxruntime(checkpoint, model, cfg, precision, device, onnx_path=None, cache_dir=None,
-                      threads=None) -> GraphPredictor:
-    if precision != "fp32":
-        raise BackendError(f"onnxruntime backend: only precision 'fp32' is supported on CPU, got {precision!r}")
+                      threads=None) -> GraphRunner:
     sess = _ort_session(_onnx_file(checkpoint, model, cfg, onnx_path, cache_dir), device, threads)
     names = [o.name for o in sess.get_outputs()]
 
     def run(feeds):
         return dict(zip(names, sess.run(names, feeds)))
 
-    pred = GraphPredictor(cfg, run, "onnxruntime")
-    pred.session = sess
-    return pred
+    return GraphRunner(run, sess)
 
 
 def _make_openvino(checkpoint, model, cfg, precision, device, onnx_path=None, cache_dir=None,
-                   threads=None, source="onnx", int8_path=None) -> GraphPredictor:
+                   threads=None, source="onnx", int8_path=None) -> GraphRunner:
     import openvino as ov
 
-    if precision not in ("fp32", "bf16", "fp16", "int8"):
-        raise BackendError(f"openvino backend: precision must be fp32, bf16, fp16 or int8, got {precision!r}")
     core = ov.Core()
     ov_device = "GPU" if str(device).startswith("cuda") else "CPU"
     if ov_device not in core.available_devices:
         raise BackendError(f"openvino: device {ov_device} not available (have {core.available_devices})")
     if precision == "int8":
-        from .quantize import default_int8_path
-
         p = Path(int8_path) if int8_path is not None else (
             default_int8_path(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else None)
         if p is None or not p.is_file():
@@ -254,6 +201,8 @@ def _make_openvino(checkpoint, model, cfg, precision, device, onnx_path=None, ca
     elif source == "torch":
         from .export import ExportWrapper, example_inputs
 
+        if model is None:
+            raise BackendError("openvino source='torch' needs the model's weights (a checkpoint, not only onnx_path)")
         wrapper = ExportWrapper(model, cfg).eval()
         with torch.no_grad():
             ov_model = ov.convert_model(wrapper, example_input=example_inputs(cfg))
@@ -276,17 +225,22 @@ def _make_openvino(checkpoint, model, cfg, precision, device, onnx_path=None, ca
         res = request.infer(feeds)
         return {n: res[compiled.output(n)] for n in names}
 
-    pred = GraphPredictor(cfg, run, "openvino")
-    pred.compiled = compiled
-    return pred
+    return GraphRunner(run, compiled)
 
 
 # --------------------------------------------------------------------------- factory
-def make_predictor(checkpoint, backend: str = "torch", precision: str = "fp32", device: str = "cpu", **opts):
-    """A predictor with ``.cfg``, ``.cameras``, ``.predict(images, K, cam2ego) -> Prediction``.
+OPTIONS = {"torch": {"channels_last", "compile", "threads"},
+           "onnxruntime": {"onnx_path", "cache_dir", "threads"},
+           "openvino": {"onnx_path", "cache_dir", "threads", "source", "int8_path"}}
+
+
+def make_predictor(checkpoint, backend: str = "torch", precision: str = "fp32", device: str = "cpu",
+                   **opts) -> Predictor:
+    """A :class:`~priorocc_core.inference.Predictor` (``.cfg``, ``.cameras``, ``.backend``,
+    ``.predict(images, K, cam2ego) -> Prediction``) running ``checkpoint`` on ``backend``.
 
     checkpoint: a checkpoint directory / .safetensors file, or a ``(model, cfg)`` pair.
-    backend: one of ``torch``, ``onnxruntime``, ``openvino``; precision: fp32, bf16, fp16.
+    backend / precision / device: checked by :func:`priorocc_core.cli.resolve_choice`.
     opts (torch): channels_last=True, compile=False, threads=None.
     opts (onnxruntime): onnx_path=None, cache_dir=None, threads=None.
     opts (openvino): onnx_path=None, cache_dir=None, threads=None, source="onnx" | "torch",
@@ -294,37 +248,14 @@ def make_predictor(checkpoint, backend: str = "torch", precision: str = "fp32", 
     backend / precision / device ``"auto"``: chosen by :func:`priorocc_core.autoselect.resolve`;
     the result carries the choice and its reason as ``.choice``.
     """
-    from .autoselect import Choice, resolve
-
-    choice = Choice(backend, precision, str(device), "named")
-    if AUTO in (backend, precision, str(device)):
-        try:
-            choice = resolve(backend, precision, str(device))
-        except ValueError as e:
-            raise BackendError(str(e)) from None
-        backend, precision, device = choice.backend, choice.precision, choice.device
-    pred = _make(checkpoint, backend, precision, device, **opts)
-    pred.choice = choice
-    return pred
-
-
-def _make(checkpoint, backend: str, precision: str, device: str, **opts):
-    if backend not in BACKENDS:
-        raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if precision not in PRECISIONS:
-        raise BackendError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    allowed = {"torch": {"channels_last", "compile", "threads"},
-               "onnxruntime": {"onnx_path", "cache_dir", "threads"},
-               "openvino": {"onnx_path", "cache_dir", "threads", "source", "int8_path"}}[backend]
-    unknown = set(opts) - allowed
+    try:
+        choice = resolve_choice(backend, precision, device)
+    except OptionError as e:
+        raise BackendError(str(e)) from None
+    backend, precision, device = choice.backend, choice.precision, choice.device
+    unknown = set(opts) - OPTIONS[backend]
     if unknown:
-        raise BackendError(f"backend {backend!r}: unknown option(s) {sorted(unknown)}; allowed {sorted(allowed)}")
-    if str(device).startswith("cuda") and backend == "torch" and not torch.cuda.is_available():
-        raise BackendError("device 'cuda' asked for, but torch.cuda.is_available() is False")
-    if backend == "onnxruntime" and precision == "int8":
-        raise BackendError("onnxruntime backend: only precision 'fp32' is supported on CPU, got 'int8'")
-    if backend == "torch" and precision == "int8":
-        raise BackendError("torch backend: int8 runs on OpenVINO only (backend 'openvino', precision 'int8')")
+        raise BackendError(f"backend {backend!r}: unknown option(s) {sorted(unknown)}; allowed {sorted(OPTIONS[backend])}")
     if backend == "openvino" and precision == "int8":
         model, cfg = None, _read_config(checkpoint)  # the quantised IR is all we run
     elif backend != "torch" and opts.get("onnx_path") is not None and opts.get("source", "onnx") == "onnx":
@@ -332,18 +263,11 @@ def _make(checkpoint, backend: str, precision: str, device: str, **opts):
     else:
         model, cfg = _load(checkpoint)
     if backend == "torch":
-        if str(device).startswith("cpu") and precision == "fp16":
-            raise BackendError("torch backend: fp16 on CPU is not supported here (use bf16)")
-        return TorchPredictor(model, cfg, device, precision, **opts)
-    if backend == "onnxruntime":
-        return _make_onnxruntime(checkpoint, model, cfg, precision, device, **opts)
-    return _make_openvino(checkpoint, model, cfg, precision, device, **opts)
-
-
-def add_backend_args(parser) -> None:
-    """``--backend``, ``--precision``, ``--device`` for command-line tools (replay, demo, evaluate)."""
-    parser.add_argument("--backend", choices=(AUTO,) + BACKENDS, default="torch",
-                        help="inference backend (default torch; auto: the fastest this machine supports)")
-    parser.add_argument("--precision", choices=(AUTO,) + PRECISIONS, default="fp32",
-                        help="fp32 (default), bf16, fp16 (GPU), int8 (OpenVINO), auto")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+        runner = TorchRunner(model, cfg, device, precision, **opts)
+    elif backend == "onnxruntime":
+        runner = _make_onnxruntime(checkpoint, model, cfg, precision, device, **opts)
+    else:
+        runner = _make_openvino(checkpoint, model, cfg, precision, device, **opts)
+    pred = Predictor(cfg, runner, backend, device if backend == "torch" else "cpu")
+    pred.choice = choice
+    return pred

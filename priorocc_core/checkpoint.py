@@ -8,6 +8,8 @@ same folder, then ``os.replace``).
 from __future__ import annotations
 
 import json
+import pickletools
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +22,13 @@ from .atomic import atomic_write_bytes as _atomic_write_bytes
 from .atomic import commit_temp, discard_temp, temp_path_for
 from .classes import OCC_CLASSES
 from .config import Config, ConfigError
+from .errors import PriorOccError
 
 FORMAT = "priorocc-checkpoint/1"
 WEIGHTS_NAME = "model.safetensors"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(PriorOccError):
     """A checkpoint that cannot be read or does not fit its model."""
 
 
@@ -74,15 +77,68 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: Config, step:
     return target
 
 
-def _sniff(path: Path) -> None:
+MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
+
+
+def safetensors_header(path: Path) -> dict | None:
+    """The JSON header of a safetensors file, or None when ``path`` is not one.
+
+    The format: 8 bytes little-endian header length n, then n bytes of JSON (an object), then
+    the tensor bytes. Recognised by parsing that header, never by a magic byte: the first byte
+    is the low byte of n and can take any value (0x80 and ``P`` included)."""
+    size = path.stat().st_size
     with open(path, "rb") as f:
-        head = f.read(16)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+        head = f.read(8)
+        if len(head) < 8:
+            return None
+        n = int.from_bytes(head, "little")
+        if n < 2 or n > MAX_HEADER or 8 + n > size:
+            return None
+        raw = f.read(n)
+    if raw[:1] != b"{":
+        return None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return header if isinstance(header, dict) else None
+
+
+def pickle_kind(path: Path) -> str | None:
+    """"torch.save zip" / "pickle" when ``path`` really is one (a zip holding ``*/data.pkl``,
+    or a stream whose first opcodes decode as a pickle of protocol 2-5), else None."""
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as z:
+                if any(name.endswith("data.pkl") for name in z.namelist()):
+                    return "torch.save zip"
+        except (zipfile.BadZipFile, OSError):
+            return None
+        return None
+    with open(path, "rb") as f:
+        head = f.read(2)
+        if len(head) < 2 or head[0] != 0x80 or head[1] not in (2, 3, 4, 5):
+            return None
+        f.seek(0)
+        try:
+            for i, _ in enumerate(pickletools.genops(f)):  # reads lazily: only the first opcodes
+                if i >= 3:
+                    break
+        except (ValueError, EOFError):
+            return None
+    return "pickle"
+
+
+def _check_format(path: Path) -> None:
+    if safetensors_header(path) is not None:
+        return
+    kind = pickle_kind(path)
+    if kind is not None:
         raise CheckpointError(
-            f"{path}: this is a pickle-based (torch.save) file, which is refused: loading it could run "
+            f"{path}: this is a pickle-based ({kind}, torch.save) file, which is refused: loading it could run "
             "arbitrary code. Convert FlashOCC / BEVDet .pth files with `priorocc_import`.")
-    if len(head) < 8:
-        raise CheckpointError(f"{path}: file is truncated ({len(head)} bytes); expected a safetensors checkpoint")
+    raise CheckpointError(f"{path}: not a readable safetensors checkpoint (corrupt or truncated?): "
+                          f"{path.stat().st_size} bytes without a valid safetensors header")
 
 
 def _open(path: str | Path) -> tuple[Path, dict, Config]:
@@ -90,7 +146,7 @@ def _open(path: str | Path) -> tuple[Path, dict, Config]:
     target = weights_path(path)
     if not target.is_file():
         raise CheckpointError(f"{path}: no checkpoint there (expected {target})")
-    _sniff(target)
+    _check_format(target)
     try:
         from safetensors import safe_open
 

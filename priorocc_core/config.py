@@ -15,9 +15,10 @@ from typing import Any, Optional
 import yaml
 
 from .classes import CAMERAS
+from .errors import PriorOccError
 
 
-class ConfigError(ValueError):
+class ConfigError(PriorOccError):
     """A config file or override that does not fit the schema."""
 
 
@@ -43,6 +44,23 @@ class GridConfig:
         return tuple(int(round((a[1] - a[0]) / a[2])) for a in (self.x, self.y, self.occ_z))
 
     @property
+    def occ_origin(self) -> tuple[float, float, float]:
+        """Minimum corner (x, y, z) in metres of the occupancy grid."""
+        return (self.x[0], self.y[0], self.occ_z[0])
+
+    @property
+    def voxel_size(self) -> float:
+        """Edge of the (cubic) occupancy voxels in metres."""
+        if not (self.x[2] == self.y[2] == self.occ_z[2]):
+            raise ConfigError(f"grid: voxels are not cubic (x {self.x[2]}, y {self.y[2]}, occ_z {self.occ_z[2]})")
+        return float(self.x[2])
+
+    @property
+    def occ_range(self) -> tuple[float, float, float, float, float, float]:
+        """(x_min, y_min, z_min, x_max, y_max, z_max) of the occupancy grid (pc_range)."""
+        return (self.x[0], self.y[0], self.occ_z[0], self.x[1], self.y[1], self.occ_z[1])
+
+    @property
     def num_depth_bins(self) -> int:
         start, stop, step = self.depth
         return len(range(int(round((stop - start) / step))))
@@ -52,7 +70,6 @@ class GridConfig:
 class ImageConfig:
     cameras: tuple[str, ...] = CAMERAS
     input_size: tuple[int, int] = (256, 704)  # (H, W) network input
-    src_size: tuple[int, int] = (900, 1600)  # (H, W) raw camera image
     # FlashOCC normalisation: mmcv imnormalize(to_rgb=True) on an RGB PIL image, which
     # actually yields BGR channel order; kept for weight compatibility.
     mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
@@ -138,6 +155,11 @@ class DataConfig:
     info_file_val: Optional[str] = None
     train_split: str = "train"  # nuScenes split name or "all"
     val_split: str = "val"
+    # The ego frame the network works in (cam2ego, its output): "first_camera" = the ego pose at
+    # the timestamp of the first camera of model.image.cameras (CAM_FRONT_LEFT), as FlashOCC's
+    # prepare_inputs builds it and as published FlashOCC weights expect; "lidar" = the ego pose
+    # at the LIDAR_TOP timestamp (the frame of the Occ3D ground truth). docs/design.md.
+    key_ego: str = "first_camera"
     load_depth: bool = False  # LIDAR_TOP depth target
     load_seg_labels: bool = True
     num_workers: int = 4
@@ -179,7 +201,11 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
-        return _from_plain(cls, d, "")
+        return _from_plain(cls, _drop_retired(d), "")
+
+    def to_diff_dict(self) -> dict:
+        """Only what differs from the defaults (what a YAML config file holds)."""
+        return _diff(self.to_dict(), Config(name=self.name).to_dict(), keep=("name",))
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
@@ -218,7 +244,11 @@ class Config:
                 node = node[p]
             if not isinstance(node, dict) or parts[-1] not in node:
                 raise ConfigError(f"override {opt!r}: unknown key {key!r}")
-            node[parts[-1]] = yaml.safe_load(value)
+            try:
+                node[parts[-1]] = yaml.safe_load(value)
+            except yaml.YAMLError as e:
+                raise ConfigError(f"override {opt!r}: the value is not plain YAML "
+                                  f"({' '.join(str(e).split())})") from None
         return Config.from_dict(d)
 
 
@@ -228,6 +258,39 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 
 
 # --------------------------------------------------------------------------- plumbing
+# Keys that existed once and mean nothing now: dropped when read, so old checkpoints still load.
+RETIRED_KEYS = (("model", "image", "src_size"),)  # the raw image size: read from each image instead
+
+
+def _drop_retired(d: Any) -> Any:
+    if not isinstance(d, dict):
+        return d
+    d = dict(d)
+    for path in RETIRED_KEYS:
+        node, parents = d, []
+        for k in path[:-1]:
+            if not isinstance(node, dict) or not isinstance(node.get(k), dict):
+                break
+            parents.append((node, k))
+            node[k] = dict(node[k])
+            node = node[k]
+        else:
+            node.pop(path[-1], None)
+    return d
+
+
+def _diff(value: dict, default: dict, keep=()) -> dict:
+    out = {}
+    for k, v in value.items():
+        if isinstance(v, dict) and isinstance(default.get(k), dict):
+            sub = _diff(v, default[k])
+            if sub:
+                out[k] = sub
+        elif k in keep or v != default.get(k):
+            out[k] = v
+    return out
+
+
 def _to_plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
         return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}

@@ -13,7 +13,7 @@ Graph outputs
 The pooling plan is passed as inputs, not baked as constants: one ONNX file then serves any
 calibration (a recalibrated or different vehicle needs no re-export, and a stale rig cannot be
 silently baked in); the plan is computed once per rig on the host by the same code the PyTorch
-model uses (backends.PlanCache), so there is still no per-frame geometry work, and the file
+model uses (model/plan.py PoolingPlanner), so there is still no per-frame geometry work, and the file
 stays free of ~3 P int64 constants (P ~ 0.2-0.4 M points for R50). The pooling itself is a
 Gather + ScatterElements(reduction="add") (opset 16+).
 """
@@ -24,13 +24,14 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .atomic import commit_temp, discard_temp, temp_path_for
 from .config import Config
 from .geometry import surround_rig
 from .model.bev_pool import PoolingIndices
+from .model.plan import PoolingPlanner
+from .model.postprocess import occ_labels, seg_labels
 
 OPSET = 17
 
@@ -53,13 +54,11 @@ class ExportWrapper(nn.Module):
 
     def forward(self, imgs, ranks_bev, ranks_depth, ranks_feat):
         plan = PoolingIndices(ranks_bev, ranks_depth, ranks_feat, self.out_shape)
-        out = self.model.forward_stages(imgs, None, None, None, None, plan)
+        out = self.model({"imgs": imgs}, plan)
         logits = out["occ_logits"]
-        res = [logits.argmax(-1).to(torch.uint8)]
+        res = [occ_labels(logits).to(torch.uint8)]
         if self.with_seg:
-            h, w = self.input_size
-            seg = F.interpolate(out["seg_logits"], size=(h, w), mode="bilinear", align_corners=True)
-            res.append(seg.argmax(1).to(torch.uint8).view(1, self.n, h, w))
+            res.append(seg_labels(out["seg_logits"], self.input_size).to(torch.uint8))
         if self.logits:
             res.append(logits)
         return tuple(res)
@@ -67,18 +66,15 @@ class ExportWrapper(nn.Module):
 
 def example_inputs(cfg: Config, seed: int = 0) -> tuple[torch.Tensor, ...]:
     """Example (imgs, ranks_bev, ranks_depth, ranks_feat) for tracing: a plausible 6-camera rig."""
-    from .backends import PlanCache
-
     g = torch.Generator().manual_seed(seed)
     n = len(cfg.model.image.cameras)
     h, w = cfg.model.image.input_size
-    batch = dict(imgs=torch.randn(1, n, 3, h, w, generator=g), **example_rig(cfg))
-    plan = PlanCache(cfg)(batch)
-    return (batch["imgs"],) + tuple(torch.from_numpy(plan[k]) for k in ("ranks_bev", "ranks_depth", "ranks_feat"))
+    plan = PoolingPlanner.from_config(cfg.model)(*example_rig(cfg).values())
+    return (torch.randn(1, n, 3, h, w, generator=g), plan.ranks_bev, plan.ranks_depth, plan.ranks_feat)
 
 
 def example_rig(cfg: Config) -> dict[str, torch.Tensor]:
-    """(1, N, ...) geometry of N cameras evenly spread in yaw, 1.5 m high (network-input pixels)."""
+    """(1, N, ...) geometry (cam2ego, K, img_aug, bev_aug in that order) of N cameras evenly spread in yaw, 1.5 m high (network-input pixels)."""
     n = len(cfg.model.image.cameras)
     h, w = cfg.model.image.input_size
     cam2ego, K = surround_rig(n, (h, w), focal=w * 0.9, height=1.5)
@@ -127,7 +123,7 @@ def verify_onnx(model: nn.Module, cfg: Config, path: str | Path, seed: int = 1) 
     return res
 
 
-def main(argv=None) -> int:
+def _main(argv) -> int:
     ap = argparse.ArgumentParser(prog="priorocc_export", description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoint", help="checkpoint directory or .safetensors file")
     ap.add_argument("-o", "--output", help="ONNX file to write (default <checkpoint>/onnx/model.onnx)")
@@ -135,13 +131,9 @@ def main(argv=None) -> int:
     ap.add_argument("--opset", type=int, default=OPSET)
     ap.add_argument("--no-verify", action="store_true", help="skip the onnxruntime vs PyTorch check")
     a = ap.parse_args(argv)
-    from .checkpoint import CheckpointError, load_checkpoint
+    from .checkpoint import load_checkpoint
 
-    try:
-        model, cfg, _ = load_checkpoint(a.checkpoint)
-    except CheckpointError as e:
-        print(f"priorocc_export: {e}", file=sys.stderr)
-        return 2
+    model, cfg, _ = load_checkpoint(a.checkpoint)
     base = Path(a.checkpoint)
     out = Path(a.output) if a.output else (base if base.is_dir() else base.parent) / "onnx" / "model.onnx"
     export_onnx(model, cfg, out, logits=a.logits, opset=a.opset)
@@ -153,6 +145,12 @@ def main(argv=None) -> int:
             print("priorocc_export: voxel agreement below 99.9%", file=sys.stderr)
             return 1
     return 0
+
+
+def main(argv=None) -> int:
+    from . import cli
+
+    return cli.run("priorocc_export", _main, argv)
 
 
 if __name__ == "__main__":

@@ -159,7 +159,8 @@ class _Converter:
         if unknown:
             raise FlashOCCConfigError(f"data_config.cams: unknown cameras {unknown} (nuScenes: {list(CAMERAS)})")
         dc.expect("Ncams", len(cams), "Ncams differs from the number of cams")
-        m["image"] = {"cameras": cams, "input_size": list(dc.get("input_size")), "src_size": list(dc.get("src_size")),
+        dc.get("src_size")  # read, not kept: the raw size comes from each image (the key is retired)
+        m["image"] = {"cameras": cams, "input_size": list(dc.get("input_size")),
                       "resize_range": list(dc.get("resize", (0.0, 0.0))), "rot_range": list(dc.get("rot", (0.0, 0.0))),
                       "flip": bool(dc.get("flip", False)), "crop_h": list(dc.get("crop_h", (0.0, 0.0))),
                       "resize_test": float(dc.get("resize_test", 0.0))}

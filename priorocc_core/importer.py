@@ -6,7 +6,10 @@ The ``.pth`` is read with ``torch.load(weights_only=True)``, which refuses any p
 that needs code to rebuild. Every tensor goes through :data:`NAME_TABLE`, one explicit list of
 (source pattern -> this project's name) rules; tensors whose shape differs from the target
 model are skipped and listed, as mmcv's non-strict loading does when FlashOCC starts from
-BEVDet's weights. Model tensors that nothing maps to keep their fresh initialisation.
+BEVDet's weights. A model tensor that nothing fills is an error that lists the names (a
+silently re-initialised layer is a wrong model for inference) unless ``--allow-missing``, which
+starting a training run from BEVDet weights uses, and which reports them. The report names the
+layout it recognised in the source (FlashOCC, PriorOcc, BEVDet; mmcv or mmengine container).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .config import Config, load_config
+from .errors import PriorOccError
 
 # (source regex, target template, what it is). First match wins. Source names are those of
 # FlashOCC's BEVDetOCC (projects/mmdet3d_plugin/models/detectors/bevdet_occ.py) and PriorOcc's
@@ -55,20 +59,21 @@ KNOWN_SKIPS: list[tuple[str, str]] = [
 ]
 
 
-class ImportError_(ValueError):
+class ImportError_(PriorOccError):
     """A source checkpoint that cannot be imported (named so as not to shadow ImportError)."""
 
 
 @dataclass
 class ImportReport:
     source: str
+    layout: str = "unknown"  # what the source looks like, from its tensor names and container
     mapped: list[tuple[str, str]] = field(default_factory=list)  # (source, target)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
     missing: list[tuple[str, str]] = field(default_factory=list)  # (target, reason)
 
     def format(self) -> str:
-        lines = [f"import of {self.source}: {len(self.mapped)} mapped, {len(self.skipped)} skipped, "
-                 f"{len(self.missing)} model tensors not in the source"]
+        lines = [f"import of {self.source} (recognised layout: {self.layout}): {len(self.mapped)} mapped, "
+                 f"{len(self.skipped)} skipped, {len(self.missing)} model tensors not in the source"]
         for src, why in self.skipped:
             lines.append(f"  skipped  {src}: {why}")
         groups: dict[str, int] = {}
@@ -87,6 +92,11 @@ def read_source_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], d
     path = Path(path)
     if not path.is_file():
         raise ImportError_(f"{path}: no such checkpoint file")
+    from .checkpoint import pickle_kind
+
+    if pickle_kind(path) is None:
+        raise ImportError_(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): neither a torch.save "
+                           f"zip nor a pickle ({path.stat().st_size} bytes)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -99,6 +109,9 @@ def read_source_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], d
     if not isinstance(obj, dict):
         raise ImportError_(f"{path}: expected a dict (state_dict or {{'state_dict', 'meta'}}), got {type(obj).__name__}")
     meta = obj.get("meta", {}) if isinstance(obj.get("meta", {}), dict) else {}
+    container = ("mmcv/mmengine checkpoint (state_dict + meta)" if "state_dict" in obj
+                 else "checkpoint with 'model'" if "model" in obj else "bare state dict")
+    meta = {**meta, "_container": container}
     sd = obj.get("state_dict", obj.get("model", obj))
     if not isinstance(sd, dict):
         raise ImportError_(f"{path}: 'state_dict' is a {type(sd).__name__}, expected a dict of tensors")
@@ -119,13 +132,33 @@ def map_name(name: str) -> tuple[str | None, str]:
     return None, "no rule in the name table"
 
 
-def import_state_dict(source: dict[str, torch.Tensor], cfg: Config, source_name: str = "<state_dict>"):
-    """Map ``source`` onto a freshly built model of ``cfg`` -> (full state dict, report)."""
+def detect_layout(names, container: str = "state dict") -> str:
+    """Which published network a source's tensor names come from."""
+    prefixes = {n.split(".", 1)[0] for n in names}
+    if "semantic_injector" in prefixes and "occ_head" in prefixes:
+        net = "PriorOcc (FlashOCC BEVDetOCC + SemanticInjector)"
+    elif "occ_head" in prefixes:
+        net = "FlashOCC BEVDetOCC (BEVOCCHead2D)"
+    elif "pts_bbox_head" in prefixes:
+        net = "BEVDet (CenterHead detector)"
+    elif "img_backbone" in prefixes:
+        net = "mmdet3d camera detector (img_backbone only recognised)"
+    else:
+        net = "not recognised"
+    return f"{net}, {container}"
+
+
+def import_state_dict(source: dict[str, torch.Tensor], cfg: Config, source_name: str = "<state_dict>",
+                      allow_missing: bool = False, container: str = "state dict"):
+    """Map ``source`` onto a freshly built model of ``cfg`` -> (full state dict, report).
+
+    A model tensor the source does not fill is an error listing the names, unless
+    ``allow_missing`` (those keep their fresh initialisation and are listed in the report)."""
     from .model import build_model
 
     model = build_model(cfg.model)
     target = model.state_dict()
-    report = ImportReport(source_name)
+    report = ImportReport(source_name, detect_layout(source, container))
     out = dict(target)
     used: set[str] = set()
     for name, tensor in source.items():
@@ -156,16 +189,23 @@ def import_state_dict(source: dict[str, torch.Tensor], cfg: Config, source_name:
         else:
             why = "not in the source (or skipped above): freshly initialised"
         report.missing.append((name, why))
+    if report.missing and not allow_missing:
+        names = [n for n, _ in report.missing]
+        shown = ", ".join(names[:60]) + (f", ... and {len(names) - 60} more" if len(names) > 60 else "")
+        raise ImportError_(
+            f"{source_name} (recognised layout: {report.layout}): {len(names)} tensors of the target network are not "
+            f"in it and would stay randomly initialised: {shown}. Use --allow-missing only to start training "
+            "from these weights (e.g. BEVDet), never for inference.")
     return out, report
 
 
-def import_checkpoint(src: str | Path, cfg: Config):
+def import_checkpoint(src: str | Path, cfg: Config, allow_missing: bool = False):
     """Read ``src`` (.pth) and map it onto ``cfg``'s model -> (state dict, report)."""
-    tensors, _meta = read_source_state_dict(src)
-    return import_state_dict(tensors, cfg, str(src))
+    tensors, meta = read_source_state_dict(src)
+    return import_state_dict(tensors, cfg, str(src), allow_missing, meta.get("_container", "state dict"))
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv) -> int:
     from .checkpoint import save_checkpoint
     from .model import build_model
 
@@ -173,21 +213,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("src", help="FlashOCC / BEVDet / PriorOcc .pth checkpoint")
     ap.add_argument("--config", required=True, help="project config YAML describing the target network")
     ap.add_argument("--out", required=True, help="output checkpoint directory")
+    ap.add_argument("--allow-missing", action="store_true",
+                    help="write the model even when some of its tensors are not in the source (they keep their "
+                         "fresh initialisation and are reported): for starting training, never for inference")
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
-    try:
-        state, report = import_checkpoint(args.src, cfg)
-    except ImportError_ as e:
-        print(f"priorocc_import: error: {e}", file=sys.stderr)
-        return 2
+    state, report = import_checkpoint(args.src, cfg, allow_missing=args.allow_missing)
     report.print()
     model = build_model(cfg.model)
     model.load_state_dict(state, strict=True)
     path = save_checkpoint(args.out, model, cfg, step=0, extra_meta={"imported_from": str(args.src),
+                                                                      "layout": report.layout,
                                                                       "mapped": len(report.mapped),
-                                                                      "skipped": len(report.skipped)})
+                                                                      "skipped": len(report.skipped),
+                                                                      "missing": len(report.missing)})
     print(f"wrote {path}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import cli
+
+    return cli.run("priorocc_import", _main, argv)
 
 
 if __name__ == "__main__":

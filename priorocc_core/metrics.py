@@ -36,10 +36,11 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .classes import FREE, IGNORE, NUM_OCC_CLASSES, NUM_SEG_CLASSES, OCC_CLASSES
+from .config import GridConfig
 
-# Occ3D-nuScenes grid (docs/design.md): x, y in [-40, 40), z in [-1, 5.4), 0.4 m voxels.
-PC_RANGE = (-40.0, -40.0, -1.0, 40.0, 40.0, 5.4)
-VOXEL_SIZE = 0.4
+# Occ3D-nuScenes grid (docs/design.md), from its one definition, GridConfig's defaults.
+PC_RANGE = GridConfig().occ_range
+VOXEL_SIZE = GridConfig().voxel_size
 RAY_THRESHOLDS = (1.0, 2.0, 4.0)
 # nuScenes LIDAR_TOP position in the ego frame (calibrated_sensor translation, typical
 # value; SparseOcc quotes the same figure). Used only when no calibration is available.

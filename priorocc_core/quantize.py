@@ -6,7 +6,7 @@
 The exported ONNX graph (:mod:`priorocc_core.export`) is read by OpenVINO and quantised by
 ``nncf.quantize`` (8-bit weights and activations of the convolutions and matrix products; the
 pooling plan, softmax, scatter and argmax stay in floating point), calibrated on frames run
-through the same preprocessing and pooling plan as at inference (``GraphPredictor``): frames of
+through the same preprocessing and pooling plan as at inference (``backends.GraphRunner``): frames of
 synthetic worlds (``priorocc_core.data.synthetic``), the real nuScenes keyframe, or any
 ``dict(images, K, cam2ego)``. The result is an OpenVINO IR (``.xml`` + ``.bin``) that
 ``make_predictor(ckpt, "openvino", "int8")`` runs (default path ``<checkpoint>/openvino/int8.xml``).
@@ -23,30 +23,27 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from .backends import default_int8_path  # noqa: F401  (the IR this tool writes and backends reads)
 from .config import Config
 
-INT8_NAME = "int8.xml"
 # Layers kept in floating point: the per-voxel class predictor (its argmax decides every label)
 # and the 2D class classifier. Quantising them flipped 1 of 16 height slices of the tiny
 # random-weights model (93.75 % agreement); everything else (backbone, depth net, BEV encoder) is int8.
 KEEP_FLOAT = (".*occ_head/predicter.*", ".*seg_head/classifier.*")
 
 
-def default_int8_path(checkpoint) -> Path:
-    """``<checkpoint dir>/openvino/int8.xml``."""
-    base = Path(checkpoint)
-    return (base if base.is_dir() else base.parent) / "openvino" / INT8_NAME
-
-
 def calibration_feeds(cfg: Config, frames: Iterable[dict]) -> Iterator[dict[str, np.ndarray]]:
-    """dict(images, K, cam2ego) frames -> the exported graph's input feeds, exactly as
-    ``GraphPredictor.predict`` builds them (same preprocessing, same pooling plan code)."""
-    from .backends import GraphPredictor
+    """dict(images, K, cam2ego) frames -> the exported graph's input feeds, exactly as the graph
+    runners of backends.py build them (same preprocessing, the model package's one pooling plan)."""
+    from .backends import PLAN_INPUTS
+    from .inference import preprocess
+    from .model.plan import PoolingPlanner
 
-    g = GraphPredictor(cfg, run=None, name="calibration")
+    planner = PoolingPlanner.from_config(cfg.model)
     for f in frames:
-        batch = g.preprocess(f["images"], f["K"], f["cam2ego"])
-        yield {"imgs": batch["imgs"].numpy(), **g.plan(batch)}
+        batch = preprocess(f["images"], f["K"], f["cam2ego"], cfg)
+        plan = planner(batch["cam2ego"], batch["K"], batch["img_aug"], batch["bev_aug"])
+        yield {"imgs": batch["imgs"].numpy(), **{k: getattr(plan, k).cpu().numpy() for k in PLAN_INPUTS}}
 
 
 def world_frames(dataroot, cfg: Config, version: str = "v1.0-mini", limit: int | None = None) -> Iterator[dict]:

@@ -133,7 +133,7 @@ class LatencyWindow:
 
 class OccupancyNodeCore:
     """The node. ``predictor`` may be injected (tests); otherwise it is loaded from the
-    ``checkpoint`` parameter with priorocc_core.inference.OccupancyPredictor."""
+    ``checkpoint`` parameter with priorocc_core.backends.make_predictor."""
 
     def __init__(self, transport: Transport, predictor: Any | None = None,
                  parameters: dict[str, Any] | None = None, block: bool = False, latency_window: int = 1000):

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from priorocc_core.classes import FREE, IGNORE, NUM_OCC_CLASSES, OCC_CLASSES, OCC_COLORS
+from priorocc_core.config import GridConfig
 from priorocc_ros.msgs import PointList, msg_class, new_msg
 
 GROUND_CLASSES = (11, 12, 13, 14)  # driveable_surface, other_flat, sidewalk, terrain
@@ -37,9 +38,9 @@ VOXEL_POINT_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", 
 class VoxelGrid:
     """Occupancy grid geometry: origin = the minimum corner (metres), cubic voxels."""
 
-    origin: tuple[float, float, float] = (-40.0, -40.0, -1.0)
-    voxel_size: float = 0.4
-    shape: tuple[int, int, int] = (200, 200, 16)
+    origin: tuple[float, float, float] = GridConfig().occ_origin  # defaults: GridConfig's, the one definition
+    voxel_size: float = GridConfig().voxel_size
+    shape: tuple[int, int, int] = GridConfig().occ_size
 
     @classmethod
     def from_grid_config(cls, g: Any) -> "VoxelGrid":

@@ -99,7 +99,7 @@ def check_image_size(msg: Any, source: str, max_pixels: int, jpeg_reduce: int = 
 
 
 class OccupancyPipeline:
-    """predictor: priorocc_core.inference.OccupancyPredictor (or anything with .predict and .cfg)."""
+    """predictor: priorocc_core.inference.Predictor (or anything with .predict and .cfg)."""
 
     def __init__(self, predictor: Any, cameras: Sequence[str], opts: OutputOptions | None = None):
         self.predictor = predictor

@@ -191,7 +191,7 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
            remaps: list[str] | dict[str, str] | None = None) -> ReplaySummary:
     """Run the node over ``input_bag``; write every output topic to ``output_bag``.
 
-    predictor: an OccupancyPredictor (else the ``checkpoint`` parameter is loaded).
+    predictor: a priorocc_core.inference.Predictor (else the ``checkpoint`` parameter is loaded).
     parameters: node parameters (see params.PARAMETERS); ``compressed`` is detected from
     the bag when not given. remaps: ``["FROM:=TO", ...]`` as ``--ros-args -r``. Raises BagError
     if the input bag cannot be opened, ReplayInputError if its topics cannot feed the node;

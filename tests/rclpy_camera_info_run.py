@@ -132,11 +132,11 @@ def play_bag(bag, rate=1.0):
 
 
 def main() -> int:
-    from priorocc_core.inference import OccupancyPredictor
+    from priorocc_core.backends import make_predictor
 
     ckpt, bag, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3])
     rate = float(sys.argv[4]) if len(sys.argv) > 4 else 1.0
-    predictor = OccupancyPredictor.from_checkpoint(ckpt)
+    predictor = make_predictor(ckpt)
     st = run_once(predictor, {**PARAMS, "compressed": False}, play_delayed(), 20)
     print(json.dumps({"mode": "delayed", **st}), flush=True)
     for _ in range(repeats):

@@ -1,7 +1,10 @@
-"""Backends behind one parameter give the same labels as PyTorch fp32 (tiny config).
+"""Backends behind one parameter give the same labels as PyTorch fp32 (tiny config), and the
+runtime asked for is the one that ran.
 
 fp32 paths: >= 99.9 % voxel agreement; bf16 paths: >= 99.5 %. With the random weights of the
 test checkpoint; the benchmark (benchmarks/run.py) measures the same with the R50 configs.
+Mutation check: make_predictor forced to the torch runner fails ``test_backend_agrees_with_torch_fp32``
+for every other backend (no graph runner ran, no session / compiled model behind it).
 """
 from __future__ import annotations
 
@@ -11,8 +14,8 @@ import numpy as np
 import pytest
 
 from benchmarks.inputs import REAL_ROOT, load_real_keyframe, synthetic_frame
-from priorocc_core.backends import BackendError, make_predictor
-from priorocc_core.inference import OccupancyPredictor, Prediction
+from priorocc_core.backends import BackendError, GraphRunner, TorchRunner, make_predictor
+from priorocc_core.inference import Prediction
 
 from .conftest import require_shared
 
@@ -48,16 +51,38 @@ def frames():
 
 @pytest.fixture(scope="module")
 def reference(tiny_checkpoint, frames):
-    ref = OccupancyPredictor.from_checkpoint(tiny_checkpoint)
+    ref = make_predictor(tiny_checkpoint)
     return {name: ref.predict(f["images"], f["K"], f["cam2ego"]) for name, f in frames}
 
 
+def runtime_spy(pred, monkeypatch) -> list:
+    """Record every call into the runtime itself (torch module, onnxruntime session, OpenVINO
+    request) of ``pred``; asserts the runner is the kind its backend name says."""
+    calls = []
+    r = pred.runner
+    if pred.backend == "torch":
+        assert isinstance(r, TorchRunner)
+        orig = r._forward
+        monkeypatch.setattr(r, "_forward", lambda *a, **k: calls.append("torch") or orig(*a, **k))
+    else:
+        assert isinstance(r, GraphRunner)
+        kind = {"onnxruntime": "onnxruntime.capi.onnxruntime_inference_collection",
+                "openvino": "openvino"}[pred.backend]
+        assert type(r.engine).__module__.startswith(kind), type(r.engine)
+        orig = r._run
+        monkeypatch.setattr(r, "_run", lambda feeds: calls.append(pred.backend) or orig(feeds))
+    return calls
+
+
 @pytest.mark.parametrize("backend,precision,opts,minimum", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
-def test_backend_agrees_with_torch_fp32(backend, precision, opts, minimum, tiny_checkpoint, onnx_file, frames, reference):
+def test_backend_agrees_with_torch_fp32(backend, precision, opts, minimum, tiny_checkpoint, onnx_file, frames, reference,
+                                        monkeypatch):
     if backend != "torch":
         opts = dict(opts, onnx_path=onnx_file)
     pred = make_predictor(tiny_checkpoint, backend, precision, **opts)
     assert pred.cameras == tuple(pred.cfg.model.image.cameras)
+    assert pred.backend == backend
+    calls = runtime_spy(pred, monkeypatch)
     for name, f in frames:
         out = pred.predict(f["images"], f["K"], f["cam2ego"])
         ref = reference[name]
@@ -70,6 +95,7 @@ def test_backend_agrees_with_torch_fp32(backend, precision, opts, minimum, tiny_
         if precision == "fp32":
             assert (out.seg2d == ref.seg2d).mean() >= 0.999
         assert set(out.timings) == {"preprocess", "model", "postprocess"}
+    assert calls == [backend] * len(frames)
 
 
 def test_real_keyframe_present_for_backend_parity():
@@ -94,15 +120,15 @@ def test_plan_is_computed_once_for_a_fixed_rig(tiny_checkpoint, onnx_file, frame
     pred = make_predictor(tiny_checkpoint, "onnxruntime", onnx_path=onnx_file)
     f = frames[0][1]
     pred.predict(f["images"], f["K"], f["cam2ego"])
-    plan = pred.plan._plan
+    plan = pred.planner._plan
     pred.predict(f["images"], f["K"], f["cam2ego"])
-    assert pred.plan._plan is plan
+    assert pred.planner._plan is plan
 
 
 @pytest.mark.parametrize("kwargs,words", [
-    (dict(backend="tensorflow"), "unknown backend"),
-    (dict(precision="int3"), "unknown precision"),
-    (dict(backend="onnxruntime", precision="bf16"), "only precision 'fp32'"),
+    (dict(backend="tensorflow"), "backend 'tensorflow': unknown"),
+    (dict(precision="int3"), "precision 'int3': unknown"),
+    (dict(backend="onnxruntime", precision="bf16"), "only --precision fp32"),
     (dict(backend="torch", colour="blue"), "unknown option"),
     (dict(backend="onnxruntime", onnx_path="/nonexistent.onnx"), "no such file"),
 ])

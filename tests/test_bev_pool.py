@@ -55,19 +55,17 @@ def test_plan_drops_outside_points_and_is_sorted():
     assert plan.out_shape == (2, 1, 200, 200)
 
 
-def test_view_transformer_caches_the_plan_for_a_fixed_rig(tiny_cfg):
+def test_planner_caches_the_plan_for_a_fixed_rig(tiny_cfg):
     from priorocc_core.export import example_rig
-    from priorocc_core.model.view_transformer import LSSViewTransformer
+    from priorocc_core.model.plan import PoolingPlanner
 
-    m = tiny_cfg.model
-    vt = LSSViewTransformer(m.grid, m.image.input_size, m.view_transformer.in_channels,
-                            m.view_transformer.out_channels, m.view_transformer.downsample)
+    planner = PoolingPlanner.from_config(tiny_cfg.model)
     rig = example_rig(tiny_cfg)
-    p1 = vt.plan(**rig)
-    assert vt.plan(**{k: v.clone() for k, v in rig.items()}) is p1  # same geometry: no work
+    p1 = planner(**rig)
+    assert planner(**{k: v.clone() for k, v in rig.items()}) is p1  # same geometry: no work
     moved = dict(rig, cam2ego=rig["cam2ego"].clone())
     moved["cam2ego"][0, 0, 0, 3] += 1.0
-    p2 = vt.plan(**moved)
+    p2 = planner(**moved)
     assert p2 is not p1 and not torch.equal(p2.ranks_bev, p1.ranks_bev)
 
 

@@ -11,11 +11,12 @@ from priorocc_core.model import PriorOcc, build_model
 def test_round_trip_rebuilds_from_checkpoint_alone(tmp_path, tiny_cfg, tiny_checkpoint):
     model, cfg, info = load_checkpoint(tiny_checkpoint)
     assert cfg == tiny_cfg and info["step"] == 1 and info["classes"][17] == "free"
-    again = PriorOcc.from_pretrained(tiny_checkpoint)
+    again = load_checkpoint(tiny_checkpoint)[0]
+    assert isinstance(again, PriorOcc)
     for (k, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
         assert torch.equal(a, b), k
     single = tmp_path / "one.safetensors"
-    model.save_pretrained(single, cfg, step=5)
+    save_checkpoint(single, model, cfg, step=5)
     assert read_checkpoint(single)[2]["step"] == 5
 
 

@@ -56,7 +56,8 @@ def test_imported_m0_runs_end_to_end(tmp_path):
 def test_bevdet_layout_reports_its_skips(tmp_path):
     src = tmp_path / "bevdet.pth"
     L.save_mmcv_checkpoint(src, L.bevdet_r50_cbgs())
-    state, report = import_checkpoint(src, cfg_of("priorocc-r50"))
+    state, report = import_checkpoint(src, cfg_of("priorocc-r50"), allow_missing=True)
+    assert report.layout.startswith("BEVDet")
     skipped = dict(report.skipped)
     head = [k for k in skipped if k.startswith("pts_bbox_head.")]
     assert len(head) == len([k for k in L.bevdet_r50_cbgs() if k.startswith("pts_bbox_head.")])
@@ -66,8 +67,31 @@ def test_bevdet_layout_reports_its_skips(tmp_path):
     assert all("freshly initialised" in why for why in missing.values())
     assert any(k.startswith("injector.") and "SemanticInjector" in why for k, why in missing.items())
     # M0 has a 128-channel BEV neck: BEVDet's 256-channel FPN_LSS is skipped as well
-    _, report_m0 = import_checkpoint(src, cfg_of("flashocc-r50-m0"))
+    _, report_m0 = import_checkpoint(src, cfg_of("flashocc-r50-m0"), allow_missing=True)
     assert any(k.startswith("img_bev_encoder_neck.") for k, _ in report_m0.skipped)
+
+
+def test_missing_tensors_fail_the_import_unless_allowed(tmp_path, capsys):
+    """priorocc_import is strict for inference: a FlashOCC M0 file with two tensors removed exits
+    non-zero naming them and writes nothing; --allow-missing writes the model and reports them.
+    Mutation check: dropping the ``if report.missing and not allow_missing`` raise fails this test."""
+    layout = L.flashocc_m0()
+    gone = ["occ_head.predicter.2.bias", "img_neck.fpn_convs.0.conv.weight"]
+    src = tmp_path / "m0-cut.pth"
+    L.save_mmcv_checkpoint(src, {k: v for k, v in layout.items() if k not in gone})
+    cfg_path = tmp_path / "m0.yaml"
+    cfg_of("flashocc-r50-m0").to_yaml(cfg_path)
+    out = tmp_path / "ck"
+    assert main([str(src), "--config", str(cfg_path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "occ_head.predicter.2.bias" in err and "neck.fpn_convs.0.weight" in err and "2 tensors" in err
+    assert "FlashOCC BEVDetOCC" in err and not out.exists()
+    assert main([str(src), "--config", str(cfg_path), "--out", str(out), "--allow-missing"]) == 0
+    report = capsys.readouterr().out
+    assert "recognised layout: FlashOCC BEVDetOCC (BEVOCCHead2D), mmcv/mmengine checkpoint" in report
+    assert "missing  2 tensors" in report
+    assert load_checkpoint(out)[2]["extra"]["missing"] == 2
 
 
 class NeedsCode:  # a pickled object that needs this class to rebuild

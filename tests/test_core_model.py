@@ -38,6 +38,24 @@ def test_inference_shapes(tiny_cfg):
     assert out["seg_logits"].shape == (1, 6, 17, h // 16, w // 16)
 
 
+def test_one_contract_in_train_and_eval(tiny_cfg):
+    """forward returns the same outputs in training (no labels there) and evaluation; losses are
+    computed from them by a separate call and are the same either way."""
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg.model).eval()
+    batch = random_batch(tiny_cfg)
+    with torch.no_grad():
+        ev = model(batch)
+        model.train()
+        for m in model.modules():  # BatchNorm in eval statistics, to compare like with like
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()
+        tr = model(batch)
+    assert set(tr) == {"occ_logits", "depth", "seg_logits"} and set(ev) == set(tr) | {"occ"}
+    assert torch.allclose(tr["occ_logits"], ev["occ_logits"], atol=1e-5)
+    assert torch.allclose(model.losses(tr, batch)["loss_occ"], model.losses(ev, batch)["loss_occ"], atol=1e-5)
+
+
 def test_injector_switch_changes_params_and_losses(tiny_cfg):
     on = build_model(tiny_cfg.model)
     off_cfg = tiny_cfg.with_overrides(["model.injector.enabled=false"])
@@ -49,7 +67,7 @@ def test_injector_switch_changes_params_and_losses(tiny_cfg):
     assert n_on - n_off == injector_params
     batch = random_batch(tiny_cfg)
     on.train(), off.train()
-    l_on, l_off = on(batch), off(batch)
+    l_on, l_off = on.losses(on(batch), batch), off.losses(off(batch), batch)
     assert set(l_on) == {"loss_occ", "loss_2d_seg"}
     assert set(l_off) == {"loss_occ"}
     sum(l_off.values()).backward()
@@ -78,7 +96,7 @@ def test_training_step_reduces_loss_on_fixed_batch(tiny_cfg):
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     first = None
     for _ in range(6):
-        loss = sum(model(batch).values())
+        loss = sum(model.losses(model(batch), batch).values())
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -91,11 +109,11 @@ def test_depth_loss_option(tiny_cfg):
     model = build_model(cfg.model).train()
     batch = random_batch(cfg)
     with pytest.raises(KeyError, match="depth_target"):
-        model(batch)
+        model.losses(model(batch), batch)
     h, w = cfg.model.image.input_size
     batch["depth_target"] = torch.zeros(1, 6, h, w)
     batch["depth_target"][:, :, 40:, :] = 10.0
-    losses = model(batch)
+    losses = model.losses(model(batch), batch)
     assert losses["loss_depth"] > 0
 
 

@@ -26,7 +26,7 @@ def test_batches_train_the_network():
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     losses = []
     for _ in range(4):
-        out = model(batch)
+        out = model.losses(model(batch), batch)
         loss = sum(v for k, v in out.items() if k.startswith("loss"))
         assert "loss_occ" in out and "loss_2d_seg" in out
         opt.zero_grad()

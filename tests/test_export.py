@@ -52,12 +52,13 @@ def test_plan_length_is_dynamic(exported, tiny_cfg):
     """A different rig gives a different number of kept points; the same file must run it."""
     import onnxruntime as ort
 
-    from priorocc_core.backends import PlanCache
     from priorocc_core.export import example_rig
+    from priorocc_core.model.plan import PoolingPlanner
 
     rig = example_rig(tiny_cfg)
     rig["cam2ego"][0, :, 2, 3] = 3.0  # cameras 3 m high: other points fall outside the grid
-    plan = PlanCache(tiny_cfg)(rig)
+    p = PoolingPlanner.from_config(tiny_cfg.model)(**rig)
+    plan = {k: getattr(p, k).numpy() for k in ("ranks_bev", "ranks_depth", "ranks_feat")}
     n_default = example_inputs(tiny_cfg)[1].numel()
     assert plan["ranks_bev"].size != n_default
     h, w = tiny_cfg.model.image.input_size

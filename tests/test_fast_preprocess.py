@@ -57,11 +57,11 @@ def test_network_reduce(src, need, r):
 
 
 def test_pipeline_decodes_at_the_networks_size(tiny_checkpoint):
-    from priorocc_core.inference import OccupancyPredictor
+    from priorocc_core.backends import make_predictor
     from priorocc_ros.msgs import header
     from priorocc_ros.pipeline import OccupancyPipeline, OutputOptions
 
-    pred = OccupancyPredictor.from_checkpoint(tiny_checkpoint)  # input 64 x 176: 1/8 of 1600 x 900 suffices
+    pred = make_predictor(tiny_checkpoint, "torch", "fp32", "cpu")  # input 64 x 176: 1/8 of 1600 x 900 suffices
     pipe = OccupancyPipeline(pred, pred.cameras, OutputOptions(jpeg_reduce=0))
     msgs = [encode_compressed(_smooth_image(seed=s), header(0, "cam")) for s in range(6)]
     K = np.array([[1266.0, 0, 800], [0, 1266.0, 450], [0, 0, 1]])[None].repeat(6, 0)

@@ -17,7 +17,6 @@ import pytest
 
 from benchmarks.inputs import REAL_ROOT, load_real_keyframe, synthetic_frame
 from priorocc_core.backends import BackendError, make_predictor
-from priorocc_core.inference import OccupancyPredictor
 
 from .conftest import require_shared
 
@@ -57,7 +56,7 @@ def _frames():
 
 
 def test_int8_agrees_with_torch_fp32(int8_checkpoint):
-    ref = OccupancyPredictor.from_checkpoint(int8_checkpoint)
+    ref = make_predictor(int8_checkpoint, "torch", "fp32", "cpu")
     pred = make_predictor(int8_checkpoint, "openvino", "int8")
     for name, f in _frames():
         out = pred.predict(f["images"], f["K"], f["cam2ego"])

@@ -30,7 +30,7 @@ def micro(tmp_path_factory):
 
 
 def test_loopback_infos_after_their_images_20_sets_20_out(micro):
-    from priorocc_core.inference import OccupancyPredictor
+    from priorocc_core.backends import make_predictor
     from priorocc_ros.node_core import OccupancyNodeCore
     from priorocc_ros.transport.base import SENSOR_DATA_QOS, TF_STATIC_QOS
     from priorocc_ros.transport.loopback import LoopbackBus, LoopbackTransport
@@ -38,7 +38,7 @@ def test_loopback_infos_after_their_images_20_sets_20_out(micro):
     bus = LoopbackBus(queued=True)  # a dispatcher thread, as a middleware delivers
     node_t = LoopbackTransport("priorocc", bus, parameters={"compressed": False, "queue_size": 50, "slop": 0.05,
                                                             "publish_markers": False, "publish_overlay": False})
-    core = OccupancyNodeCore(node_t, predictor=OccupancyPredictor.from_checkpoint(micro))
+    core = OccupancyNodeCore(node_t, predictor=make_predictor(micro))
     player = LoopbackTransport("player", bus)
     player.create_publisher("tf2_msgs/msg/TFMessage", "/tf_static", TF_STATIC_QOS).publish(
         tf_chain(T0, names=MODEL_CAMERAS))

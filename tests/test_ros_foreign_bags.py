@@ -213,9 +213,9 @@ def play_live_dds(bag, params, remaps, predictor, period_scale=1.0):
 
 @pytest.fixture(scope="module")
 def micro_predictor(micro):
-    from priorocc_core.inference import OccupancyPredictor
+    from priorocc_core.backends import make_predictor
 
-    return OccupancyPredictor.from_checkpoint(micro)
+    return make_predictor(micro)
 
 
 @pytest.mark.parametrize("name", list(STYLES))

@@ -35,9 +35,9 @@ def micro(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def predictor(micro):
-    from priorocc_core.inference import OccupancyPredictor
+    from priorocc_core.backends import make_predictor
 
-    return OccupancyPredictor.from_checkpoint(micro)
+    return make_predictor(micro)
 
 
 def _invariant(st):

@@ -25,9 +25,9 @@ def ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def predictor(ckpt):
-    from priorocc_core.inference import OccupancyPredictor
+    from priorocc_core.backends import make_predictor
 
-    return OccupancyPredictor.from_checkpoint(ckpt)
+    return make_predictor(ckpt)
 
 
 def check_outputs(msgs_by_topic, stamps, input_hw=(64, 176)):

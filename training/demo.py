@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The demo: a fresh synthetic scene, the shipped demo model, pictures and metrics.
 
-    python training/demo.py [--checkpoint models/demo] [--out demo_out] [--seed 4242] [--backend auto]
+    python training/demo.py [--checkpoint models/demo] [--out demo_out] [--seed 4242] [--backend auto] [--precision auto] [--device auto]
 
 Writes into --out, per keyframe k: seg_overlay_<k>.png (six cameras blended with the predicted 2D
 classes), bev_<k>.png (BEV semantic map: prediction | ground truth, inside the camera mask),
@@ -23,6 +23,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from priorocc_core import cli  # noqa: E402
 from priorocc_core.checkpoint import read_checkpoint  # noqa: E402
 from priorocc_core.data import OccDataset  # noqa: E402
 from priorocc_core.data.io import read_image_rgb  # noqa: E402
@@ -32,10 +33,10 @@ from priorocc_core.preprocess import apply_image_aug, test_time_aug  # noqa: E40
 from priorocc_core.visualize import bev_semantic_map, legend_strip, overlay, render_voxels_3d, side_by_side  # noqa: E402
 
 
-def make_predictor(checkpoint: str, backend: str, device: str, precision: str = "auto"):
+def make_predictor(checkpoint: str, **opts):
     from priorocc_core.backends import make_predictor as mk
 
-    pred = mk(checkpoint, backend=backend, precision=precision, device=device)
+    pred = mk(checkpoint, **opts)
     c = pred.choice
     print(f"backend {c.backend} {c.precision} on {c.device}: {c.reason}")
     return pred
@@ -54,6 +55,10 @@ def camera_grid(tiles: list[np.ndarray], names: list[str]) -> np.ndarray:
 
 
 def main(argv=None) -> int:
+    return cli.run("demo.py", _main, argv)
+
+
+def _main(argv) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default=str(ROOT / "models" / "demo"))
     ap.add_argument("--out", default="demo_out")
@@ -61,10 +66,9 @@ def main(argv=None) -> int:
     ap.add_argument("--keyframes", type=int, default=2)
     ap.add_argument("--width", type=int, default=704)
     ap.add_argument("--height", type=int, default=396)
-    ap.add_argument("--backend", default="auto", help="auto (default), torch, onnxruntime, openvino")
-    ap.add_argument("--precision", default="auto", help="auto (default), fp32, bf16, fp16, int8")
-    ap.add_argument("--device", default="auto")
+    cli.add_inference_args(ap, auto=True)
     args = ap.parse_args(argv)
+    opts = cli.inference_options(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -75,7 +79,7 @@ def main(argv=None) -> int:
     _, cfg, info = read_checkpoint(args.checkpoint)
     cfg = cfg.with_overrides([f"data.dataroot={world}", "data.version=v1.0-mini", "data.val_split=all"])
     ds = OccDataset(cfg, split="val", train=False)
-    predictor = make_predictor(args.checkpoint, args.backend, args.device, args.precision)
+    predictor = make_predictor(args.checkpoint, **opts)
     cams = list(cfg.model.image.cameras)
     metric, metric_all = OccMIoU(), OccMIoU()
     latencies = []

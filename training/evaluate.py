@@ -17,13 +17,15 @@ voxels with --also-no-mask), per-class IoU, RayIoU@1/2/4 m (SparseOcc's definiti
 SegHead's 2D mIoU against the 2D labels (when the dataset has them and the injector is on).
 The per-class table is printed; everything goes to a JSON file.
 
-Saved predictions: one ``<sample_token>.npz`` per sample holding ``pred`` (200, 200, 16) uint8
-(SparseOcc's format; ``semantics`` or ``occupancy`` are accepted too), scored against
+Saved predictions: one ``<sample_token>.npz`` per sample holding ``pred`` (Dx, Dy, Dz) uint8
+(SparseOcc's format; ``semantics`` or ``occupancy`` are accepted too; with --save-logits also
+``logits`` (Dx, Dy, Dz, K) float16), scored against
 ``<gt-root>/<scene>/<token>/labels.npz`` (default: cfg.data.occ_root or <dataroot>/gts).
 
---backend: ``torch`` (default) runs the network in this process on the dataset's batches; any
-other name (onnxruntime, openvino) goes through priorocc_core.backends.make_predictor(..., backend=NAME)
-and fed the raw camera images of each sample.
+--backend / --precision / --device (priorocc_core.cli, as every tool): ``torch`` at fp32 (default)
+runs the network in this process on the dataset's batches; any other backend or precision, or
+--via-predictor, goes through priorocc_core.backends.make_predictor and is fed the raw camera
+images of each sample, as deployed.
 """
 from __future__ import annotations
 
@@ -36,15 +38,16 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from priorocc_core import cli  # noqa: E402
 from priorocc_core.checkpoint import atomic_write_bytes, load_checkpoint  # noqa: E402
-from priorocc_core.config import Config, load_config  # noqa: E402
+from priorocc_core.config import Config, GridConfig, load_config  # noqa: E402
 from priorocc_core.metrics import OccMIoU, RayIoU, SegMIoU, format_table  # noqa: E402
+from priorocc_core.model.postprocess import seg_labels  # noqa: E402
 
 EMA_TENSORS = "ema.safetensors"
 
@@ -54,18 +57,17 @@ def parse_args(argv=None):
     ap.add_argument("config", help="YAML config (its data section locates the dataset)")
     ap.add_argument("checkpoint", nargs="?", help="checkpoint directory (or .safetensors)")
     ap.add_argument("--split", default=None, help="'val' (default: cfg.data.val_split / info_file_val), 'train', or a split name")
-    ap.add_argument("--backend", default="torch",
-                    help="torch (default: in-process on dataset batches) or a priorocc_core.backends name "
-                         "(onnxruntime, openvino) run on the raw images through its predictor")
-    ap.add_argument("--precision", default="fp32", help="fp32 (default), bf16, fp16: for --backend other than torch, "
-                    "or torch with --via-predictor")
+    cli.add_inference_args(ap, device_default=None)
     ap.add_argument("--via-predictor", action="store_true",
-                    help="run the torch backend through priorocc_core.backends' predictor too (raw images in)")
-    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+                    help="run --backend torch through the deployed predictor too (raw images in, as the node "
+                         "does) instead of on the dataset's batches; implied by any other backend or precision")
     ap.add_argument("--weights", choices=("auto", "ema", "model"), default="auto",
                     help="which weights of a training checkpoint (auto: EMA when present)")
     ap.add_argument("--out", help="JSON output (default <checkpoint>/eval_<split>.json or <pred-dir>/eval.json)")
     ap.add_argument("--save-pred", metavar="DIR", help="also write <token>.npz predictions there")
+    ap.add_argument("--save-logits", action="store_true",
+                    help="with --save-pred: also store the occupancy logits (Dx, Dy, Dz, K) as float16 "
+                         "('logits'), to compare an outside implementation by numbers, not only labels")
     ap.add_argument("--pred-dir", metavar="DIR", help="score saved predictions instead of running a model")
     ap.add_argument("--gt-root", metavar="DIR", help="Occ3D gts folder for --pred-dir")
     ap.add_argument("--also-no-mask", action="store_true", help="also report mIoU over all voxels")
@@ -143,21 +145,20 @@ def load_model(ckpt: str, device: torch.device, weights: str = "auto"):
 class TorchRunner:
     """Runs the network on dataset batches (already preprocessed at test-time augmentation)."""
 
-    def __init__(self, model, device):
-        self.model, self.device = model, device
+    def __init__(self, model, device, keep_logits: bool = False):
+        self.model, self.device, self.keep_logits = model, device, keep_logits
+        self.logits = None  # (B, Dx, Dy, Dz, K) float16 of the last batch, when keep_logits
 
     @torch.no_grad()
     def __call__(self, batch: dict):
         x = {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
         out = self.model(x)
+        if self.keep_logits:
+            self.logits = out["occ_logits"].to(torch.float16).cpu().numpy()
         occ = out["occ"].to(torch.uint8).cpu().numpy()
         seg = None
         if out.get("seg_logits") is not None and "seg_labels" in batch:
-            b, n, k, h, w = out["seg_logits"].shape
-            H, W = batch["seg_labels"].shape[-2:]
-            logits = F.interpolate(out["seg_logits"].flatten(0, 1).float(), size=(H, W), mode="bilinear",
-                                   align_corners=True)
-            seg = logits.argmax(1).view(b, n, H, W).to(torch.uint8).cpu().numpy()
+            seg = seg_labels(out["seg_logits"], tuple(batch["seg_labels"].shape[-2:])).to(torch.uint8).cpu().numpy()
         return occ, seg
 
 
@@ -216,7 +217,7 @@ class OriginFinder:
 def evaluate_model(cfg: Config, ckpt: str, split: str, backend: str = "torch", device: Optional[str] = None,
                    weights: str = "auto", rayiou: bool = True, no_mask: bool = False, max_samples: int = 0,
                    batch_size: int = 1, save_pred: Optional[str] = None, progress: bool = True,
-                   precision: str = "fp32", via_predictor: bool = False) -> dict:
+                   precision: str = "fp32", via_predictor: bool = False, save_logits: bool = False) -> dict:
     """Run a checkpoint over ``split`` of cfg's dataset; returns the results dict."""
     from torch.utils.data import DataLoader, Subset
 
@@ -233,8 +234,11 @@ def evaluate_model(cfg: Config, ckpt: str, split: str, backend: str = "torch", d
     n = len(ds) if max_samples <= 0 else min(max_samples, len(ds))
     if n == 0:
         raise SystemExit(f"split {split!r} of {cfg.data.dataroot} has no samples")
-    if backend == "torch" and not via_predictor:
-        runner = TorchRunner(model, dev)
+    in_process = backend == "torch" and precision == "fp32" and not via_predictor
+    if save_logits and not in_process:
+        raise cli.OptionError("--save-logits: only with --backend torch --precision fp32 without --via-predictor")
+    if in_process:
+        runner = TorchRunner(model, dev, keep_logits=save_logits)
     else:
         runner = PredictorRunner(model, model_cfg, ckpt, backend, str(dev), precision)
     loader = DataLoader(Subset(ds, range(n)), batch_size=batch_size, shuffle=False, collate_fn=collate,
@@ -265,6 +269,8 @@ def evaluate_model(cfg: Config, ckpt: str, split: str, backend: str = "torch", d
                 arrays = {"pred": occ[b].astype(np.uint8)}
                 if seg is not None:
                     arrays["seg2d"] = seg[b]
+                if save_logits:
+                    arrays["logits"] = runner.logits[b]
                 _save_npz(Path(save_pred) / f"{token}.npz", arrays)
             idx += 1
             if bar is not None:
@@ -273,7 +279,7 @@ def evaluate_model(cfg: Config, ckpt: str, split: str, backend: str = "torch", d
         bar.close()
     r = ev.results()
     r.update({"checkpoint": str(ckpt), "weights": which, "split": split, "backend": backend,
-              "precision": precision if (backend != "torch" or via_predictor) else "fp32", "device": str(dev),
+              "precision": precision, "via_predictor": not in_process, "device": str(dev),
               "config": model_cfg.name, "wall_s": time.time() - t0, "model_s_per_sample": t_model / max(n, 1),
               "injector": bool(model_cfg.model.injector.enabled)})
     r["_table"] = ev.table()
@@ -289,7 +295,7 @@ def _save_npz(path: Path, arrays: dict) -> None:
 
 
 def evaluate_pred_dir(pred_dir: str, gt_root: str, rayiou: bool = True, no_mask: bool = False,
-                      max_samples: int = 0) -> dict:
+                      max_samples: int = 0, occ_size: tuple[int, int, int] = GridConfig().occ_size) -> dict:
     """Score ``<pred_dir>/<token>.npz`` files against ``<gt_root>/<scene>/<token>/labels.npz``."""
     from priorocc_core.data.io import load_occ_gt
 
@@ -314,10 +320,10 @@ def evaluate_pred_dir(pred_dir: str, gt_root: str, rayiou: bool = True, no_mask:
             if key is None:
                 raise SystemExit(f"prediction {f}: expected an array 'pred' (or 'semantics'/'occupancy'), has {z.files}")
             pred = z[key]
-        if pred.size != 200 * 200 * 16:
-            raise SystemExit(f"prediction {f}: expected 200x200x16 labels, got shape {pred.shape}")
-        gt = load_occ_gt(gts[token])
-        ev.add(pred.reshape(200, 200, 16), gt["semantics"], gt["mask_camera"].astype(bool))
+        if pred.size != int(np.prod(occ_size)):
+            raise SystemExit(f"prediction {f}: expected {'x'.join(map(str, occ_size))} labels, got shape {pred.shape}")
+        gt = load_occ_gt(gts[token], occ_size)
+        ev.add(pred.reshape(occ_size), gt["semantics"], gt["mask_camera"].astype(bool))
     r = ev.results()
     r.update({"pred_dir": str(pred_dir), "gt_root": str(gt_root)})
     r["_table"] = ev.table()
@@ -352,18 +358,31 @@ def _clean(o):
 
 
 def main(argv=None) -> int:
+    """Expected errors (config, checkpoint, data, options) as one line; --debug shows the traceback."""
+    from priorocc_core import cli
+
+    return cli.run("evaluate.py", _main, argv)
+
+
+def _main(argv) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options)
     split = args.split or "val"
     if args.pred_dir:
         gt_root = args.gt_root or cfg.data.occ_root or str(Path(cfg.data.dataroot) / "gts")
-        r = evaluate_pred_dir(args.pred_dir, gt_root, not args.no_rayiou, args.also_no_mask, args.max_samples)
+        r = evaluate_pred_dir(args.pred_dir, gt_root, not args.no_rayiou, args.also_no_mask, args.max_samples,
+                              cfg.model.grid.occ_size)
         out = Path(args.out) if args.out else Path(args.pred_dir) / "eval.json"
     else:
         if not args.checkpoint:
             raise SystemExit("give CHECKPOINT (a checkpoint directory) or --pred-dir DIR")
-        r = evaluate_model(cfg, args.checkpoint, split, args.backend, args.device, args.weights, not args.no_rayiou,
-                           args.also_no_mask, args.max_samples, args.batch_size, args.save_pred)
+        opts = cli.inference_options(args)
+        if args.save_logits and not args.save_pred:
+            raise cli.OptionError("--save-logits needs --save-pred DIR")
+        r = evaluate_model(cfg, args.checkpoint, split, opts["backend"], opts["device"], args.weights,
+                           not args.no_rayiou, args.also_no_mask, args.max_samples, args.batch_size, args.save_pred,
+                           precision=opts["precision"], via_predictor=args.via_predictor,
+                           save_logits=args.save_logits)
         ck = Path(args.checkpoint)
         out = Path(args.out) if args.out else (ck if ck.is_dir() else ck.parent) / f"eval_{split}.json"
     table = r.pop("_table", None)

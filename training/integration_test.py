@@ -71,13 +71,13 @@ def run(model, cfg, b: int) -> list[str]:
     model.eval()
     with torch.no_grad():
         t0 = time.perf_counter()
-        feats = model.encode_images(batch["imgs"])
+        feats = model.encode_images(batch["imgs"].flatten(0, 1))
         shapes["image features (backbone + neck)"] = tuple(feats.shape)
         fused, seg = model.inject(feats)
         if seg is not None:
             shapes["SemanticInjector: 2D logits"] = tuple(seg.shape)
             shapes["SemanticInjector: fused features"] = tuple(fused.shape)
-        bev, depth = model.features_to_bev(fused, b, batch["imgs"].shape[1], batch["cam2ego"], batch["K"], batch["img_aug"], batch["bev_aug"])
+        bev, depth = model.features_to_bev(fused, model.planner(batch["cam2ego"], batch["K"], batch["img_aug"], batch["bev_aug"]))
         shapes["view transformer: depth"] = tuple(depth.shape)
         shapes["BEV (lift-splat)"] = tuple(bev.shape)
         enc = model.bev_neck(model.bev_backbone(bev))
@@ -97,7 +97,7 @@ def run(model, cfg, b: int) -> list[str]:
     # training forward + backward
     model.train()
     t0 = time.perf_counter()
-    losses = model(batch)
+    losses = model.losses(model(batch), batch)
     total = sum(losses.values())
     total.backward()
     t_train = time.perf_counter() - t0

@@ -38,7 +38,6 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -53,6 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from priorocc_core.atomic import remove_stale_temps, replace_dir, temp_dir_for  # noqa: E402
 from priorocc_core.checkpoint import (  # noqa: E402
     CheckpointError,
     atomic_write_bytes,
@@ -313,22 +313,12 @@ def optimizer_from_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Te
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
-def _atomic_dir_replace(tmp: Path, final: Path) -> None:
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-
-
 def save_training_checkpoint(ckpt_dir: Path, model, cfg: Config, opt, ema: Optional[ModelEMA], scaler, step: int,
                              epoch: int, iter_in_epoch: int, rng_tensors: dict, rng_json: dict, world: int) -> Path:
     """Write a complete training checkpoint directory atomically; returns its path."""
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{ckpt_dir.name}.tmp-", dir=ckpt_dir.parent))
+    tmp = temp_dir_for(ckpt_dir)
     try:
         save_checkpoint(tmp, unwrap(model), cfg, step=step, extra_meta={"epoch": epoch, "iter_in_epoch": iter_in_epoch})
         if ema is not None:
@@ -348,7 +338,7 @@ def save_training_checkpoint(ckpt_dir: Path, model, cfg: Config, opt, ema: Optio
             "rng": rng_json,
         }
         atomic_write_bytes(tmp / STATE_JSON, json.dumps(js).encode())
-        _atomic_dir_replace(tmp, ckpt_dir)
+        replace_dir(tmp, ckpt_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -378,7 +368,7 @@ def load_initial_weights(model: torch.nn.Module, src: str, cfg: Config, log) -> 
     if p.suffix in (".pth", ".pt", ".ckpt"):
         from priorocc_core.importer import import_checkpoint
 
-        state, report = import_checkpoint(str(p), cfg)
+        state, report = import_checkpoint(str(p), cfg, allow_missing=True)  # BEVDet init: reported below
         if hasattr(report, "print"):
             report.print()
         else:
@@ -436,6 +426,9 @@ def train(cfg: Config, work_dir: Path, resume: Optional[str] = None, load_from: 
 
     if dd.main:
         work_dir.mkdir(parents=True, exist_ok=True)
+        # what a run killed while writing left behind (e.g. a half-written .iter_*.tmp-* folder)
+        for stale in [p for d in (work_dir, work_dir / "checkpoints", work_dir / "final") for p in remove_stale_temps(d)]:
+            log(f"removed {stale} (left by an interrupted write)")
         atomic_write_bytes(work_dir / "config.yaml", cfg.to_yaml().encode())
     dd.barrier()
     tc = cfg.train
@@ -563,7 +556,7 @@ def train(cfg: Config, work_dir: Path, resume: Optional[str] = None, load_from: 
                     g["lr"] = lr
                 batch = to_device(batch, dd.device)
                 with torch.autocast(dd.device.type, dtype=amp_dtype) if use_amp else contextlib.nullcontext():
-                    losses = model(batch)
+                    losses = unwrap(model).losses(model(batch), batch)  # forward returns outputs
                 loss = sum(losses.values())
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"step {step}: loss is {loss.item()} ({ {k: v.item() for k, v in losses.items()} })")
@@ -646,13 +639,20 @@ def train(cfg: Config, work_dir: Path, resume: Optional[str] = None, load_from: 
     return summary
 
 
-def main(argv=None) -> int:
+def _main(argv) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options)
     work_dir = Path(args.work_dir or Path("work_dirs") / cfg.name)
     train(cfg, work_dir, resume=args.resume, load_from=args.load_from, device=args.device,
           checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
     return 0
+
+
+def main(argv=None) -> int:
+    """Expected errors (config, checkpoint, data, import) as one line; --debug shows the traceback."""
+    from priorocc_core import cli
+
+    return cli.run("train.py", _main, argv)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 """OccDataset: nuScenes keyframes + Occ3D ground truth + 2D labels -> network samples.
 
 Per sample (N cameras, network input H x W, see docs/design.md):
-    imgs (N, 3, H, W) float32 normalised; cam2ego (N, 4, 4) float32 camera -> ego frame of
-    the keyframe (LIDAR_TOP's ego pose), through each camera's own ego pose; K (N, 3, 3);
-    img_aug (N, 3, 3); bev_aug (4, 4);
-    voxel_semantics (200, 200, 16) uint8, mask_camera / mask_lidar (200, 200, 16) uint8,
-    all with bev_aug applied (only when the sample's labels.npz exists);
+    imgs (N, 3, H, W) float32 normalised; cam2ego (N, 4, 4) float32 camera -> key ego
+    (cfg.data.key_ego: by default the ego pose at the first camera's timestamp, FlashOCC's),
+    through each camera's own ego pose: key2global^-1 @ cam_ego2global @ sensor2ego;
+    K (N, 3, 3); img_aug (N, 3, 3); bev_aug (4, 4);
+    occ2key (4, 4) float64: the Occ3D ground truth's frame (LIDAR_TOP ego) -> key ego;
+    voxel_semantics (Dx, Dy, Dz) uint8, mask_camera / mask_lidar (Dx, Dy, Dz) uint8 as the
+    file holds them, in the ground truth's own frame (FlashOCC trains on them as they are),
+    with bev_aug applied (only when the sample's labels.npz exists);
     seg_labels (N, H, W) uint8, 255 = ignore (when cfg.data.load_seg_labels and PNGs exist);
     depth_target (N, H, W) float32 metres, 0 = none (when cfg.data.load_depth);
     sample_token, scene_name (str); image_paths (list of N str).
@@ -23,7 +26,7 @@ from PIL import Image
 from ..config import Config
 from ..geometry import apply_bev_aug_to_grid, bev_aug_matrix, invert_rigid
 from ..preprocess import apply_image_aug, normalize_image, test_time_aug, train_aug
-from .infos import check_cameras, load_info_file, records_from_nuscenes
+from .infos import check_cameras, key_ego2global, load_info_file, records_from_nuscenes
 from .io import DataError, load_lidar_points, load_occ_gt, load_seg_label, read_image_rgb, seg_label_path
 
 TENSOR_KEYS = ("imgs", "cam2ego", "K", "img_aug", "bev_aug", "voxel_semantics", "mask_camera", "mask_lidar",
@@ -114,7 +117,7 @@ class OccDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         rec = self.records[i]
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item())) if self.train else None
-        g2key = invert_rigid(np.asarray(rec["ego2global"], dtype=np.float64))
+        g2key = invert_rigid(key_ego2global(rec, self.cfg.data.key_ego, self.cameras))
         imgs, cam2ego, Ks, augs, paths, labels = [], [], [], [], [], []
         have_label = False
         for cam in self.cameras:
@@ -143,6 +146,7 @@ class OccDataset(torch.utils.data.Dataset):
             "cam2ego": torch.from_numpy(np.stack(cam2ego)).float(),
             "K": torch.from_numpy(np.stack(Ks)).float(),
             "img_aug": torch.from_numpy(np.stack(augs)).float(),
+            "occ2key": torch.from_numpy(g2key @ np.asarray(rec["ego2global"], dtype=np.float64)),
             "sample_token": rec["token"],
             "scene_name": str(rec.get("scene_name")),
             "image_paths": paths,
@@ -166,8 +170,8 @@ class OccDataset(torch.utils.data.Dataset):
             if not rec.get("lidar"):
                 raise DataError(f"sample {rec['token']} in {self.source}: data.load_depth needs a LIDAR_TOP sweep")
             pts = load_lidar_points(self.resolve(rec["lidar"]["path"]))[:, :3].astype(np.float64)
-            l2e = np.asarray(rec["lidar"]["lidar2ego"])
-            pts_ego = pts @ l2e[:3, :3].T + l2e[:3, 3]
+            l2key = out["occ2key"].numpy() @ np.asarray(rec["lidar"]["lidar2ego"])  # lidar -> its ego -> key ego
+            pts_ego = pts @ l2key[:3, :3].T + l2key[:3, 3]
             out["depth_target"] = torch.from_numpy(np.stack([
                 depth_map(pts_ego, cam2ego[n], Ks[n], augs[n], (h, w)) for n in range(len(self.cameras))]))
         return out

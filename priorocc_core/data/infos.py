@@ -4,7 +4,7 @@ pkl files, or from the project's own JSON info cache.
 A record is a plain dict (JSON-serialisable)::
 
     token, scene_name, timestamp,
-    ego2global (4, 4) of the keyframe (LIDAR_TOP sample_data's ego pose),
+    ego2global (4, 4) of the keyframe (LIDAR_TOP sample_data's ego pose: the Occ3D frame),
     lidar: {path, lidar2ego (4, 4)} or None,
     cams: {CAM: {path, K (3, 3), sensor2ego (4, 4), ego2global (4, 4) at the camera's timestamp,
                  sample_data_token}},
@@ -70,6 +70,25 @@ def _record_from_sample(nusc, sample: dict, scene_name: str) -> dict:
         first = rec["cams"].get("CAM_FRONT") or next(iter(rec["cams"].values()))
         rec["ego2global"] = first["ego2global"]
     return rec
+
+
+KEY_EGOS = ("first_camera", "lidar")
+
+
+def key_ego2global(rec: dict, key_ego: str, cameras) -> np.ndarray:
+    """(4, 4) key ego -> global of a record: the frame the network's cam2ego and output are in.
+
+    "first_camera": the ego pose at the timestamp of ``cameras[0]`` (CAM_FRONT_LEFT), FlashOCC's
+    ``keyego2global = ego2globals[:, 0]``; "lidar": the keyframe's LIDAR_TOP ego pose, the frame of
+    the Occ3D ground truth (``rec["ego2global"]``)."""
+    if key_ego == "first_camera":
+        cam = rec["cams"].get(cameras[0])
+        if cam is None:
+            raise DataError(f"sample {rec.get('token')}: key_ego first_camera needs camera {cameras[0]}")
+        return np.asarray(cam["ego2global"], dtype=np.float64)
+    if key_ego == "lidar":
+        return np.asarray(rec["ego2global"], dtype=np.float64)
+    raise DataError(f"data.key_ego {key_ego!r}: expected one of {KEY_EGOS}")
 
 
 # --------------------------------------------------------------------------- FlashOCC / BEVDet pkl

@@ -8,7 +8,8 @@ Formats
 -------
 * camera image: JPEG / PNG, read as (H, W, 3) uint8 RGB.
 * Occ3D ground truth ``labels.npz``: uint8 ``semantics``, ``mask_lidar``, ``mask_camera``,
-  each (200, 200, 16) indexed [x, y, z] in the keyframe's ego frame.
+  each GridConfig.occ_size (200, 200, 16) indexed [x, y, z] in the ego frame at the keyframe's
+  LIDAR_TOP timestamp (Occ3D's frame; docs/design.md).
 * 2D label PNG: (H, W) uint8 class index 0-16, 255 = ignore, same size as its image, at
   ``<label_root>/<image path relative to dataroot, suffix .png>`` (docs/design.md).
 * LIDAR_TOP sweep ``.pcd.bin``: float32 (P, 5) = x, y, z, intensity, ring, in the lidar frame.
@@ -24,11 +25,13 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from ..atomic import atomic_write_bytes as _atomic_write_bytes
+from ..config import GridConfig
+from ..errors import PriorOccError
 
 OCC_KEYS = ("semantics", "mask_lidar", "mask_camera")
 
 
-class DataError(ValueError):
+class DataError(PriorOccError):
     """An input file or record that does not have the expected form."""
 
 
@@ -49,7 +52,7 @@ def read_image_rgb(path: str | Path) -> Image.Image:
     return rgb
 
 
-def load_occ_gt(path: str | Path, shape: tuple[int, int, int] = (200, 200, 16)) -> dict[str, np.ndarray]:
+def load_occ_gt(path: str | Path, shape: tuple[int, int, int] = GridConfig().occ_size) -> dict[str, np.ndarray]:
     """Read an Occ3D ``labels.npz`` -> dict of uint8 arrays ``semantics``, ``mask_lidar``,
     ``mask_camera``, each ``shape`` (Dx, Dy, Dz) indexed [x, y, z]."""
     path = Path(path)

@@ -18,11 +18,12 @@ import numpy as np
 import torch
 
 from ..classes import FREE, IGNORE, cityscapes_to_occ_lut
+from ..config import GridConfig
 from ..geometry import invert_rigid
 from .raycast import cast_camera
 
-GRID_LO = np.array([-40.0, -40.0, -1.0])
-VOXEL = 0.4
+GRID_LO = np.array(GridConfig().occ_origin)  # the Occ3D grid's one definition
+VOXEL = GridConfig().voxel_size
 
 
 def voxels_to_boxes(sem: np.ndarray, free: int = FREE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

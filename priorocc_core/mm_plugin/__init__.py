@@ -77,8 +77,7 @@ class MMPriorOcc(BaseModel):
     def forward(self, inputs: dict, data_samples: Optional[Sequence] = None, mode: str = "tensor"):
         if mode == "loss":
             self.net.train(self.training)
-            return self.net(inputs) if self.training else self.net.losses(self.net.forward_stages(
-                inputs["imgs"], inputs["cam2ego"], inputs["K"], inputs["img_aug"], inputs["bev_aug"]), inputs)
+            return self.net.losses(self.net(inputs), inputs)
         was = self.net.training
         self.net.eval()
         try:

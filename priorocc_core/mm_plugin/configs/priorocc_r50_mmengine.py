@@ -18,7 +18,7 @@ model = dict(
     type="PriorOcc",
     grid=dict(x=[-40.0, 40.0, 0.4], y=[-40.0, 40.0, 0.4], z=[-1.0, 5.4, 6.4], occ_z=[-1.0, 5.4, 0.4],
               depth=[1.0, 45.0, 0.5]),
-    image=dict(input_size=[256, 704], src_size=[900, 1600]),
+    image=dict(input_size=[256, 704]),
     backbone=dict(depth=50, out_indices=[2, 3]),
     neck=dict(in_channels=[1024, 2048], out_channels=256),
     injector=dict(enabled=True, num_classes=17, mid_channels=256, softmax_before_fusion=False, loss_weight=0.3),
