@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .classes import FREE, IGNORE, OCC_CLASSES, OCC_COLORS
+from .config import GridConfig
 
 
 def colorize(labels: np.ndarray) -> np.ndarray:
@@ -44,12 +45,13 @@ GROUND_GREY = (0.42, 0.42, 0.45)
 BACKGROUND = (0.13, 0.13, 0.15)  # dark, so that manmade (lavender) and every class colour stand out
 
 
-def _voxel_panel(ax, occ: np.ndarray, title: str, voxel: float, origin, max_points: int) -> set:
+def _voxel_panel(ax, occ: np.ndarray, title: str, grid: GridConfig, max_points: int) -> set:
     """One 3D scatter panel: ground classes as small faint grey squares, everything else in its class colour."""
     idx = np.argwhere(occ != FREE)
     if len(idx) > max_points:
         idx = idx[np.random.default_rng(0).choice(len(idx), max_points, replace=False)]
-    xyz = idx * voxel + np.asarray(origin) + voxel / 2
+    voxel = grid.voxel_size
+    xyz = idx * voxel + np.asarray(grid.occ_origin) + voxel / 2
     cls = occ[tuple(idx.T)]
     ground = np.isin(cls, GROUND_CLASSES)
     g = xyz[ground]
@@ -57,8 +59,9 @@ def _voxel_panel(ax, occ: np.ndarray, title: str, voxel: float, origin, max_poin
                linewidths=0)
     o, oc = xyz[~ground], cls[~ground]
     ax.scatter(o[:, 0], o[:, 1], o[:, 2], c=OCC_COLORS[oc] / 255.0, s=3.0, marker="s", depthshade=True, linewidths=0)
-    ax.set_xlim(-40, 40), ax.set_ylim(-40, 40), ax.set_zlim(-1, 10)
-    ax.set_box_aspect((80, 80, 16))
+    (x0, x1, _), (y0, y1, _), z0 = grid.x, grid.y, grid.occ_z[0]
+    ax.set_xlim(x0, x1), ax.set_ylim(y0, y1), ax.set_zlim(z0, z0 + 11.0)
+    ax.set_box_aspect((x1 - x0, y1 - y0, 16))
     ax.view_init(elev=30, azim=-150)
     ax.set_facecolor(BACKGROUND)
     for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
@@ -70,8 +73,8 @@ def _voxel_panel(ax, occ: np.ndarray, title: str, voxel: float, origin, max_poin
     return set(oc.tolist())
 
 
-def render_voxels_3d(occ: np.ndarray, path, title: str = "", voxel: float = 0.4,
-                     origin=(-40.0, -40.0, -1.0), max_points: int = 60000, gt: np.ndarray | None = None,
+def render_voxels_3d(occ: np.ndarray, path, title: str = "", grid: GridConfig = GridConfig(),
+                     max_points: int = 60000, gt: np.ndarray | None = None,
                      mask: np.ndarray | None = None) -> None:
     """Write a 3D rendering of the occupied voxels to ``path`` (PNG): objects, buildings and vegetation in
     their class colours, the ground classes low-key grey so that obstacles stand out. With ``gt`` a
@@ -88,7 +91,7 @@ def render_voxels_3d(occ: np.ndarray, path, title: str = "", voxel: float = 0.4,
         vol = vol.copy()
         if mask is not None:
             vol[~mask.astype(bool)] = FREE
-        present |= _voxel_panel(fig.add_subplot(1, len(panels), i + 1, projection="3d"), vol, name, voxel, origin,
+        present |= _voxel_panel(fig.add_subplot(1, len(panels), i + 1, projection="3d"), vol, name, grid,
                                 max_points)
     handles = [plt.Line2D([], [], marker="s", ls="", color=OCC_COLORS[c] / 255.0, label=OCC_CLASSES[c])
                for c in sorted(present)]

@@ -106,7 +106,7 @@ def _main(argv) -> int:
         legend = legend_strip(bev.shape[1])
         bev = np.concatenate([bev, legend], axis=0)
         Image.fromarray(bev).save(out / f"bev_{k}.png")
-        render_voxels_3d(pred.occupancy, out / f"voxels_{k}.png", title=f"prediction, keyframe {k}", gt=gt, mask=mask)
+        render_voxels_3d(pred.occupancy, out / f"voxels_{k}.png", title=f"prediction, keyframe {k}", grid=cfg.model.grid, gt=gt, mask=mask)
         vox = np.asarray(Image.open(out / f"voxels_{k}.png").convert("RGB"))
         Image.fromarray(side_by_side([grid, bev, vox], width=grid.shape[1])).save(out / f"keyframe_{k}.png")
     result = {

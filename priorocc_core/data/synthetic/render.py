@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..raycast import cast_camera, cast_rays
+from ...config import GridConfig
 from .world import FREE, GROUND_TOP, NZ, TERRAIN, VH, VOXEL, Z_MIN, Scene
 
 IGNORE = 255
@@ -304,17 +305,16 @@ def render_lidar(scene: Scene, boxes: BoxTable, lidar2local: np.ndarray, max_ran
 
 
 # --------------------------------------------------------------------------- visibility masks
-def voxel_centres_ego(shape=(200, 200, NZ)) -> torch.Tensor:
-    """(X, Y, Z, 3) voxel centres in the ego frame (Occ3D grid)."""
-    xs = -40.0 + VOXEL * (torch.arange(shape[0], dtype=torch.float64) + 0.5)
-    ys = -40.0 + VOXEL * (torch.arange(shape[1], dtype=torch.float64) + 0.5)
-    zs = Z_MIN + VOXEL * (torch.arange(shape[2], dtype=torch.float64) + 0.5)
-    return torch.stack(torch.meshgrid(xs, ys, zs, indexing="ij"), -1)
+def voxel_centres_ego(grid: GridConfig = GridConfig()) -> torch.Tensor:
+    """(X, Y, Z, 3) voxel centres in the ego frame of ``grid`` (the Occ3D grid by default)."""
+    v = grid.voxel_size
+    axes = [o + v * (torch.arange(n, dtype=torch.float64) + 0.5) for o, n in zip(grid.occ_origin, grid.occ_size)]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)
 
 
-def _voxel_index(p_ego: torch.Tensor, shape) -> tuple[torch.Tensor, torch.Tensor]:
-    lo = torch.tensor([-40.0, -40.0, Z_MIN], dtype=p_ego.dtype)
-    ijk = torch.floor((p_ego - lo) / VOXEL).long()
+def _voxel_index(p_ego: torch.Tensor, shape, grid: GridConfig = GridConfig()) -> tuple[torch.Tensor, torch.Tensor]:
+    lo = torch.tensor(grid.occ_origin, dtype=p_ego.dtype)
+    ijk = torch.floor((p_ego - lo) / grid.voxel_size).long()
     ok = (ijk >= 0).all(-1) & (ijk[:, 0] < shape[0]) & (ijk[:, 1] < shape[1]) & (ijk[:, 2] < shape[2])
     return ijk[ok], ok
 

@@ -18,11 +18,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-VOXEL = 0.4
-Z_MIN = -1.0
-GROUND_TOP = -0.6  # top of layer 0
-NZ = 16
-GRID_HALF = 100  # the Occ3D grid spans +-100 voxels around the ego
+from ...config import GridConfig
+
+# The world is built on the Occ3D grid's voxels, so its labels are the grid's (GridConfig, the one
+# definition): 0.4 m voxels, z from -1.0 m, 16 layers, +-100 voxels around the ego.
+_GRID = GridConfig()
+VOXEL = _GRID.voxel_size
+Z_MIN = _GRID.occ_origin[2]
+NZ = _GRID.occ_size[2]
+GROUND_TOP = Z_MIN + VOXEL  # top of layer 0
+GRID_HALF = _GRID.occ_size[0] // 2  # the Occ3D grid spans +-GRID_HALF voxels around the ego
 MARGIN = 280  # voxels of world beyond the ego path at each end (112 m)
 VH = 250  # half width of the scene in voxels (100 m)
 
