@@ -19,15 +19,13 @@ Exit status: 0 (bag written), 2 (bad arguments / output exists), 3 (nothing reco
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
 
 from cyclonedds.core import WaitSet
-from rosbags.rosbag2 import StoragePlugin, Writer
 
+from priorocc_ros.bagio import AtomicBagWriter
 from priorocc_ros.dds.participant import DdsContext, strip_padding
 from priorocc_ros.msgs import typestore
 from priorocc_ros.tools.common import GraphWatcher, StopFlag
@@ -56,19 +54,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _finalise(tmp: Path, out: Path, storage: str) -> None:
-    """Give the bag's data file the final name, fix metadata.yaml, rename the folder."""
-    ext = ".mcap" if storage == "mcap" else ".db3"
-    old, new = tmp.name + ext, out.name + ext
-    if (tmp / old).exists():
-        os.replace(tmp / old, tmp / new)
-        meta = (tmp / "metadata.yaml").read_text()
-        part = tmp / "metadata.yaml.part"
-        part.write_text(meta.replace(old, new))
-        os.replace(part, tmp / "metadata.yaml")
-    os.replace(tmp, out)
-
-
 class Recorder:
     def __init__(self, args: argparse.Namespace, stop: StopFlag | None = None):
         self.args = args
@@ -79,9 +64,9 @@ class Recorder:
         self.ctx = DdsContext(domain_id=args.domain_id, node=("/", "priorocc_record"))
         self.graph = GraphWatcher(self.ctx.participant, ignore_participant=self.ctx.participant.guid)
         self.waitset = WaitSet(self.ctx.participant)
-        self.readers: dict[str, tuple] = {}  # topic -> (DdsReader, rosbags connection, qos)
+        self.readers: dict[str, tuple] = {}  # topic -> (DdsReader, type name, qos)
 
-    def _subscribe_new(self, writer: Writer) -> None:
+    def _subscribe_new(self, writer: AtomicBagWriter) -> None:
         wanted = None if self.args.all else set(self.args.topics)
         for topic, info in self.graph.poll().items():
             if wanted is not None and topic not in wanted:
@@ -100,15 +85,15 @@ class Recorder:
             offered = info.writer_qos()
             qos = QoSProfile(offered.reliability, offered.durability, READER_DEPTH)
             reader = self.ctx.reader(info.type_name, topic, qos)
-            conn = writer.add_connection(topic, info.type_name, typestore=typestore())
+            writer.add_topic(topic, info.type_name, qos)
             self.waitset.attach(reader.condition)
-            self.readers[topic] = (reader, conn, qos)
+            self.readers[topic] = (reader, info.type_name, qos)
             self.counts[topic] = 0
             self.log(f"recording {topic} [{info.type_name}] ({qos.reliability}, {qos.durability})")
 
-    def _drain(self, writer: Writer) -> int:
+    def _drain(self, writer: AtomicBagWriter) -> int:
         n = 0
-        for topic, (reader, conn, _) in list(self.readers.items()):
+        for topic, (reader, type_name, _) in list(self.readers.items()):
             if reader is None:
                 continue
             while True:
@@ -117,49 +102,37 @@ class Recorder:
                     break
                 now = time.time_ns()
                 for s in samples:
-                    writer.write(conn, now, strip_padding(s.data))
+                    writer.write_raw(topic, type_name, now, strip_padding(s.data))
                 self.counts[topic] += len(samples)
                 n += len(samples)
         return n
 
     def run(self) -> Path:
+        """Record until stopped; the bag appears at ``out`` only when complete (the project's one
+        atomic bag writer: a temporary folder beside it, renamed at the end, removed on error)."""
         out: Path = self.args.out
         if out.exists():
             raise FileExistsError(f"{out} exists already; not overwriting")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        plugin = StoragePlugin.MCAP if self.args.storage == "mcap" else StoragePlugin.SQLITE3
-        writer = Writer(tmp, version=8, storage_plugin=plugin)
-        writer.open()
         t_end = None if self.args.duration is None else time.monotonic() + self.args.duration
         next_poll = 0.0
         total = 0
         try:
-            self.log(f"recording into {out} (domain {self.ctx.domain_id})")
-            while not self.stop.is_set():
-                now = time.monotonic()
-                if t_end is not None and now >= t_end:
-                    break
-                if now >= next_poll:
-                    self._subscribe_new(writer)
-                    next_poll = now + 0.1
-                self.waitset.wait(int(0.05 * 1e9))
-                total += self._drain(writer)
-                if self.args.max_messages is not None and total >= self.args.max_messages:
-                    break
-            total += self._drain(writer)  # what arrived before the stop
-            writer.close()
-        except BaseException:
-            try:
-                writer.close()
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            with AtomicBagWriter(out, storage=self.args.storage) as writer:
+                self.log(f"recording into {out} (domain {self.ctx.domain_id})")
+                while not self.stop.is_set():
+                    now = time.monotonic()
+                    if t_end is not None and now >= t_end:
+                        break
+                    if now >= next_poll:
+                        self._subscribe_new(writer)
+                        next_poll = now + 0.1
+                    self.waitset.wait(int(0.05 * 1e9))
+                    total += self._drain(writer)
+                    if self.args.max_messages is not None and total >= self.args.max_messages:
+                        break
+                total += self._drain(writer)  # what arrived before the stop
         finally:
             self.ctx.close()
-        _finalise(tmp, out, self.args.storage)
         why = f" (stopped by {self.stop.signal_name})" if self.stop.signal_name else ""
         self.log(f"wrote {total} messages on {len(self.counts)} topics to {out}{why}: "
                  + ", ".join(f"{t}={c}" for t, c in sorted(self.counts.items())))
