@@ -70,7 +70,7 @@ def work_frame(spec: dict) -> dict:
     from benchmarks.run import frame_inputs, matmul_peaks
     from priorocc_core.backends import make_predictor
     from priorocc_ros.msgs import header, new_msg, serialize
-    from priorocc_ros.pipeline import OccupancyPipeline, OutputOptions
+    from priorocc_ros.pipeline import OccupancyPipeline, PipelineOptions
 
     peaks = matmul_peaks(spec["matmul"], spec["peak_repeats"])
     try:
@@ -88,7 +88,7 @@ def work_frame(spec: dict) -> dict:
                  "config": pred.cfg.name, "peaks": peaks, "openvino_matmul": ov_rates, "modes": {}}
     occs = {}
     for mode in ("exact", "fast"):
-        opts = OutputOptions(publish_overlay=False, jpeg_reduce=0 if mode == "fast" else 1)
+        opts = PipelineOptions(publish_overlay=False, jpeg_reduce=0 if mode == "fast" else 1)
         pred.fused_resize = mode == "fast"
         pipe = OccupancyPipeline(pred, pred.cameras, opts)
         for _ in range(spec.get("warmup", 3)):

@@ -35,7 +35,7 @@ from priorocc_ros.calibration import CalibrationError, StaticCalibration, TfBuff
 from priorocc_ros.msgs import header as make_header
 from priorocc_ros.msgs import stamp_to_ns
 from priorocc_ros.params import PARAMETERS
-from priorocc_ros.pipeline import OccupancyPipeline, OutputOptions, SetError, check_image_size, output_topics
+from priorocc_ros.pipeline import OccupancyPipeline, PipelineOptions, SetError, check_image_size, output_topics
 from priorocc_ros.runner import InferenceRunner
 from priorocc_ros.sync import ApproximateTimeSynchronizer, SyncedSet
 from priorocc_ros.transport.base import RELIABLE_QOS, SENSOR_DATA_QOS, TF_STATIC_LISTENER_QOS, Transport
@@ -170,7 +170,7 @@ class OccupancyNodeCore:
         if p["checkpoint"]:
             self.log.info(f"loaded checkpoint {p['checkpoint']}: " +
                           ", ".join(f"{k} {v}" for k, v in self.backend_info.items()))
-        self.opts = OutputOptions(
+        self.opts = PipelineOptions(
             frame_id=p["base_frame"], publish_voxels=bool(p["publish_voxels"]),
             publish_markers=bool(p["publish_markers"]), publish_bev=bool(p["publish_bev"]),
             publish_overlay=bool(p["publish_overlay"]), overlay_alpha=float(p["overlay_alpha"]),

@@ -29,7 +29,8 @@ class SetError(RuntimeError):
 
 
 @dataclass
-class OutputOptions:
+class PipelineOptions:
+    """What the pipeline accepts (image size limit, JPEG reduction) and what it publishes."""
     frame_id: str = "base_link"
     publish_voxels: bool = True
     publish_markers: bool = True
@@ -60,7 +61,7 @@ OUTPUT_TYPES = {
 }
 
 
-def output_topics(cameras: Sequence[str], opts: OutputOptions) -> dict[str, tuple[str, str]]:
+def output_topics(cameras: Sequence[str], opts: PipelineOptions) -> dict[str, tuple[str, str]]:
     """{key: (type, '~/key')} for the enabled outputs."""
     out = {}
     if opts.publish_voxels:
@@ -101,10 +102,10 @@ def check_image_size(msg: Any, source: str, max_pixels: int, jpeg_reduce: int = 
 class OccupancyPipeline:
     """predictor: priorocc_core.inference.Predictor (or anything with .predict and .cfg)."""
 
-    def __init__(self, predictor: Any, cameras: Sequence[str], opts: OutputOptions | None = None):
+    def __init__(self, predictor: Any, cameras: Sequence[str], opts: PipelineOptions | None = None):
         self.predictor = predictor
         self.cameras = tuple(cameras)
-        self.opts = opts or OutputOptions()
+        self.opts = opts or PipelineOptions()
         if self.opts.jpeg_reduce not in (0, 1, 2, 4, 8):
             raise ValueError(f"jpeg_reduce must be 0 (auto), 1, 2, 4 or 8, got {self.opts.jpeg_reduce}")
         pc = getattr(predictor, "cameras", None)

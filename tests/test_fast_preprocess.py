@@ -59,17 +59,17 @@ def test_network_reduce(src, need, r):
 def test_pipeline_decodes_at_the_networks_size(tiny_checkpoint):
     from priorocc_core.backends import make_predictor
     from priorocc_ros.msgs import header
-    from priorocc_ros.pipeline import OccupancyPipeline, OutputOptions
+    from priorocc_ros.pipeline import OccupancyPipeline, PipelineOptions
 
     pred = make_predictor(tiny_checkpoint, "torch", "fp32", "cpu")  # input 64 x 176: 1/8 of 1600 x 900 suffices
-    pipe = OccupancyPipeline(pred, pred.cameras, OutputOptions(jpeg_reduce=0))
+    pipe = OccupancyPipeline(pred, pred.cameras, PipelineOptions(jpeg_reduce=0))
     msgs = [encode_compressed(_smooth_image(seed=s), header(0, "cam")) for s in range(6)]
     K = np.array([[1266.0, 0, 800], [0, 1266.0, 450], [0, 0, 1]])[None].repeat(6, 0)
     imgs, Kd = pipe.decode(msgs, K)
     assert imgs[0].shape == (113, 200, 3)
     np.testing.assert_allclose(Kd[0], [[1266 / 8, 0, (800 + 0.5) / 8 - 0.5], [0, 1266 / 8, (450 + 0.5) / 8 - 0.5],
                                        [0, 0, 1]])
-    exact = OccupancyPipeline(pred, pred.cameras, OutputOptions(jpeg_reduce=1)).decode(msgs, K)[0]
+    exact = OccupancyPipeline(pred, pred.cameras, PipelineOptions(jpeg_reduce=1)).decode(msgs, K)[0]
     assert exact[0].shape == (900, 1600, 3)
     # the same scene at 1/8: decoded pixel (i, j) is the mean of the 8 x 8 block at (8i, 8j) (the
     # geometry reduced_K assumes); last row: a partial block, left out
