@@ -110,7 +110,7 @@ class CameraInput:
 
 def plan_inputs(topics: dict[str, tuple[str, int]], parameters: dict[str, Any],
                 remaps: dict[str, str] | None = None, node_name: str = "priorocc") -> tuple[list[CameraInput], bool]:
-    """Which bag topic feeds which model camera, under ``parameters`` (node_core.PARAMETERS
+    """Which bag topic feeds which model camera, under ``parameters`` (params.PARAMETERS
     overrides) and ``remaps``. When ``compressed`` is not given it is detected from the bag:
     the choice whose image topics the bag has with the right type. Returns (plan, compressed)."""
     from priorocc_ros.transport.base import resolve_topic
