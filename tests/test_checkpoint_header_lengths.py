@@ -21,7 +21,10 @@ from priorocc_core.model import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 RESUME_META = {"epoch": 0, "iter_in_epoch": 1}  # what train.py stores with a checkpoint after 1 iteration
-LENGTHS = range(0, 201)
+# 0-200 as the issue asks, extended to 263: safetensors pads its header to 8 bytes, so 264
+# lengths sweep all 32 values of the header length's first byte whatever the rest of the header
+# weighs (with 0-200 only, a config that grew by a few fields no longer reached 0x80 or 'P')
+LENGTHS = range(0, 264)
 
 
 def _first_bytes(path: Path) -> bytes:
@@ -36,7 +39,7 @@ def small_model(tiny_cfg):
 
 
 def test_save_reload_every_dataroot_length(tmp_path, tiny_cfg, small_model):
-    """Every length 0-200 saved (float16 storage, as models/demo) and reopened by the loader (its
+    """Every length 0-263 saved (float16 storage, as models/demo) and reopened by the loader (its
     format check and header); every 40th also read in full, checked against the model and rebuilt."""
     firsts = set()
     want = {k: v.half() if v.is_floating_point() else v for k, v in small_model.state_dict().items()}
@@ -55,7 +58,7 @@ def test_save_reload_every_dataroot_length(tmp_path, tiny_cfg, small_model):
         path.unlink()
     # the lengths really swept the first byte across the values that used to be refused
     assert 0x80 in firsts and ord("P") in firsts, sorted(firsts)
-    assert len(firsts) >= 25  # header lengths are padded to 8 bytes: 201 lengths give >= 25 values
+    assert len(firsts) == 32  # header lengths are padded to 8 bytes: 264 lengths give all 32 values
 
 
 def test_pickles_are_recognised_for_what_they_are(tmp_path, small_model):
