@@ -88,6 +88,9 @@ def main():
         pub = node.create_publisher(rclpy_class(ty), topic, qos(reliable=False, depth=5))
         while pub.get_subscription_count() < 1 and time.monotonic() < deadline:
             rclpy.spin_once(node, timeout_sec=0.05)
+        settle = time.monotonic() + 1.0  # matched here is not yet matched on the node's side:
+        while time.monotonic() < settle:  # a best-effort sample sent now could be lost (as for --play)
+            rclpy.spin_once(node, timeout_sec=0.05)
         pub.publish(b"\x00\x01\x00")
         out.write(json.dumps({"garbage": topic}) + "\n")
     if args.play:

@@ -245,7 +245,7 @@ def test_ros2_run_with_parameters_and_the_cli(install, tmp_path):
         assert not [t for t in topics if "seg_overlay" in t], sorted(topics)
         # a callback that raises (3 bytes are no CameraInfo): logged, counted, node goes on
         recs, _ = probe(env, tmp_path, "--garbage=/CAM_FRONT/camera_info=sensor_msgs/msg/CameraInfo",
-                        "--sub=/diagnostics=diagnostic_msgs/msg/DiagnosticArray", "--until=/diagnostics=3",
+                        "--sub=/diagnostics=diagnostic_msgs/msg/DiagnosticArray", "--until=/diagnostics=5",
                         timeout=30)
         diag = [r["values"] for r in recs if r.get("topic") == "/diagnostics"]
         assert diag and diag[-1].get("transport_decode_errors") == "1", diag[-1:]
