@@ -1,8 +1,9 @@
 """The occupancy node's behaviour, written once over ``transport.base.Transport``.
 
 ``OccupancyNodeCore(transport)`` declares the parameters, subscribes to the camera images,
-camera_info, /tf and /tf_static, synchronises the six streams, runs inference on its own
-thread (newest complete set wins), publishes the outputs of docs/design.md and /diagnostics.
+camera_info, /tf and /tf_static, synchronises the six streams, runs each set through three
+stages in their own threads (decode, inference, messages + publish; newest complete set wins at
+the entry, runner.py), publishes the outputs of docs/design.md and /diagnostics.
 ``occupancy_node.py`` runs it over rclpy or Cyclone DDS; tests run it over the loopback
 transport. All message objects here are rosbags-style (``priorocc_ros.msgs``).
 
@@ -14,7 +15,7 @@ Counters (also in /diagnostics, keys in brackets):
                inference), per kind in errors_<kind>            [sets_failed]
   incomplete_sets: groups of images that never formed a complete set (a camera missing).
   groups_in    every group the synchroniser closed (complete or incomplete)   [groups_in]
-  in_progress  sets queued for or running in inference                        [in_progress]
+  in_progress  sets queued for or inside one of the three stages                [in_progress]
   Invariant (checked, in /diagnostics as ``invariant`` / ``unaccounted``):
       groups_in = sets_out + sets_dropped + sets_failed + incomplete_sets + in_progress
   and at shutdown (``close``) in_progress is 0: pending groups are flushed and counted.
@@ -92,6 +93,18 @@ class _Info:
     K: np.ndarray | None  # None = invalid (error says why)
     error: str
     frame_id: str
+
+
+@dataclass
+class _InFlight:
+    """A set between the runner's stages: decoded images, then the prediction."""
+    s: SyncedSet
+    t_set: float
+    imgs: list
+    K: np.ndarray  # (N, 3, 3) of the decoded images
+    cam2ego: np.ndarray  # (N, 4, 4)
+    timings: dict
+    pred: Any = None
 
 
 class _CamState:
@@ -204,7 +217,11 @@ class OccupancyNodeCore:
             reference="CAM_FRONT" if "CAM_FRONT" in self.cameras else None,
             on_set=self._on_set, on_incomplete=self._on_incomplete, info_streams=info_cams,
             on_reset=self._on_reset, on_reject=self._on_reject)
-        self.runner = InferenceRunner(self._process, queue_size=int(p["queue_size"]), block=block,
+        stages = (self._stage_decode, self._stage_infer, self._stage_publish)
+        if not p["pipelined"]:
+            stages = (lambda item: self._stage_publish(self._stage_infer(self._stage_decode(item))),)
+        self.runner = InferenceRunner(stages,
+                                      queue_size=int(p["queue_size"]), block=block,
                                       on_error=self._on_error, on_drop=self._on_drop)
 
         # publishers
@@ -411,12 +428,28 @@ class OccupancyNodeCore:
                     raise
                 time.sleep(0.01)
 
-    def _process(self, item: tuple[SyncedSet, float, int]) -> None:
-        s, t_set, wall_set = item
+    # Three stages, each in its own runner thread (runner.py): decode of set k+1 and the messages
+    # of set k-1 overlap the inference of set k.
+    def _stage_decode(self, item: tuple[SyncedSet, float, int]) -> _InFlight:
+        s, t_set, _ = item
         t0 = time.perf_counter()
         self.latency.add("queue", t0 - t_set)
         K, cam2ego, hws = self._calibration_waiting(s)
-        res = self.pipeline.run(s.stamp_ns, s.items, K, cam2ego, expected_hw=hws)
+        imgs, Kd = self.pipeline.decode(s.items, K, hws)
+        return _InFlight(s, t_set, imgs, Kd, cam2ego, {"decode": time.perf_counter() - t0})
+
+    def _stage_infer(self, f: _InFlight) -> _InFlight:
+        t0 = time.perf_counter()
+        f.pred = self.pipeline.predict(f.imgs, f.K, f.cam2ego)
+        f.timings["model"] = time.perf_counter() - t0
+        return f
+
+    def _stage_publish(self, f: _InFlight) -> None:
+        s = f.s
+        t0 = time.perf_counter()
+        msgs = self.pipeline.build(s.stamp_ns, f.pred, f.imgs, f.K, f.cam2ego)
+        f.timings["build"] = time.perf_counter() - t0
+        res = self.pipeline.result(s.stamp_ns, f.pred, msgs, f.timings)
         if self.runner.gave_up:
             return  # shutdown stopped waiting for this set: it is counted dropped already
         t1 = time.perf_counter()
@@ -428,7 +461,7 @@ class OccupancyNodeCore:
         for k, v in res.timings.items():
             self.latency.add(k, v)
         self.latency.add("publish", t2 - t1)
-        self.latency.add("total", t2 - t_set)
+        self.latency.add("total", t2 - f.t_set)
         age = (self.t.now_ns() - s.stamp_ns) * 1e-9
         if 0.0 <= age < 60.0:  # meaningful with a live or simulated clock only
             self.latency.add("stamp_to_publish", age)

@@ -46,6 +46,8 @@ PARAMETER_DOCS: dict[str, tuple[Any, str]] = {
     "overlay_scale": (1.0, "overlay image scale"),
     "bev_unknown_from_cameras": (True, "BEV columns no camera sees are -1 (unknown)"),
     "queue_size": (1, "sets waiting for inference; older ones are dropped"),
+    "pipelined": (True, "decode, inference and message building in three threads, so consecutive sets "
+                        "overlap (throughput of the slowest stage); false: one thread, one set at a time"),
     "diagnostics_period": (1.0, "seconds between /diagnostics messages (steady clock)"),
 }
 

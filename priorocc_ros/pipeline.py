@@ -166,9 +166,17 @@ class OccupancyPipeline:
         assert self._vis is not None
         return self._vis
 
+    def predict(self, imgs: Sequence[np.ndarray], K: np.ndarray, cam2ego: np.ndarray) -> Any:
+        """Decoded images + their K + cam2ego -> the predictor's result; SetError 'inference'."""
+        try:
+            return self.predictor.predict(imgs, K, cam2ego)
+        except Exception as e:  # noqa: BLE001 - reported per set
+            raise SetError("inference", f"inference failed: {type(e).__name__}: {e}") from e
+
     def run(self, stamp_ns: int, image_msgs: Sequence[Any], K: np.ndarray, cam2ego: np.ndarray,
             expected_hw: Sequence[tuple[int, int] | None] | None = None) -> PipelineResult:
-        """Decode, predict and build every enabled output for one set.
+        """Decode, predict and build every enabled output for one set, one stage after the other
+        (the node and the replay run the three stages in their own threads instead, runner.py).
 
         image_msgs: N Image/CompressedImage in camera order; K (N, 3, 3) for the images' native
         size; cam2ego (N, 4, 4) camera -> base_link; expected_hw see ``decode``. Raises SetError.
@@ -176,14 +184,15 @@ class OccupancyPipeline:
         t0 = time.perf_counter()
         imgs, Kd = self.decode(image_msgs, K, expected_hw)
         t1 = time.perf_counter()
-        try:
-            pred = self.predictor.predict(imgs, Kd, cam2ego)
-        except Exception as e:  # noqa: BLE001 - reported per set
-            raise SetError("inference", f"inference failed: {type(e).__name__}: {e}") from e
+        pred = self.predict(imgs, Kd, cam2ego)
         t2 = time.perf_counter()
         msgs = self.build(stamp_ns, pred, imgs, Kd, cam2ego)
         t3 = time.perf_counter()
-        timings = {"decode": t1 - t0, "model": t2 - t1, "build": t3 - t2}
+        return self.result(stamp_ns, pred, msgs, {"decode": t1 - t0, "model": t2 - t1, "build": t3 - t2})
+
+    @staticmethod
+    def result(stamp_ns: int, pred: Any, msgs: dict[str, Any], timings: dict[str, float]) -> PipelineResult:
+        timings = dict(timings)
         for k, v in (getattr(pred, "timings", None) or {}).items():
             timings[f"model.{k}"] = v
         occ = np.asarray(pred.occupancy)

@@ -152,6 +152,59 @@ def test_runner_block_mode_loses_nothing():
     assert seen == list(range(20)) and r.stats.dropped == 0
 
 
+def test_runner_stages_overlap_keep_order_and_count():
+    """Issue 17: with three stages, stage 0 of set k+1 runs while stage 1 still holds set k (the
+    'inference' below waits until the next set has been decoded, which only a pipeline allows);
+    sets leave in order. Mutation: the stages composed in one thread (``stages=[lambda x:
+    c(b(a(x)))]``) -> the middle stage waits for a decode that never comes: this test fails."""
+    decoded = {i: threading.Event() for i in range(8)}
+    out, overlap = [], []
+
+    def decode(x):
+        decoded[x].set()
+        return x
+
+    def infer(x):
+        overlap.append(decoded[x + 1].wait(5) if x < 5 else True)
+        return x
+
+    r = InferenceRunner((decode, infer, out.append), queue_size=10)
+    for i in range(6):
+        r.submit(i)
+    assert r.wait_idle(20)
+    r.stop()
+    assert out == list(range(6)) and all(overlap), overlap
+    assert r.stats.as_dict() == dict(submitted=6, processed=6, dropped=0, errors=0, abandoned=0)
+
+
+def test_runner_stage_errors_and_drops_are_counted_once():
+    """An error in a middle stage ends that set only (counted once, with what the stage was
+    given); drops happen at the entry only; submitted = processed + errors + dropped, and
+    in_progress() counts sets between stages (a set never vanishes in a hand-over)."""
+    gate = threading.Event()
+    out, errs = [], []
+
+    def infer(x):
+        gate.wait(5)
+        if x == 2:
+            raise ValueError("bad")
+        return x
+
+    r = InferenceRunner((lambda x: x, infer, out.append), queue_size=1,
+                        on_error=lambda item, e: errs.append(item))
+    for i in range(6):
+        r.submit(i)
+        time.sleep(0.05)
+    # 0 in infer, 1 handed over and waiting, 2 decoded and waiting to hand over, 5 at the entry
+    assert r.in_progress() == 4 and r.stats.dropped == 2
+    gate.set()
+    assert r.wait_idle(5)
+    r.stop()
+    st = r.stats
+    assert errs == [2] and out == [0, 1, 5]
+    assert st.submitted == st.processed + st.errors + st.dropped == 6 and r.in_progress() == 0
+
+
 # --------------------------------------------------------------------------- issue 15 / 19
 def test_a_missing_image_does_not_hold_newer_complete_sets():
     """Issue 15 #5: camera C skips frame 3; frame 4 is released by its own last image (C has sent
