@@ -4,6 +4,11 @@ Builds a bag of ``--sets`` six-camera sets at 12 Hz from the real nuScenes keyfr
 files (../shared/data/nuscenes-real; bytes unchanged, new stamps), replays it with the given
 checkpoint (default: a freshly initialised tiny model) and prints the replay summary
 (throughput, per-stage latency percentiles) as text and JSON.
+
+``--compare-pipelined R``: R rounds, each replaying the bag with ``pipelined:=false`` then
+``pipelined:=true`` (same predictor, same process, interleaved so that load changes hit both);
+per run: sets/s, the median network time of its sets (``model.model``: network + postprocess)
+and throughput x network time (1.0 = the network never waits for the other stages).
 """
 from __future__ import annotations
 
@@ -78,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gt-occupancy", default=None, metavar="LABELS_NPZ",
                     help="run the model but build the outputs from this Occ3D labels.npz (a realistic occupancy; "
                          "an untrained model marks nearly every voxel occupied)")
+    ap.add_argument("--compare-pipelined", type=int, default=0, metavar="ROUNDS",
+                    help="replay ROUNDS x (pipelined:=false, pipelined:=true) and report throughput x network time")
     args = ap.parse_args(argv)
     from priorocc_ros.occupancy_node import _parse_param
     from priorocc_ros.replay import replay
@@ -93,6 +100,24 @@ def main(argv: list[str] | None = None) -> int:
         predictor = make_predictor(ckpt, device=params.get("device", "cpu"))
         if args.gt_occupancy:
             predictor = _GtOccupancy(predictor, args.gt_occupancy)
+        if args.compare_pipelined:
+            replay(tmp / "in", tmp / "warm", predictor=predictor, parameters=params)  # warm-up (graph caches)
+            runs = []
+            for r in range(args.compare_pipelined):
+                for pipelined in (False, True):
+                    s = replay(tmp / "in", tmp / f"out{r}{pipelined}", predictor=predictor,
+                               parameters={**params, "pipelined": pipelined})
+                    net = s.latency_ms["model.model"]["p50"] / 1e3
+                    runs.append(dict(round=r, pipelined=pipelined, sets_out=s.node["sets_out"], wall_s=s.wall_s,
+                                     sets_per_s=s.sets_per_s, network_p50_s=net,
+                                     throughput_x_network=s.sets_per_s * net,
+                                     stage_p50_s={k: v["p50"] / 1e3 for k, v in s.latency_ms.items()}))
+                    print(f"round {r} pipelined={pipelined}: {s.node['sets_out']} sets in {s.wall_s:.2f} s = "
+                          f"{s.sets_per_s:.3f} sets/s; network p50 {net:.3f} s; throughput x network "
+                          f"{s.sets_per_s * net:.3f}", flush=True)
+            if args.json:
+                Path(args.json).write_text(json.dumps(runs, indent=2))
+            return 0
         s = replay(tmp / "in", tmp / "out", predictor=predictor, parameters=params)
     print(s.text())
     if args.json:

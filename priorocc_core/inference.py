@@ -34,6 +34,15 @@ class Prediction:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
 
+@dataclass
+class Prepared:
+    """A set ready for the network: normalised images, the pooling plan, the image augmentation."""
+    imgs: torch.Tensor  # (1, N, 3, H, W)
+    plan: PoolingIndices
+    img_aug: torch.Tensor  # (1, N, 3, 3)
+    preprocess_s: float
+
+
 def preprocess(images: Sequence[np.ndarray], K: np.ndarray, cam2ego: np.ndarray, cfg: Config,
                device: str | torch.device = "cpu", fused: bool = False) -> dict:
     """N (H, W, 3) uint8 RGB images + calibration -> a batch of one sample: imgs (1, N, 3, H, W)
@@ -93,15 +102,26 @@ class Predictor:
         return preprocess(images, K, cam2ego, self.cfg, self.device, fused=self.fused_resize)
 
     @torch.no_grad()
-    def predict(self, images: Sequence[np.ndarray], K: np.ndarray, cam2ego: np.ndarray) -> Prediction:
+    def prepare(self, images: Sequence[np.ndarray], K: np.ndarray, cam2ego: np.ndarray) -> Prepared:
+        """Preprocessing and the pooling plan: what a pipelined caller runs before the network
+        (node_core's decode stage), so that it overlaps the previous set's inference."""
         t0 = time.perf_counter()
         batch = self.preprocess(images, K, cam2ego)
         plan = self.planner(batch["cam2ego"], batch["K"], batch["img_aug"], batch["bev_aug"])
+        return Prepared(batch["imgs"], plan, batch["img_aug"], time.perf_counter() - t0)
+
+    @torch.no_grad()
+    def run(self, prepared: Prepared) -> Prediction:
+        """The network and postprocessing of a prepared set."""
         t1 = time.perf_counter()
-        out = self.runner(batch["imgs"], plan)
+        out = self.runner(prepared.imgs, prepared.plan)
         t2 = time.perf_counter()
         occ = np.asarray(out["occ"])[0].astype(np.uint8, copy=False)
         seg = out.get("seg")
         seg = None if seg is None else np.asarray(seg)[0].astype(np.uint8, copy=False)
-        return Prediction(occ, seg, batch["img_aug"][0].cpu().numpy().astype(np.float64),
-                          {"preprocess": t1 - t0, "model": t2 - t1, "postprocess": time.perf_counter() - t2})
+        return Prediction(occ, seg, prepared.img_aug[0].cpu().numpy().astype(np.float64),
+                          {"preprocess": prepared.preprocess_s, "model": t2 - t1, "postprocess": time.perf_counter() - t2})
+
+    def predict(self, images: Sequence[np.ndarray], K: np.ndarray, cam2ego: np.ndarray) -> Prediction:
+        """N (H, W, 3) uint8 RGB images, (N, 3, 3) K of those images, (N, 4, 4) cam2ego -> Prediction."""
+        return self.run(self.prepare(images, K, cam2ego))

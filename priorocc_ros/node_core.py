@@ -104,6 +104,7 @@ class _InFlight:
     K: np.ndarray  # (N, 3, 3) of the decoded images
     cam2ego: np.ndarray  # (N, 4, 4)
     timings: dict
+    prepared: Any = None  # Predictor.prepare's result (None: predict does it all)
     pred: Any = None
 
 
@@ -436,11 +437,14 @@ class OccupancyNodeCore:
         self.latency.add("queue", t0 - t_set)
         K, cam2ego, hws = self._calibration_waiting(s)
         imgs, Kd = self.pipeline.decode(s.items, K, hws)
-        return _InFlight(s, t_set, imgs, Kd, cam2ego, {"decode": time.perf_counter() - t0})
+        f = _InFlight(s, t_set, imgs, Kd, cam2ego, {"decode": time.perf_counter() - t0})
+        f.prepared = self.pipeline.prepare(imgs, Kd, cam2ego)  # preprocessing + plan, off the inference thread
+        return f
 
     def _stage_infer(self, f: _InFlight) -> _InFlight:
         t0 = time.perf_counter()
-        f.pred = self.pipeline.predict(f.imgs, f.K, f.cam2ego)
+        f.pred = self.pipeline.predict(f.imgs, f.K, f.cam2ego, f.prepared)
+        f.prepared = None
         f.timings["model"] = time.perf_counter() - t0
         return f
 

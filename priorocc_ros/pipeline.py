@@ -166,12 +166,25 @@ class OccupancyPipeline:
         assert self._vis is not None
         return self._vis
 
-    def predict(self, imgs: Sequence[np.ndarray], K: np.ndarray, cam2ego: np.ndarray) -> Any:
-        """Decoded images + their K + cam2ego -> the predictor's result; SetError 'inference'."""
+    def predict(self, imgs: Sequence[np.ndarray], K: np.ndarray, cam2ego: np.ndarray, prepared: Any = None) -> Any:
+        """Decoded images + their K + cam2ego (or what ``prepare`` made of them) -> the
+        predictor's result; SetError 'inference'."""
         try:
+            if prepared is not None:
+                return self.predictor.run(prepared)
             return self.predictor.predict(imgs, K, cam2ego)
         except Exception as e:  # noqa: BLE001 - reported per set
             raise SetError("inference", f"inference failed: {type(e).__name__}: {e}") from e
+
+    def prepare(self, imgs: Sequence[np.ndarray], K: np.ndarray, cam2ego: np.ndarray) -> Any:
+        """The predictor's preprocessing + pooling plan (``Predictor.prepare``), or None for a
+        predictor without that split (``predict`` then does everything). SetError 'inference'."""
+        if not hasattr(self.predictor, "prepare"):
+            return None
+        try:
+            return self.predictor.prepare(imgs, K, cam2ego)
+        except Exception as e:  # noqa: BLE001 - reported per set
+            raise SetError("inference", f"preprocessing failed: {type(e).__name__}: {e}") from e
 
     def run(self, stamp_ns: int, image_msgs: Sequence[Any], K: np.ndarray, cam2ego: np.ndarray,
             expected_hw: Sequence[tuple[int, int] | None] | None = None) -> PipelineResult:
