@@ -39,7 +39,8 @@ from priorocc_ros.params import PARAMETERS
 from priorocc_ros.pipeline import OccupancyPipeline, PipelineOptions, SetError, check_image_size, output_topics
 from priorocc_ros.runner import InferenceRunner
 from priorocc_ros.sync import ApproximateTimeSynchronizer, SyncedSet
-from priorocc_ros.transport.base import RELIABLE_QOS, SENSOR_DATA_QOS, TF_STATIC_LISTENER_QOS, Transport
+from priorocc_ros.transport.base import (INPUT_RELIABLE_QOS, RELIABLE_QOS, SENSOR_DATA_QOS, TF_STATIC_LISTENER_QOS,
+                                         Transport)
 
 DIAG_NAME = "priorocc: occupancy"
 # DiagnosticStatus levels
@@ -106,6 +107,20 @@ class _InFlight:
     timings: dict
     prepared: Any = None  # Predictor.prepare's result (None: predict does it all)
     pred: Any = None
+
+
+class _Input:
+    """One input subscription of the node and its replacement state (adapt_input_reliability)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.sub: Any = None
+        self.reliability = "best_effort"
+        self.gen = 0  # generation of the current subscription
+        self.old_gen: int | None = None  # the replaced one, delivering until the new one delivers
+        self.retiring: list = []  # replaced subscriptions to destroy
+        self.last_stamp = -1  # newest header stamp delivered
+        self.overlap_skip = False
 
 
 class _CamState:
@@ -232,6 +247,9 @@ class OccupancyNodeCore:
         self.diag_pub = transport.create_publisher("diagnostic_msgs/msg/DiagnosticArray", "/diagnostics",
                                                    RELIABLE_QOS)
         # subscriptions
+        if p["input_reliability"] not in ("auto", "best_effort", "reliable"):
+            raise ParameterError(f"parameter 'input_reliability' must be auto, best_effort or reliable, "
+                                 f"got {p['input_reliability']!r}")
         self.image_type = IMAGE_TYPES[bool(p["compressed"])]
         self.input_topics: dict[str, str] = {}
         self.info_topics: dict[str, str] = {}
@@ -245,9 +263,12 @@ class OccupancyNodeCore:
             it, ct = topics[cam]
             self.input_topics[cam] = transport.resolve_topic(it)
             self.info_topics[cam] = transport.resolve_topic(ct)
-            self._subs.append(transport.create_subscription(self.image_type, it, self._image_cb(cam),
-                                                            SENSOR_DATA_QOS))
-            self._subs.append(transport.create_subscription(INFO_TYPE, ct, self._info_cb(cam), SENSOR_DATA_QOS))
+        # per (camera, "image" | "info"): its subscription (input_reliability may replace it)
+        self._inputs: dict[tuple[str, str], _Input] = {(cam, kind): _Input() for cam in self.cameras
+                                                       for kind in ("image", "info")}
+        start = "reliable" if p["input_reliability"] == "reliable" else "best_effort"
+        for cam, kind in self._inputs:
+            self._subscribe_input(cam, kind, start)
         self._diag_timer = transport.create_timer(float(p["diagnostics_period"]), self.publish_diagnostics)
         # Move the long-lived heap (torch, the model, message classes) out of the garbage
         # collector's reach: building a MarkerArray allocates ~10^5 small objects per set, and
@@ -257,6 +278,80 @@ class OccupancyNodeCore:
         self.log.info(f"subscribed to {len(self.cameras)} cameras ({self.image_type.split('/')[-1]}: "
                       f"{', '.join(self.input_topics.values())}), slop {p['slop']} s; "
                       f"publishing {sorted(self.pubs)} in frame {self.opts.frame_id}")
+
+    # ------------------------------------------------------------------ input subscriptions
+    def _subscribe_input(self, cam: str, kind: str, reliability: str) -> None:
+        """(Re)subscribe one input. A replaced subscription keeps delivering until the new one
+        brings its first message (no gap while the new reader is matched); the new one's
+        messages already delivered by the old (stamp not newer) are skipped, not counted twice."""
+        inp = self._inputs[cam, kind]
+        inner = self._image_cb(cam) if kind == "image" else self._info_cb(cam)
+        qos = SENSOR_DATA_QOS if reliability == "best_effort" else INPUT_RELIABLE_QOS
+        topic = self.input_topics[cam] if kind == "image" else self.info_topics[cam]
+        with inp.lock:
+            inp.gen += 1
+            gen = inp.gen
+            if inp.sub is not None:
+                inp.retiring.append(inp.sub)
+                inp.old_gen = gen - 1
+
+        def cb(msg: Any) -> None:
+            stamp = stamp_to_ns(msg.header.stamp)
+            with inp.lock:
+                if gen == inp.gen:
+                    if inp.old_gen is not None:  # first message of the new subscription: the old one stops
+                        inp.old_gen = None
+                        if stamp <= inp.last_stamp:
+                            return
+                    elif stamp <= inp.last_stamp and inp.overlap_skip:
+                        return
+                    inp.overlap_skip = False
+                elif gen != inp.old_gen:
+                    return  # a retired subscription
+                inp.last_stamp = max(inp.last_stamp, stamp)
+            inner(msg)
+        inp.sub = self.t.create_subscription(self.image_type if kind == "image" else INFO_TYPE, topic, cb, qos)
+        inp.reliability = reliability
+        inp.overlap_skip = inp.old_gen is not None
+
+    def _retire_inputs(self) -> None:
+        """Destroy subscriptions replaced by a newer one that has delivered (outside callbacks)."""
+        for inp in self._inputs.values():
+            with inp.lock:
+                if inp.old_gen is not None or not inp.retiring:
+                    continue
+                old, inp.retiring = inp.retiring, []
+            for sub in old:
+                try:
+                    self.t.destroy_subscription(sub)
+                except Exception as e:  # noqa: BLE001 - its callbacks are ignored anyway
+                    self.log.warning(f"could not destroy a replaced subscription: {type(e).__name__}: {e}")
+
+    def adapt_input_reliability(self) -> None:
+        """``input_reliability:=auto``: an input subscribed best effort whose publishers all offer
+        reliable is subscribed again as reliable (a best-effort reader of a reliable writer loses
+        samples when its socket overflows: raw 1600 x 900 images, BENCHMARKS.md), and back to best
+        effort when a best-effort publisher appears (a reliable reader would not match it). Called
+        every diagnostics period; each switch is logged."""
+        if self.p["input_reliability"] != "auto" or self._closed:
+            return
+        self._retire_inputs()
+        for (cam, kind), inp in list(self._inputs.items()):
+            topic = self.input_topics[cam] if kind == "image" else self.info_topics[cam]
+            rels = self.t.publisher_reliabilities(topic)
+            if not rels:
+                continue
+            want = "reliable" if rels == {"reliable"} else "best_effort"
+            if want == inp.reliability or inp.old_gen is not None:  # unchanged, or a switch still under way
+                continue
+            try:
+                self._subscribe_input(cam, kind, want)
+            except Exception as e:  # noqa: BLE001 - keep the subscription the node has
+                self.log.error(f"{cam}: could not resubscribe {topic} as {want}: {type(e).__name__}: {e}")
+                continue
+            self._count("input_qos_switches")
+            self.log.info(f"{cam}: publishers of {topic} offer {', '.join(sorted(rels))}: subscribed {want} "
+                          f"(parameter input_reliability:=auto)")
 
     # ------------------------------------------------------------------ public hooks (replay, tools)
     def subscribed_topics(self) -> dict[str, str]:
@@ -503,7 +598,10 @@ class OccupancyNodeCore:
             times = list(self._out_times)
         d: dict[str, Any] = {k: c.get(k, 0) for k in ("sets_in", "sets_out", "sets_dropped", "sets_failed",
                                                       "incomplete_sets", "images_received", "images_rejected",
-                                                      "camera_info_invalid", "tf_rejected", "time_resets")}
+                                                      "camera_info_invalid", "tf_rejected", "time_resets",
+                                                      "input_qos_switches")}
+        rel = Counter(inp.reliability for inp in self._inputs.values())
+        d["inputs_reliable"] = f"{rel['reliable']}/{len(self._inputs)}"
         sync = self.sync.stats
         d.update(late_messages=sync.late, duplicate_messages=sync.duplicate,
                  superseded_messages=sync.superseded, sync_overflow=sync.overflow,
@@ -535,6 +633,7 @@ class OccupancyNodeCore:
                   "tf_rejected", "late_messages", "duplicate_messages", "time_resets", "camera_info_timeouts")
 
     def publish_diagnostics(self) -> None:
+        self.adapt_input_reliability()
         problems = self.check_input_types() if not self._closed else self._type_problems
         st = self.stats()
         loss = {k: st[k] for k in self._LOSS_KEYS}

@@ -26,6 +26,9 @@ PARAMETER_DOCS: dict[str, tuple[Any, str]] = {
     "image_topic": ("", "image topic pattern with {camera}; empty = /{camera}/image_rect_compressed "
                         "(or /{camera}/image_rect when compressed is false)"),
     "camera_info_topic": ("/{camera}/camera_info", "camera_info topic pattern with {camera}"),
+    "input_reliability": ("auto", "QoS reliability of the image and camera_info subscriptions: auto (best effort, "
+                                  "switched to reliable once every publisher of the topic offers reliable, as "
+                                  "ros2 bag record adapts), best_effort, reliable"),
     "slop": (0.06, "approximate-time slop in seconds: max spread of stamps within one set"),
     "sync_queue_size": (10, "images per camera the synchroniser keeps"),
     "max_wait": (0.5, "seconds an incomplete set waits for its missing cameras"),

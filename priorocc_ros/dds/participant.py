@@ -240,6 +240,18 @@ class DdsContext:
         self._announce()
         return r
 
+    def delete_reader(self, r: DdsReader) -> None:
+        """Delete a reader made by ``reader`` and take it out of ros_discovery_info."""
+        with self._lock:
+            if r.guid in self._readers:
+                self._readers.remove(r.guid)
+        try:
+            r.condition.__del__()
+            r.reader.__del__()  # dds_delete
+        except Exception:  # noqa: BLE001 - already deleted with the participant
+            pass
+        self._announce()
+
     @staticmethod
     def dds_type_name(type_name: str) -> str:
         return type_to_dds(type_name)

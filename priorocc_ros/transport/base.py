@@ -43,6 +43,9 @@ class QoSProfile:
 
 # rclpy.qos.qos_profile_sensor_data: best effort, keep last 5, volatile.
 SENSOR_DATA_QOS = QoSProfile("best_effort", "volatile", 5)
+# The sensor-data depth, reliable: the node's image / camera_info subscriptions when their publishers
+# all offer reliable (node parameter input_reliability).
+INPUT_RELIABLE_QOS = QoSProfile("reliable", "volatile", 5)
 # rclpy default for publishers/subscriptions: reliable, keep last 10, volatile.
 RELIABLE_QOS = QoSProfile("reliable", "volatile", 10)
 # /tf_static as tf2_ros StaticTransformBroadcaster publishes it: reliable, transient local, keep last 1.
@@ -136,6 +139,16 @@ class Transport(abc.ABC):
     def publisher_types(self, topic: str) -> set[str] | None:
         """Types offered by the publishers currently on ``topic`` (None = not known here)."""
         return None
+
+    def publisher_reliabilities(self, topic: str) -> set[str] | None:
+        """Reliabilities ("reliable" / "best_effort") the publishers currently on ``topic``
+        offer (None = not known here)."""
+        return None
+
+    def destroy_subscription(self, sub: object) -> None:
+        """Stop a subscription made by ``create_subscription`` (its callback is not called again
+        once this returns)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot destroy subscriptions")
 
     def error_counts(self) -> dict[str, int]:
         """Messages the transport dropped before any callback saw them (undecodable, oversized)

@@ -59,6 +59,14 @@ class _Logger:
         self._log.error(msg)
 
 
+def _alive(sample: Any) -> bool:
+    """A discovery sample of an endpoint that still exists (not disposed / without writers)."""
+    from cyclonedds.core import InstanceState
+
+    info = getattr(sample, "sample_info", None)
+    return info is None or info.instance_state == InstanceState.Alive
+
+
 class _Subscription:
     def __init__(self, reader: DdsReader, callback: Callable[[Any], None]):
         self.reader = reader
@@ -162,18 +170,44 @@ class DdsTransport(Transport):
 
     def publisher_types(self, topic: str) -> set[str] | None:
         """Types of the publishers discovered on ``topic`` (DCPSPublication; issue 15)."""
+        from priorocc_ros.dds.names import dds_to_type
+
+        pubs = self._publications(topic)
+        return None if pubs is None else {dds_to_type(s.type_name) or s.type_name for s in pubs}
+
+    def _publications(self, topic: str) -> list | None:
+        """DCPSPublication samples of the publishers discovered on ``topic`` (None: unknown)."""
         from cyclonedds.builtin import BuiltinDataReader, BuiltinTopicDcpsPublication
 
-        from priorocc_ros.dds.names import dds_to_type, topic_to_dds
+        from priorocc_ros.dds.names import topic_to_dds
 
         try:
             if getattr(self, "_pub_reader", None) is None:
                 self._pub_reader = BuiltinDataReader(self._ctx.participant, BuiltinTopicDcpsPublication)
             want = topic_to_dds(self.resolve_topic(topic))
-            return {dds_to_type(s.type_name) or s.type_name for s in self._pub_reader.read(N=1024)
-                    if s.topic_name == want}
+            own = self._ctx.participant.guid
+            return [s for s in self._pub_reader.read(N=1024) if s.topic_name == want and s.participant_key != own
+                    and _alive(s)]
         except Exception:  # noqa: BLE001 - discovery data is a diagnostic aid only
             return None
+
+    def publisher_reliabilities(self, topic: str) -> set[str] | None:
+        """Reliabilities the publishers discovered on ``topic`` offer (DCPSPublication QoS)."""
+        from cyclonedds.core import Policy
+
+        pubs = self._publications(topic)
+        if pubs is None:
+            return None
+        return {"reliable" if isinstance(s.qos[Policy.Reliability], Policy.Reliability.Reliable) else "best_effort"
+                for s in pubs}
+
+    def destroy_subscription(self, sub: _Subscription) -> None:
+        with self._lock:
+            if sub not in self._subs:
+                return
+            self._subs.remove(sub)
+            self._waitset.detach(sub.reader.condition)
+        self._ctx.delete_reader(sub.reader)
 
     def declare_parameter(self, name: str, default: Any) -> Any:
         value = self._overrides.get(name, default)

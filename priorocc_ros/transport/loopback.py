@@ -57,6 +57,7 @@ class LoopbackBus:
         self._lock = threading.RLock()
         self._subs: dict[str, list[tuple[str, Callable[[Any], None]]]] = defaultdict(list)
         self._pub_types: dict[str, set[str]] = defaultdict(set)  # topic -> types its publishers offer
+        self._pub_rels: dict[str, set[str]] = defaultdict(set)  # topic -> reliabilities its publishers offer
         self._latched: dict[str, deque] = {}
         self.published: dict[str, list[Any]] = defaultdict(list)  # every message, for assertions
         self._queue: queue.Queue | None = None
@@ -66,9 +67,14 @@ class LoopbackBus:
             self._thread = threading.Thread(target=self._dispatch, name="loopback-dispatch", daemon=True)
             self._thread.start()
 
-    def add_publisher(self, topic: str, type_name: str) -> None:
+    def add_publisher(self, topic: str, type_name: str, reliability: str = "reliable") -> None:
         with self._lock:
             self._pub_types[topic].add(type_name)
+            self._pub_rels[topic].add(reliability)
+
+    def publisher_reliabilities(self, topic: str) -> set[str]:
+        with self._lock:
+            return set(self._pub_rels.get(topic, ()))
 
     def publisher_types(self, topic: str) -> set[str]:
         with self._lock:
@@ -133,7 +139,7 @@ class LoopbackBus:
 class _LoopbackPublisher:
     def __init__(self, bus: LoopbackBus, topic: str, type_name: str, qos: QoSProfile):
         self.bus, self.topic, self.type_name, self.qos = bus, topic, type_name, qos
-        bus.add_publisher(topic, type_name)
+        bus.add_publisher(topic, type_name, qos.reliability)
 
     def publish(self, msg: Any) -> None:
         self.bus.publish(self.topic, self.type_name, msg, self.qos)
@@ -178,6 +184,14 @@ class LoopbackTransport(Transport):
 
     def publisher_types(self, topic: str) -> set[str]:
         return self.bus.publisher_types(topic)
+
+    def publisher_reliabilities(self, topic: str) -> set[str]:
+        return self.bus.publisher_reliabilities(self.resolve_topic(topic))
+
+    def destroy_subscription(self, sub: object) -> None:
+        topic, callback = sub  # type: ignore[misc]
+        self.bus.unsubscribe(topic, callback)
+        self._subs = [s for s in self._subs if s[1] is not callback]
 
     def declare_parameter(self, name, default):
         value = self.parameters_override.get(name, default)

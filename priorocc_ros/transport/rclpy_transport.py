@@ -122,6 +122,20 @@ class RclpyTransport(Transport):
         except Exception:  # noqa: BLE001 - a diagnostic aid only
             return None
 
+    def publisher_reliabilities(self, topic: str) -> set[str] | None:
+        """Reliabilities the publishers on ``topic`` offer (the ROS graph's endpoint QoS)."""
+        try:
+            from rclpy.qos import ReliabilityPolicy
+
+            name = self.node.resolve_topic_name(topic)
+            return {"reliable" if i.qos_profile.reliability == ReliabilityPolicy.RELIABLE else "best_effort"
+                    for i in self.node.get_publishers_info_by_topic(name)}
+        except Exception:  # noqa: BLE001 - then the node keeps its subscription as it is
+            return None
+
+    def destroy_subscription(self, sub) -> None:
+        self.node.destroy_subscription(sub)
+
     def declare_parameter(self, name, default):
         if self.node.has_parameter(name):
             return self.node.get_parameter(name).value
