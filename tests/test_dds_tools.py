@@ -145,6 +145,31 @@ def test_play_record_round_trip_is_byte_identical(tmp_path, dds_env, storage):
     assert _no_process_mentions(str(tmp_path)) == []
 
 
+def test_play_reliable_sensors_and_the_recorder_adapts(tmp_path, dds_env):
+    """Issue 15 (raw images over DDS): ``priorocc_play --reliable-sensors`` offers the sensor
+    topics reliable and priorocc_record, adapting to the offered QoS like rosbag2, records them
+    reliable, every message. Mutation: the option ignored -> the log says best_effort."""
+    src, out = tmp_path / "src", tmp_path / "rec"
+    n = make_bag(src, "mcap", frames=4)
+    topics = sorted(read_bag(src))
+    rec = subprocess.Popen(_tool("record", "--out", out, *topics), env=dds_env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        play = subprocess.run(_tool("play", src, "--rate", "2", "--wait-for-subscribers", "1", "--wait-timeout", "20",
+                                    "--reliable-sensors"), env=dds_env, capture_output=True, text=True, timeout=60)
+        assert play.returncode == 0, play.stderr
+        time.sleep(0.3)
+        _stop(rec, signal.SIGINT)
+    finally:
+        if rec.poll() is None:
+            rec.kill()
+    log = rec.stdout.read()
+    assert rec.returncode == 0, log
+    for cam in CAMS:
+        assert f"recording /{cam}/image_rect_compressed [sensor_msgs/msg/CompressedImage] (reliable" in log, log
+    assert sum(len(v) for v in read_bag(out).values()) == n
+
+
 @pytest.mark.parametrize("play_sig,rec_sig", [(signal.SIGTERM, signal.SIGINT), (signal.SIGINT, signal.SIGTERM)])
 def test_signals_stop_play_and_record_promptly(tmp_path, dds_env, play_sig, rec_sig):
     src, out = tmp_path / "src", tmp_path / "rec"

@@ -3,7 +3,7 @@
 Reads MCAP or sqlite3 rosbag2 bags with rosbags and writes each message's stored CDR bytes
 unchanged (no decode/re-encode) on ``rt/<topic>`` with the ROS 2 type, at the recorded
 timing scaled by ``--rate``. QoS by topic kind (``tools.common.qos_for``): sensor data for
-images / camera_info / point clouds, reliable + transient local + keep last 1 for
+images / camera_info / point clouds (reliable with ``--reliable-sensors``), reliable + transient local + keep last 1 for
 ``/tf_static``, reliable otherwise. ``--clock`` publishes ``/clock`` (sim time) at
 ``--clock-hz`` and with every message. ``--wait-for-subscribers N`` waits (bounded by
 ``--wait-timeout``) until every played topic has N matched readers, so a recorder or node
@@ -51,6 +51,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="seconds to keep the writers alive after the last message (reliable delivery)")
     ap.add_argument("--timing-log", type=Path, default=None,
                     help="write 'bag_timestamp_ns wall_time_ns topic' per published message (benchmarks)")
+    ap.add_argument("--reliable-sensors", action="store_true",
+                    help="publish image / camera_info / point cloud topics reliable (keep last 5) instead of "
+                         "sensor-data best effort: readers that adapt (the node's input_reliability:=auto, "
+                         "priorocc_record) then get every sample of large raw images; best-effort readers still match")
     ap.add_argument("--domain-id", type=int, default=None, help="DDS domain (default ROS_DOMAIN_ID or 0)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
@@ -87,7 +91,10 @@ def play(args: argparse.Namespace, stop: StopFlag | None = None) -> dict[str, in
             writers = {}
             for c in conns:
                 if c.topic not in writers:
-                    writers[c.topic] = ctx.writer(c.msgtype, c.topic, qos_for(c.topic, c.msgtype))
+                    qos = qos_for(c.topic, c.msgtype)
+                    if args.reliable_sensors and qos.reliability == "best_effort":
+                        qos = QoSProfile("reliable", qos.durability, qos.depth)
+                    writers[c.topic] = ctx.writer(c.msgtype, c.topic, qos)
                     counts[c.topic] = 0
             clock = ctx.writer("rosgraph_msgs/msg/Clock", "/clock", CLOCK_PUB_QOS) if args.clock else None
             log(f"{bag}: {len(writers)} topics, {reader.message_count} messages, "
