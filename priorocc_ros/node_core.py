@@ -263,6 +263,7 @@ class OccupancyNodeCore:
             it, ct = topics[cam]
             self.input_topics[cam] = transport.resolve_topic(it)
             self.info_topics[cam] = transport.resolve_topic(ct)
+        self._qos_thread: threading.Thread | None = None
         # per (camera, "image" | "info"): its subscription (input_reliability may replace it)
         self._inputs: dict[tuple[str, str], _Input] = {(cam, kind): _Input() for cam in self.cameras
                                                        for kind in ("image", "info")}
@@ -327,31 +328,50 @@ class OccupancyNodeCore:
                 except Exception as e:  # noqa: BLE001 - its callbacks are ignored anyway
                     self.log.warning(f"could not destroy a replaced subscription: {type(e).__name__}: {e}")
 
-    def adapt_input_reliability(self) -> None:
+    def adapt_input_reliability(self, wait: bool = False) -> None:
         """``input_reliability:=auto``: an input subscribed best effort whose publishers all offer
         reliable is subscribed again as reliable (a best-effort reader of a reliable writer loses
         samples when its socket overflows: raw 1600 x 900 images, BENCHMARKS.md), and back to best
         effort when a best-effort publisher appears (a reliable reader would not match it). Called
-        every diagnostics period; each switch is logged."""
+        every diagnostics period; the graph is read here, the resubscriptions (tens of ms each on
+        DDS) run on a helper thread so that the transport's thread keeps dispatching; ``wait``
+        joins it (tests). Each switch is logged and counted."""
         if self.p["input_reliability"] != "auto" or self._closed:
             return
+        th = self._qos_thread
+        if th is not None and th.is_alive():
+            if wait:
+                th.join()
+            return
         self._retire_inputs()
+        todo = []
         for (cam, kind), inp in list(self._inputs.items()):
             topic = self.input_topics[cam] if kind == "image" else self.info_topics[cam]
             rels = self.t.publisher_reliabilities(topic)
             if not rels:
                 continue
             want = "reliable" if rels == {"reliable"} else "best_effort"
-            if want == inp.reliability or inp.old_gen is not None:  # unchanged, or a switch still under way
-                continue
-            try:
-                self._subscribe_input(cam, kind, want)
-            except Exception as e:  # noqa: BLE001 - keep the subscription the node has
-                self.log.error(f"{cam}: could not resubscribe {topic} as {want}: {type(e).__name__}: {e}")
-                continue
-            self._count("input_qos_switches")
-            self.log.info(f"{cam}: publishers of {topic} offer {', '.join(sorted(rels))}: subscribed {want} "
-                          f"(parameter input_reliability:=auto)")
+            if want != inp.reliability and inp.old_gen is None:  # changed, and no switch under way
+                todo.append((cam, kind, topic, want, rels))
+        if not todo:
+            return
+
+        def switch() -> None:
+            for cam, kind, topic, want, rels in todo:
+                if self._closed:
+                    return
+                try:
+                    self._subscribe_input(cam, kind, want)
+                except Exception as e:  # noqa: BLE001 - keep the subscription the node has
+                    self.log.error(f"{cam}: could not resubscribe {topic} as {want}: {type(e).__name__}: {e}")
+                    continue
+                self._count("input_qos_switches")
+                self.log.info(f"{cam}: publishers of {topic} offer {', '.join(sorted(rels))}: subscribed {want} "
+                              f"(parameter input_reliability:=auto)")
+        self._qos_thread = threading.Thread(target=switch, name="priorocc-input-qos", daemon=True)
+        self._qos_thread.start()
+        if wait:
+            self._qos_thread.join()
 
     # ------------------------------------------------------------------ public hooks (replay, tools)
     def subscribed_topics(self) -> dict[str, str]:
@@ -675,6 +695,8 @@ class OccupancyNodeCore:
         except Exception as e:  # noqa: BLE001
             self.log.error(f"flushing the synchroniser failed: {e}")
         self._closed = True
+        if self._qos_thread is not None:
+            self._qos_thread.join(5.0)  # no subscription is made after close
         self.runner.stop(drain=drain, timeout=timeout)
         self.publish_diagnostics()
         st = self.stats()

@@ -40,7 +40,8 @@ class _ReliableRig(Rig):
 def test_auto_switches_to_reliable_and_back(predictor):
     rig = _ReliableRig(predictor, RELIABLE_QOS)
     rig.send_set(0)  # best effort subscriptions receive from reliable publishers too
-    level, msg, values = rig.diag()  # the check runs with every /diagnostics
+    rig.core.adapt_input_reliability(wait=True)  # what every /diagnostics period does (switching on a helper thread)
+    level, msg, values = rig.diag()
     assert values["inputs_reliable"] == "12/12" and values["input_qos_switches"] == "12"
     switched = [m for m in rig.node_t.logger.messages("info") if "subscribed reliable" in m]
     assert len(switched) == 12 and "/CAM_FRONT/image_rect offer reliable" in " ".join(switched)
@@ -51,6 +52,7 @@ def test_auto_switches_to_reliable_and_back(predictor):
     assert st["sets_out"] == 4 and st["duplicate_messages"] == 0 and st["images_received"] == 24
     # a best-effort publisher joins one topic: a reliable reader would not match it -> back
     rig.player.create_publisher("sensor_msgs/msg/Image", "/CAM_FRONT/image_rect", SENSOR_DATA_QOS)
+    rig.core.adapt_input_reliability(wait=True)
     _, _, values = rig.diag()
     assert values["inputs_reliable"] == "11/12" and values["input_qos_switches"] == "13"
     rig.send_set(4)
@@ -65,6 +67,7 @@ def test_fixed_reliability_is_kept(predictor, setting, expect):
     qos = SENSOR_DATA_QOS if setting == "reliable" else RELIABLE_QOS  # publishers offering the other
     rig = _ReliableRig(predictor, qos, params={"input_reliability": setting})
     rig.send_set(0)
+    rig.core.adapt_input_reliability(wait=True)
     _, _, values = rig.diag()
     assert values["inputs_reliable"] == expect and values["input_qos_switches"] == "0"
     rig.core.close()
