@@ -177,10 +177,15 @@ def test_resume_continues_exactly(tiny_data, tmp_path):
     from safetensors.torch import load_file
 
     wa, wb = load_file(str(a / "final" / "model.safetensors")), load_file(str(b / "final" / "model.safetensors"))
+    # float32-level noise can flip the sign of Adam's lr-sized update on a few near-zero parameters
+    # (seen once in a full run on a loaded machine: conv1); a resume that lost the weights, moments
+    # or schedule moves most parameters by ~lr = 2e-3. So: at most 0.1 % of all values off.
+    off = total = 0
     for k in wa:
-        # float32-level noise can flip the sign of Adam's lr-sized update on near-zero parameters;
-        # a resume that lost the weights, moments or schedule moves parameters by ~lr = 2e-3
-        assert torch.allclose(wa[k].double(), wb[k].double(), rtol=1e-2, atol=5e-4), k
+        a_, b_ = wa[k].double(), wb[k].double()
+        off += int((~torch.isclose(a_, b_, rtol=1e-2, atol=5e-4)).sum())
+        total += a_.numel()
+    assert off <= 1e-3 * total, (off, total)
     # the work dir: resolved config, TensorBoard events, latest pointer, final checkpoint
     assert "max_iters: 4" in (b / "config.yaml").read_text()
     assert list((b / "tb").glob("events.out.tfevents.*"))
