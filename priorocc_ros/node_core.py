@@ -295,6 +295,7 @@ class OccupancyNodeCore:
             if inp.sub is not None:
                 inp.retiring.append(inp.sub)
                 inp.old_gen = gen - 1
+                inp.overlap_skip = True  # the new reader's backlog that the old one delivered is skipped
 
         def cb(msg: Any) -> None:
             stamp = stamp_to_ns(msg.header.stamp)
@@ -311,9 +312,9 @@ class OccupancyNodeCore:
                     return  # a retired subscription
                 inp.last_stamp = max(inp.last_stamp, stamp)
             inner(msg)
-        inp.sub = self.t.create_subscription(self.image_type if kind == "image" else INFO_TYPE, topic, cb, qos)
-        inp.reliability = reliability
-        inp.overlap_skip = inp.old_gen is not None
+        sub = self.t.create_subscription(self.image_type if kind == "image" else INFO_TYPE, topic, cb, qos)
+        with inp.lock:
+            inp.sub, inp.reliability = sub, reliability
 
     def _retire_inputs(self) -> None:
         """Destroy subscriptions replaced by a newer one that has delivered (outside callbacks)."""
