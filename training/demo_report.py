@@ -120,9 +120,11 @@ def main(argv=None) -> int:
         for c in classes:
             L.append(f"| {c} | " + " | ".join(fmt(per_class(e).get(c)) for _, e in curve) + " |")
         L.append("| 2D mIoU | " + " | ".join(fmt(e.get("mIoU_2d")) for _, e in curve) + " |")
-    lc = loss_curve(run, 25) if (run / "losses.jsonl").is_file() else []
+    every = 25 if not curve or curve[-1][0] <= 500 else 100
+    lc = loss_curve(run, every) if (run / "losses.jsonl").is_file() else []
     if lc:
-        L += ["", "Training loss_occ (mean over 25 iterations): " + ", ".join(f"{s}: {v:.3f}" for s, v in lc) + "."]
+        L += ["", f"Training loss_occ (mean over {every} iterations): "
+              + ", ".join(f"{s}: {v:.3f}" for s, v in lc) + "."]
     if a.train_command:
         L += ["", "Training command:", "", "```bash", a.train_command, "```"]
     text = "\n".join(L) + "\n"
