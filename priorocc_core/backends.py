@@ -146,10 +146,17 @@ def _onnx_file(checkpoint, model, cfg, onnx_path, cache_dir) -> Path:
 
             cache_dir = Path(tempfile.mkdtemp(prefix="priorocc-onnx-"))
     p = Path(cache_dir) / "model.onnx"
-    if not p.is_file() or (isinstance(checkpoint, (str, os.PathLike))
-                           and p.stat().st_mtime < os.stat(Path(checkpoint)).st_mtime):
+    if not p.is_file() or (isinstance(checkpoint, (str, os.PathLike)) and p.stat().st_mtime < _newest_mtime(checkpoint)):
         export_onnx(model, cfg, p)
     return p
+
+
+def _newest_mtime(checkpoint) -> float:
+    """Newest modification time of a checkpoint (its folder, weights and config): an export older
+    than that is stale (weights replaced in place, e.g. by a git pull of a new demo model)."""
+    base = Path(checkpoint)
+    paths = [base] + ([base / "model.safetensors", base / "config.yaml"] if base.is_dir() else [])
+    return max(q.stat().st_mtime for q in paths if q.exists())
 
 
 def _ort_session(path: Path, device: str, threads: int | None):
@@ -195,6 +202,10 @@ def _make_openvino(checkpoint, model, cfg, precision, device, onnx_path=None, ca
         if p is None or not p.is_file():
             raise BackendError(f"openvino int8: no quantised model at {p} (write one with `priorocc_quantize "
                                f"CHECKPOINT --world DIR`, or pass int8_path)")
+        if (int8_path is None and isinstance(checkpoint, (str, os.PathLike))
+                and p.stat().st_mtime < _newest_mtime(checkpoint)):
+            raise BackendError(f"openvino int8: {p} is older than the checkpoint {checkpoint} (weights replaced "
+                               f"since it was quantised); run `priorocc_quantize CHECKPOINT --world DIR` again")
         ov_model = core.read_model(str(p))
     elif source == "onnx":
         ov_model = core.read_model(str(_onnx_file(checkpoint, model, cfg, onnx_path, cache_dir)))
