@@ -155,7 +155,12 @@ class RclpyTransport(Transport):
         from rclpy.executors import ExternalShutdownException
 
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, lambda *_: self._stopped.set())
+            # SIGINT too: a KeyboardInterrupt raised wherever the main thread happens to be inside
+            # rclpy's executor can be swallowed there, and the node then spins on until killed
+            # (seen once per full test run: `ros2 run` ignored SIGINT for 15 s)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda signum, _f: (self.logger.info(f"signal {signal.Signals(signum).name}: "
+                                                                        f"shutting down"), self._stopped.set()))
         try:
             while self._rclpy.ok() and not self._stopped.is_set():
                 try:
