@@ -113,20 +113,16 @@ def _stop(proc, sig, timeout=5.0) -> float:
     return time.monotonic() - t0
 
 
-@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
-def test_play_record_round_trip_is_byte_identical(tmp_path, dds_env, storage):
-    src, out = tmp_path / "src", tmp_path / "rec"
-    n = make_bag(src, storage, frames=8)
-    assert n >= 30
-    topics = sorted(read_bag(src))
-    rec = subprocess.Popen(_tool("record", "--out", out, *topics), env=dds_env,
+def _play_into_recorder(src, out, topics, env, *play_args):
+    """priorocc_record on ``topics``, priorocc_play of ``src`` into it (rate 2, waiting for the
+    recorder), the recorder stopped by SIGINT; -> (play result, recorder, recorder log), both
+    exit codes checked."""
+    rec = subprocess.Popen(_tool("record", "--out", out, *topics), env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        play = subprocess.run(_tool("play", src, "--rate", "2", "--wait-for-subscribers", "1",
-                                    "--wait-timeout", "20"),
-                              env=dds_env, capture_output=True, text=True, timeout=60)
+        play = subprocess.run(_tool("play", src, "--rate", "2", "--wait-for-subscribers", "1", "--wait-timeout", "20",
+                                    *play_args), env=env, capture_output=True, text=True, timeout=60)
         assert play.returncode == 0, play.stderr
-        assert "fewer than" not in play.stderr, play.stderr  # recorder matched every topic
         time.sleep(0.3)
         _stop(rec, signal.SIGINT)
     finally:
@@ -134,6 +130,17 @@ def test_play_record_round_trip_is_byte_identical(tmp_path, dds_env, storage):
             rec.kill()
     log = rec.stdout.read()
     assert rec.returncode == 0, log
+    return play, rec, log
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_play_record_round_trip_is_byte_identical(tmp_path, dds_env, storage):
+    src, out = tmp_path / "src", tmp_path / "rec"
+    n = make_bag(src, storage, frames=8)
+    assert n >= 30
+    topics = sorted(read_bag(src))
+    play, rec, log = _play_into_recorder(src, out, topics, dds_env)
+    assert "fewer than" not in play.stderr, play.stderr  # recorder matched every topic
     a, b = read_bag(src), read_bag(out)
     assert sorted(b) == topics, log
     for topic in topics:
@@ -152,19 +159,7 @@ def test_play_reliable_sensors_and_the_recorder_adapts(tmp_path, dds_env):
     src, out = tmp_path / "src", tmp_path / "rec"
     n = make_bag(src, "mcap", frames=4)
     topics = sorted(read_bag(src))
-    rec = subprocess.Popen(_tool("record", "--out", out, *topics), env=dds_env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        play = subprocess.run(_tool("play", src, "--rate", "2", "--wait-for-subscribers", "1", "--wait-timeout", "20",
-                                    "--reliable-sensors"), env=dds_env, capture_output=True, text=True, timeout=60)
-        assert play.returncode == 0, play.stderr
-        time.sleep(0.3)
-        _stop(rec, signal.SIGINT)
-    finally:
-        if rec.poll() is None:
-            rec.kill()
-    log = rec.stdout.read()
-    assert rec.returncode == 0, log
+    _, _, log = _play_into_recorder(src, out, topics, dds_env, "--reliable-sensors")
     for cam in CAMS:
         assert f"recording /{cam}/image_rect_compressed [sensor_msgs/msg/CompressedImage] (reliable" in log, log
     assert sum(len(v) for v in read_bag(out).values()) == n
