@@ -1,9 +1,9 @@
 """Issue 17: the node's three stages (decode, inference, messages) overlap across sets.
 
-The micro model over the loopback transport (tests/test_ros_issue15.py's Rig). Mutations tried
+The micro model over the loopback transport (tests/test_ros_issue15.py's Rig). Mutation tried
 (the test named fails): the node built with one composed stage whatever ``pipelined`` says
-(overlap test: inference of set k never sees set k+1 decoded); the publish stage publishing
-before the inference stage hands over (order test: outputs out of stamp order / missing).
+(overlap test: inference of set k never sees set k+1 decoded). The order / byte-equality test
+was not mutation-tested.
 """
 from __future__ import annotations
 
