@@ -75,3 +75,56 @@ def test_label_corruption_rate_and_ignore():
     assert (noisy[~known] == 255).all()
     assert abs((noisy[known] != lab[known]).mean() - 0.3) < 0.03
     assert np.array_equal(corrupt_label(lab, 0.0, 8, np.random.default_rng(1)), lab)
+
+
+def test_parallel_runs_report_in_seed_order_and_count_failures(tmp_path, monkeypatch):
+    """--jobs 2 trains two runs at a time with one thread each; the report lists runs seed-major in
+    variant order whatever order they finish in; a failed run is named, the others still finish and
+    are reported, and the command exits non-zero. Mutations tried: --jobs ignored (max_workers=1)
+    fails the overlap check; dropping the sort fails the order check; letting the first failure
+    propagate (no except) loses the runs after it and fails the count."""
+    import threading
+    import time
+
+    import ablation
+
+    active, peak, lock = [0], [0], threading.Lock()
+    envs = []
+
+    def fake_run(cmd, log, commands, env=None):
+        commands.append(" ".join(cmd))
+        script = Path(cmd[1]).name
+        if script == "make_synthetic.py":
+            Path(cmd[cmd.index("--out") + 1]).mkdir(parents=True, exist_ok=True)
+            return 0.0
+        if script == "train.py":
+            wd = Path(cmd[cmd.index("--work-dir") + 1])
+            opts = cmd[cmd.index("--cfg-options") + 1:]
+            seed = int(next(o for o in opts if o.startswith("train.seed=")).split("=")[1])
+            envs.append(env)
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            slow = seed == 0 and "model.injector.enabled=true" in opts
+            time.sleep(0.5 if slow else 0.05)  # injector seed 0 finishes last
+            with lock:
+                active[0] -= 1
+            if seed == 1 and "model.injector.enabled=false" in opts:
+                raise SystemExit("command failed (1): train no_injector seed 1")
+            (wd / "final").mkdir(parents=True, exist_ok=True)
+            (wd / "train_summary.json").write_text('{"steps": 3, "wall_s": 1.0}')
+            return 0.0
+        if script == "evaluate.py":
+            r = _run("x", 0, 10.0, car=1.0)
+            Path(cmd[cmd.index("--out") + 1]).write_text(__import__("json").dumps(r["eval"]))
+            return 0.0
+        raise AssertionError(cmd)
+
+    monkeypatch.setattr(ablation, "run", fake_run)
+    with pytest.raises(SystemExit, match="1 of 6 runs failed"):
+        ablation.main(["--out", str(tmp_path / "abl"), "--seeds", "0", "1", "2", "--iters", "3", "--jobs", "2"])
+    assert peak[0] == 2
+    assert all(e is not None and e["OMP_NUM_THREADS"] == "1" for e in envs)
+    runs = __import__("json").loads((tmp_path / "abl" / "results.json").read_text())["runs"]
+    assert [(r["seed"], r["variant"]) for r in runs] == [
+        (0, "injector"), (0, "no_injector"), (1, "injector"), (2, "injector"), (2, "no_injector")]

@@ -36,6 +36,7 @@ import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -228,6 +229,9 @@ def main(argv=None) -> int:
     ap.add_argument("--machine", default="2-core CPU, this dev box")
     ap.add_argument("--noisy-rate", type=float, default=None, metavar="R",
                     help="add the 'noisy' variant: injector trained on 2D labels with R of the 8 px blocks relabelled")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="runs at a time; with more than one each run gets one thread (OMP_NUM_THREADS=1), "
+                         "so on an N-core CPU --jobs N trains N runs side by side")
     ap.add_argument("--results-md", default=None, metavar="FILE",
                     help="also write the report into FILE between ablation markers (e.g. RESULTS.md)")
     args = ap.parse_args(argv)
@@ -272,40 +276,65 @@ def main(argv=None) -> int:
         variants.append(("noisy", ["model.injector.enabled=true"]))
     variants += [parse_variant(s) for s in args.extra_variant]
 
-    runs = []
-    for seed in args.seeds:
-        for vname, vopts in variants:
-            wd = out / "runs" / f"{vname}_seed{seed}"
-            lopts = [f"data.seg_label_root={noisy_root}"] if vname == "noisy" else label_opts
-            opts = [f"data.dataroot={worlds['train'][0]}", f"train.seed={seed}", f"train.max_iters={args.iters}",
-                    "train.epochs=100000"] + lopts + args.cfg_options + vopts
-            tcmd = [py, str(HERE / "train.py"), args.config, "--work-dir", str(wd), "--no-progress",
-                    "--cfg-options"] + opts
-            if args.device:
-                tcmd += ["--device", args.device]
-            summary = wd / "train_summary.json"
-            if summary.is_file() and json.loads(summary.read_text())["steps"] >= args.iters:
-                commands.append(" ".join(shlex.quote(c) for c in tcmd) + "   # (already done)")
-                train_wall = json.loads(summary.read_text())["wall_s"]
-            else:
-                run(tcmd, out / "logs" / f"train_{vname}_seed{seed}.log", commands)
-                train_wall = json.loads(summary.read_text())["wall_s"]
-            eval_json = wd / "eval_val.json"
-            val_opts = [f"data.dataroot={worlds['val'][0]}", "data.val_split=all"] + args.cfg_options
-            if args.labels == "projection":
-                val_opts.append(f"data.seg_label_root={worlds['val'][0] / 'seg_2d_labels_projection'}")
-            ecmd = [py, str(HERE / "evaluate.py"), args.config, str(wd / "final"), "--out", str(eval_json),
-                    "--cfg-options"] + val_opts
-            if args.eval_samples:
-                ecmd += ["--max-samples", str(args.eval_samples)]
-            if args.no_rayiou:
-                ecmd.append("--no-rayiou")
-            if args.device:
-                ecmd += ["--device", args.device]
-            run(ecmd, out / "logs" / f"eval_{vname}_seed{seed}.log", commands)
-            runs.append({"variant": vname, "seed": seed, "options": vopts, "train_wall_s": train_wall,
-                         "eval": json.loads(eval_json.read_text())})
+    # One job per (seed, variant), seed-major: with --jobs N they run N at a time, one thread each,
+    # so an ablation cut short still has whole seeds.
+    jobs = [(seed, vname, vopts) for seed in args.seeds for vname, vopts in variants]
+    env = None
+    if args.jobs > 1:
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+    def train_and_evaluate(seed: int, vname: str, vopts: list[str]) -> dict:
+        wd = out / "runs" / f"{vname}_seed{seed}"
+        lopts = [f"data.seg_label_root={noisy_root}"] if vname == "noisy" else label_opts
+        opts = [f"data.dataroot={worlds['train'][0]}", f"train.seed={seed}", f"train.max_iters={args.iters}",
+                "train.epochs=100000"] + lopts + args.cfg_options + vopts
+        tcmd = [py, str(HERE / "train.py"), args.config, "--work-dir", str(wd), "--no-progress",
+                "--cfg-options"] + opts
+        if args.device:
+            tcmd += ["--device", args.device]
+        summary = wd / "train_summary.json"
+        if summary.is_file() and json.loads(summary.read_text())["steps"] >= args.iters:
+            commands.append(" ".join(shlex.quote(c) for c in tcmd) + "   # (already done)")
+        else:
+            run(tcmd, out / "logs" / f"train_{vname}_seed{seed}.log", commands, env=env)
+        train_wall = json.loads(summary.read_text())["wall_s"]
+        eval_json = wd / "eval_val.json"
+        val_opts = [f"data.dataroot={worlds['val'][0]}", "data.val_split=all"] + args.cfg_options
+        if args.labels == "projection":
+            val_opts.append(f"data.seg_label_root={worlds['val'][0] / 'seg_2d_labels_projection'}")
+        ecmd = [py, str(HERE / "evaluate.py"), args.config, str(wd / "final"), "--out", str(eval_json),
+                "--cfg-options"] + val_opts
+        if args.eval_samples:
+            ecmd += ["--max-samples", str(args.eval_samples)]
+        if args.no_rayiou:
+            ecmd.append("--no-rayiou")
+        if args.device:
+            ecmd += ["--device", args.device]
+        if not eval_json.is_file() or eval_json.stat().st_mtime < (wd / "final").stat().st_mtime:
+            run(ecmd, out / "logs" / f"eval_{vname}_seed{seed}.log", commands, env=env)
+        else:
+            commands.append(" ".join(shlex.quote(c) for c in ecmd) + "   # (already done)")
+        return {"variant": vname, "seed": seed, "options": vopts, "train_wall_s": train_wall,
+                "eval": json.loads(eval_json.read_text())}
+
+    order = {(seed, vname): i for i, (seed, vname, _) in enumerate(jobs)}
+    runs: list[dict] = []
+    failed: list[str] = []
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = {pool.submit(train_and_evaluate, *job): job for job in jobs}
+        for fut in as_completed(futures):
+            seed, vname, _ = futures[fut]
+            try:
+                runs.append(fut.result())
+            except SystemExit as e:  # run() names the command and shows its log's tail
+                failed.append(f"{vname} seed {seed}: {e}")
+                print(f"[ablation] {vname} seed {seed} failed:\n{e}", file=sys.stderr, flush=True)
+                continue
+            runs.sort(key=lambda r: order[(r["seed"], r["variant"])])
             write_results(out, runs, args, commands)
+    if failed:
+        raise SystemExit(f"{len(failed)} of {len(jobs)} runs failed (the report has the {len(runs)} that finished):\n"
+                         + "\n".join(failed))
     path = write_results(out, runs, args, commands)
     print(path.read_text())
     return 0
