@@ -12,40 +12,39 @@ import threading
 import numpy as np
 
 from priorocc_ros.msgs import serialize
+from tests.foreign_recordings import MODEL_CAMERAS
 from tests.test_ros_issue15 import Rig, _invariant, micro, predictor  # noqa: F401 - fixtures
 
 
 class _WaitsForNextDecode:
-    """The micro predictor; set k's inference waits (up to 10 s) until set k+1 has been decoded,
-    which only a pipelined node does while set k is in the network."""
+    """The micro predictor; set k's network (``run``) waits (up to 10 s) until set k+1 has been
+    decoded and prepared (``prepare``, the decode stage's last step), which only a pipelined node
+    does while set k is in the network."""
 
-    def __init__(self, predictor, core_ref, n):
-        self.p, self.core_ref, self.n = predictor, core_ref, n
+    def __init__(self, predictor, n):
+        self.p, self.n = predictor, n
         self.cameras, self.cfg = predictor.cameras, predictor.cfg
-        self.decoded = [threading.Event() for _ in range(n + 1)]
-        self.calls, self.saw_next = 0, []
+        self.prepared = [threading.Event() for _ in range(n + 1)]
+        self.prepares, self.runs, self.saw_next = 0, 0, []
 
-    def wrap_decode(self, decode):
-        count = [0]
+    def prepare(self, *a, **kw):
+        out = self.p.prepare(*a, **kw)
+        self.prepared[min(self.prepares, self.n)].set()
+        self.prepares += 1
+        return out
 
-        def wrapped(*a, **kw):
-            out = decode(*a, **kw)
-            self.decoded[min(count[0], self.n)].set()
-            count[0] += 1
-            return out
-        return wrapped
+    def run(self, prepared):
+        k = self.runs
+        self.runs += 1
+        self.saw_next.append(self.prepared[k + 1].wait(10) if k + 1 < self.n else True)
+        return self.p.run(prepared)
 
     def predict(self, *a, **kw):
-        k = self.calls
-        self.calls += 1
-        self.saw_next.append(self.decoded[k + 1].wait(10) if k + 1 < self.n else True)
-        return self.p.predict(*a, **kw)
+        raise AssertionError("the node should call prepare() and run() of a predictor that has them")
 
 
-def _run(predictor, pipelined: bool, n: int, slow=None):
-    rig = Rig(slow or predictor, params={"pipelined": pipelined})
-    if slow is not None:
-        rig.core.pipeline.decode = slow.wrap_decode(rig.core.pipeline.decode)
+def _run(predictor, pipelined: bool, n: int, slow=None, **params):
+    rig = Rig(slow or predictor, params={"pipelined": pipelined, **params})
     for k in range(n):
         rig.send_set(k)
     assert rig.core.wait_idle(60)
@@ -57,19 +56,39 @@ def _run(predictor, pipelined: bool, n: int, slow=None):
 
 def test_decode_of_the_next_set_overlaps_inference(predictor):
     n = 4
-    slow = _WaitsForNextDecode(predictor, None, n)
+    slow = _WaitsForNextDecode(predictor, n)
     rig, st = _run(predictor, True, n, slow)
     assert st["sets_out"] == n and st["sets_dropped"] == 0 and all(slow.saw_next), slow.saw_next
 
 
 def test_pipelined_outputs_equal_the_serial_ones_in_order(predictor):
+    """Every output (voxels, BEV, the per-camera 2D overlays) of every set is byte-equal between
+    the pipelined and the serial node, in stamp order. The pipelined run is forced to overlap as
+    far as it can (set k's network waits until set k+1 is decoded), so a set that reached the
+    network with another set's inputs shows. The micro model's voxels do not depend on its
+    (random) images, so the overlays (2D prediction over the image) are what tells sets apart; the
+    test checks that they differ between consecutive sets. Mutation tried: Predictor.prepare
+    writing its network input into one reused buffer (a set's input overwritten by the next
+    set's decode) fails it."""
     n = 5
     outs = {}
     for pipelined in (True, False):
-        rig, st = _run(predictor, pipelined, n)
+        slow = _WaitsForNextDecode(predictor, n) if pipelined else None
+        rig, st = _run(predictor, pipelined, n, slow, publish_overlay=True)
         assert st["sets_out"] == n and st["sets_failed"] == 0
-        vox = rig.bus.published["/priorocc/voxels"]
-        stamps = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in vox]
-        assert stamps == sorted(stamps) and len(set(stamps)) == n
-        outs[pipelined] = [bytes(serialize(m)) for m in vox] + [bytes(serialize(m)) for m in rig.bus.published["/priorocc/bev"]]
-    assert outs[True] == outs[False]
+        assert slow is None or all(slow.saw_next), slow.saw_next
+        topics = sorted(t for t in rig.bus.published if t.startswith("/priorocc/"))
+        assert "/priorocc/voxels" in topics and "/priorocc/bev" in topics
+        assert sum("seg_overlay" in t for t in topics) == len(MODEL_CAMERAS), topics
+        per_topic = {}
+        for t in topics:
+            msgs = rig.bus.published[t]
+            stamps = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in msgs]
+            assert stamps == sorted(stamps) and len(set(stamps)) == n, t
+            per_topic[t] = [bytes(serialize(m)) for m in msgs]
+        overlays = per_topic[next(t for t in topics if "seg_overlay" in t)]
+        assert all(a != b for a, b in zip(overlays, overlays[1:]))
+        outs[pipelined] = per_topic
+    assert outs[True].keys() == outs[False].keys()
+    for t in outs[True]:
+        assert outs[True][t] == outs[False][t], t

@@ -180,8 +180,9 @@ def test_runner_stages_overlap_keep_order_and_count():
 def test_runner_stage_errors_and_drops_are_counted_once():
     """An error in a middle stage ends that set only (counted once, with what the stage was
     given); drops happen at the entry only; submitted = processed + errors + dropped, and
-    in_progress() counts sets between stages (a set never vanishes in a hand-over). Not
-    mutation-tested."""
+    in_progress() counts sets between stages (a set never vanishes in a hand-over). Mutations
+    tried, each fails it: a full hand-over slot dropping its set instead of waiting; a stage
+    marked idle before its hand-over (in_progress 3); an error counted twice."""
     gate = threading.Event()
     out, errs = [], []
 
