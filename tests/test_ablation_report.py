@@ -128,3 +128,26 @@ def test_parallel_runs_report_in_seed_order_and_count_failures(tmp_path, monkeyp
     runs = __import__("json").loads((tmp_path / "abl" / "results.json").read_text())["runs"]
     assert [(r["seed"], r["variant"]) for r in runs] == [
         (0, "injector"), (0, "no_injector"), (1, "injector"), (2, "injector"), (2, "no_injector")]
+
+
+def test_conclusion_says_how_sure_it_is():
+    """The generated conclusion: objects learned only when the best variant has car IoU > 0 in every
+    seed; 'yes' only when the paired test is significant; otherwise 'not shown either way' with the
+    size of difference the seeds could not resolve; noisy is compared with clean-label injector.
+    Mutations tried: 'yes' on a positive mean without the p-test fails; comparing noisy with
+    no_injector instead of injector fails; counting car >= 0 as learned fails."""
+    import ablation
+
+    base = [_run("no_injector", s, 10.0, car=1.0) for s in range(4)]
+    inj = [_run("injector", s, 10.0 + d, car=2.0) for s, d in enumerate((1, 2, 3, 2))]  # p = 0.0163
+    noisy = [_run("noisy", s, 10.0 + d, car=0.0 if s == 0 else 1.0) for s, d in enumerate((3, -1, 2, 0))]
+    text = "\n".join(ablation.conclusion(base + inj + noisy))
+    assert "**injector**, has car IoU > 0 in 4 of 4 seeds (objects are learned" in text
+    assert "help over FlashOCC? **yes** at this budget: +2.00 mIoU" in text
+    # noisy - injector = 2, -3, -1, -2: mean -1, not significant
+    line = next(x for x in ablation.conclusion(base + inj + noisy) if x.startswith("- What do noisy"))
+    assert "**not shown either way**: -1.00 mIoU" in line and "cannot be told from seed noise" in line
+    flat = [_run("injector", s, 10.0 + d, car=0.0 if s == 1 else 3.0) for s, d in enumerate((2, -1, 1.5, 0.5))]
+    text = "\n".join(ablation.conclusion(base + flat))
+    assert "**injector**, has car IoU > 0 in 3 of 4 seeds (objects are **not** reliably learned" in text
+    assert "**not shown either way**" in text

@@ -135,9 +135,59 @@ def verdict(c: dict | None, what: str) -> str:
     return head + ": not distinguishable from no difference with this many seeds."
 
 
+def conclusion(runs: list[dict]) -> list[str]:
+    """The plain answer, generated from the runs: were objects learned, does the injector help
+    (paired with no_injector), what do noisy labels cost (paired with injector)."""
+    variants = list(dict.fromkeys(r["variant"] for r in runs))
+    if not runs:
+        return ["No run has finished yet."]
+    means = {v: mean_std([metrics_of(r)["mIoU"] for r in runs if r["variant"] == v])[0] for v in variants}
+    best = max(variants, key=lambda v: -1.0 if means[v] is None else means[v])
+    rs = [r for r in runs if r["variant"] == best]
+    cars = sum(1 for r in rs if (metrics_of(r)["car"] or 0) > 0)
+    out = [f"- Objects learned: the best variant by mean mIoU, **{best}**, has car IoU > 0 in {cars} of {len(rs)} "
+           f"seeds" + (" (objects are learned at this budget)." if cars == len(rs) else
+                       " (objects are **not** reliably learned at this budget, so the comparison says little "
+                       "about them).")]
+
+    def answer(v, base, question):
+        c = paired(runs, v, "mIoU", baseline=base)
+        o = paired(runs, v, "objects", baseline=base)
+        if c is None:
+            return f"- {question} No paired seeds yet."
+        if c["n"] < 2:
+            return f"- {question} One paired seed only ({c['mean']:+.2f} mIoU): no conclusion."
+        lo, hi = c["ci"]
+        sure = c["p"] == c["p"] and c["p"] < 0.05
+        if sure:
+            head = f"**{'yes' if c['mean'] > 0 else 'no, it is worse'}** at this budget"
+        else:
+            head = "**not shown either way**"
+        text = (f"- {question} {head}: {c['mean']:+.2f} mIoU on average over {c['n']} paired seeds "
+                f"(95 % interval [{lo:+.2f}, {hi:+.2f}], p = {c['p']:.3f}, better in {c['wins']} of {c['n']})")
+        if o is not None and o.get("ci") is not None:
+            text += f"; objects mIoU {o['mean']:+.2f} [{o['ci'][0]:+.2f}, {o['ci'][1]:+.2f}]"
+        if not sure:
+            text += (f". With {c['n']} seeds a true difference smaller than about {max(abs(lo), abs(hi)):.1f} mIoU "
+                     f"cannot be told from seed noise")
+        return text + "."
+    if "injector" in variants and BASELINE in variants:
+        out.append(answer("injector", BASELINE, "Does the 2D prior (injector, PriorOcc defaults) help over FlashOCC?"))
+    for v in variants:
+        if v not in ("injector", BASELINE) and BASELINE in variants:
+            out.append(answer(v, BASELINE, f"Variant {v} vs FlashOCC?"))
+    if "noisy" in variants and "injector" in variants:
+        out.append(answer("noisy", "injector", "What do noisy 2D labels cost against clean ones (noisy - injector)?"))
+    return out
+
+
 def write_results(out: Path, runs: list[dict], args, commands: list[str]) -> Path:
     variants = list(dict.fromkeys(r["variant"] for r in runs))
     lines = ["# Injector ablation on the synthetic world", ""]
+    argv = getattr(args, "argv", None)
+    if argv is not None:
+        lines += ["Reproduce (steps already done are skipped on a rerun):", "", "```bash",
+                  "python training/ablation.py " + " ".join(shlex.quote(a) for a in argv), "```", ""]
     lines += [f"Config `{args.config}`, {args.iters} iterations per run (batch size of the config), seeds "
               f"{' '.join(map(str, args.seeds))}; training world: {args.scenes} scenes x {args.keyframes} keyframes "
               f"(seed {args.world_seed}); validation world: {args.val_scenes} scenes x {args.keyframes} keyframes "
@@ -147,6 +197,13 @@ def write_results(out: Path, runs: list[dict], args, commands: list[str]) -> Pat
     lines += ["Objects = classes 0-10 (others ... truck), ground = 11-14 (driveable, other flat, sidewalk, terrain), "
               "structures = manmade and vegetation; a group's mIoU averages the classes present in the validation "
               "world's camera-visible ground truth or the prediction. All IoU inside mask_camera.", ""]
+    noisy = getattr(args, "noisy_stats", None)
+    if noisy:
+        lines += [f"Noisy labels (`noisy`): {100 * noisy['rate_requested']:.0f} % of the {noisy['block']} x {noisy['block']} px "
+                  f"blocks of the training world's 2D labels relabelled to a wrong class; measured: "
+                  f"{100 * noisy['rate_measured']:.1f} % of the labelled pixels changed "
+                  f"(training/corrupt_seg_labels.py). Evaluation uses the clean validation labels.", ""]
+    lines += ["## Conclusion", ""] + conclusion(runs) + [""]
     lines += ["## Runs", "", "| variant | seed | " + " | ".join(k[1] for k in keys) + " | RayIoU@1/2/4 | train wall (s) |",
               "|---|---|" + "---|" * (len(keys) + 2)]
     for r in runs:
@@ -235,6 +292,7 @@ def main(argv=None) -> int:
     ap.add_argument("--results-md", default=None, metavar="FILE",
                     help="also write the report into FILE between ablation markers (e.g. RESULTS.md)")
     args = ap.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
 
     py = sys.executable
     out = Path(args.out).resolve()
@@ -267,6 +325,7 @@ def main(argv=None) -> int:
             run(cmd, out / "logs" / "labels_noisy.log", commands)
         else:
             commands.append(" ".join(shlex.quote(c) for c in cmd) + "   # (already done)")
+        args.noisy_stats = json.loads((noisy_root / "corruption.json").read_text())
 
     label_opts = []
     if args.labels == "projection":
