@@ -151,3 +151,29 @@ def test_conclusion_says_how_sure_it_is():
     text = "\n".join(ablation.conclusion(base + flat))
     assert "**injector**, has car IoU > 0 in 3 of 4 seeds (objects are **not** reliably learned" in text
     assert "**not shown either way**" in text
+
+
+def test_report_only_trains_nothing_and_reports_what_was_evaluated(tmp_path, monkeypatch):
+    """--report-only after an ablation stopped early: no command runs except the (done) world steps,
+    and the report has exactly the evaluated runs. Mutation tried: ignoring --report-only trains the
+    missing run (fake train called) and fails."""
+    import json
+
+    import ablation
+
+    out = tmp_path / "abl"
+    for v, seed in (("injector", 0), ("no_injector", 0), ("injector", 1)):
+        wd = out / "runs" / f"{v}_seed{seed}"
+        (wd / "final").mkdir(parents=True)
+        (wd / "train_summary.json").write_text('{"steps": 3, "wall_s": 1.0}')
+        (wd / "eval_val.json").write_text(json.dumps(_run(v, seed, 10.0 + seed, car=1.0)["eval"]))
+    for w in ("world_train", "world_val"):
+        (out / w).mkdir(parents=True)
+        (out / w / ".complete").write_text("ok\n")
+    called = []
+    monkeypatch.setattr(ablation, "run", lambda cmd, *a, **k: called.append(cmd))
+    assert ablation.main(["--out", str(out), "--seeds", "0", "1", "--iters", "3", "--report-only"]) == 0
+    assert called == []
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert [(r["seed"], r["variant"]) for r in runs] == [(0, "injector"), (0, "no_injector"), (1, "injector")]
+    assert "--report-only" in (out / "RESULTS.md").read_text()

@@ -289,6 +289,9 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=1,
                     help="runs at a time; with more than one each run gets one thread (OMP_NUM_THREADS=1), "
                          "so on an N-core CPU --jobs N trains N runs side by side")
+    ap.add_argument("--report-only", action="store_true",
+                    help="train and evaluate nothing: write the report from the runs already evaluated "
+                         "(e.g. after stopping an ablation early)")
     ap.add_argument("--results-md", default=None, metavar="FILE",
                     help="also write the report into FILE between ablation markers (e.g. RESULTS.md)")
     args = ap.parse_args(argv)
@@ -342,8 +345,10 @@ def main(argv=None) -> int:
     if args.jobs > 1:
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
-    def train_and_evaluate(seed: int, vname: str, vopts: list[str]) -> dict:
+    def train_and_evaluate(seed: int, vname: str, vopts: list[str]) -> dict | None:
         wd = out / "runs" / f"{vname}_seed{seed}"
+        if args.report_only and not (wd / "eval_val.json").is_file():
+            return None
         lopts = [f"data.seg_label_root={noisy_root}"] if vname == "noisy" else label_opts
         opts = [f"data.dataroot={worlds['train'][0]}", f"train.seed={seed}", f"train.max_iters={args.iters}",
                 "train.epochs=100000"] + lopts + args.cfg_options + vopts
@@ -384,7 +389,10 @@ def main(argv=None) -> int:
         for fut in as_completed(futures):
             seed, vname, _ = futures[fut]
             try:
-                runs.append(fut.result())
+                r = fut.result()
+                if r is None:  # --report-only: not run
+                    continue
+                runs.append(r)
             except SystemExit as e:  # run() names the command and shows its log's tail
                 failed.append(f"{vname} seed {seed}: {e}")
                 print(f"[ablation] {vname} seed {seed} failed:\n{e}", file=sys.stderr, flush=True)
