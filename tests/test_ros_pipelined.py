@@ -2,8 +2,8 @@
 
 The micro model over the loopback transport (tests/test_ros_issue15.py's Rig). Mutation tried
 (the test named fails): the node built with one composed stage whatever ``pipelined`` says
-(overlap test: inference of set k never sees set k+1 decoded). The order / byte-equality test
-was not mutation-tested.
+(overlap test: inference of set k never sees set k+1 prepared); the byte-equality test names its
+own mutation.
 """
 from __future__ import annotations
 
