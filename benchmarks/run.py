@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from priorocc_core.autoselect import cpu_flags, cpu_name  # noqa: E402
+
 CONFIG_DIR = ROOT / "training" / "configs"
 
 
@@ -445,7 +447,7 @@ def main(argv=None) -> int:
 
     results: dict = {
         "command": " ".join([Path(sys.executable).name, "benchmarks/run.py"] + (argv if argv is not None else sys.argv[1:])),
-        "machine": {"platform": platform.platform(), "processor": _cpu_name(), "cpu_count": os.cpu_count(),
+        "machine": {"platform": platform.platform(), "processor": cpu_name(), "cpu_count": os.cpu_count(),
                     "cpu_flags": _cpu_flags(), "torch": torch.__version__, "python": platform.python_version()},
         "started": time.strftime("%Y-%m-%d %H:%M:%S"), "loadavg_start": loadavg(), "quick": quick,
         "repeats": repeats, "matmul_size": matmul,
@@ -616,25 +618,8 @@ def _print_summary(results: dict, log) -> None:
             log(f"  {r['cameras']} x {r['input_hw'][0]}x{r['input_hw'][1]}: {r['model_median_s']:.3f} s")
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def _cpu_flags() -> list[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = line.split(":", 1)[1].split()
-                return sorted(f for f in flags if f.startswith(("avx512", "amx", "avx2", "fma")))
-    except OSError:
-        pass
-    return []
+    return sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx", "avx2", "fma")))
 
 
 def _real_present() -> bool:

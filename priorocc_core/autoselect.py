@@ -93,6 +93,35 @@ def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:
     return frozenset()
 
 
+def cpu_name(path: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name (Linux), else platform.processor()."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
+
+
+SPEED_FLAGS = ("avx2", "fma", "avx512f") + BF16_FLAGS + INT8_FLAGS
+
+
+def cpu_summary(path: str = "/proc/cpuinfo") -> str:
+    """One line naming the CPU, its core count and the flags speed figures depend on (present and
+    absent), for reports: '<model>, 2 cores, avx2 fma; no avx512f amx_bf16 ...'."""
+    import os
+
+    flags = cpu_flags(path)
+    have = [f for f in SPEED_FLAGS if f in flags]
+    lack = [f for f in SPEED_FLAGS if f not in flags]
+    return (f"{cpu_name(path)}, {os.cpu_count()} cores, " + (" ".join(have) or "none of " + " ".join(SPEED_FLAGS))
+            + ("; no " + " ".join(lack) if have and lack else ""))
+
+
 def installed_runtimes() -> frozenset[str]:
     return frozenset(n for n in ("openvino", "onnxruntime") if importlib.util.find_spec(n) is not None)
 

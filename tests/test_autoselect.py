@@ -66,6 +66,9 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     p.write_text("processor\t: 0\nflags\t\t: fpu avx2 amx_bf16\n\nprocessor\t: 1\nflags\t\t: fpu avx2 amx_bf16\n")
     assert autoselect.cpu_flags(str(p)) == {"fpu", "avx2", "amx_bf16"}
     assert autoselect.cpu_flags(str(tmp_path / "missing")) == frozenset()
+    p.write_text("model name\t: Some Xeon\nflags\t\t: fpu avx2 fma amx_bf16 amx_int8\n")
+    s = autoselect.cpu_summary(str(p))
+    assert s.startswith("Some Xeon, ") and "avx2 fma amx_bf16 amx_int8; no avx512f avx512_bf16" in s
 
 
 def test_make_predictor_auto_falls_back_when_openvino_is_missing(tiny_checkpoint, monkeypatch):

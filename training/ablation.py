@@ -283,7 +283,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-rayiou", action="store_true")
     ap.add_argument("--cfg-options", nargs="+", default=[], help="overrides for every run")
     ap.add_argument("--device", default=None)
-    ap.add_argument("--machine", default="2-core CPU, this dev box")
+    ap.add_argument("--machine", default=None, help="what the report says the runs ran on (default: the CPU "
+                    "model, core count and speed-relevant flags read from /proc/cpuinfo)")
     ap.add_argument("--noisy-rate", type=float, default=None, metavar="R",
                     help="add the 'noisy' variant: injector trained on 2D labels with R of the 8 px blocks relabelled")
     ap.add_argument("--jobs", type=int, default=1,
@@ -296,6 +297,10 @@ def main(argv=None) -> int:
                     help="also write the report into FILE between ablation markers (e.g. RESULTS.md)")
     args = ap.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.machine is None:
+        from priorocc_core.autoselect import cpu_summary
+
+        args.machine = cpu_summary() + (f"; {args.jobs} runs side by side, one thread each" if args.jobs > 1 else "")
 
     py = sys.executable
     out = Path(args.out).resolve()
