@@ -168,8 +168,8 @@ def conclusion(runs: list[dict]) -> list[str]:
         if o is not None and o.get("ci") is not None:
             text += f"; objects mIoU {o['mean']:+.2f} [{o['ci'][0]:+.2f}, {o['ci'][1]:+.2f}]"
         if not sure:
-            text += (f". With {c['n']} seeds a true difference smaller than about {max(abs(lo), abs(hi)):.1f} mIoU "
-                     f"cannot be told from seed noise")
+            text += (f". With {c['n']} seeds and this seed-to-seed spread, only a mean difference beyond about "
+                     f"+-{(hi - lo) / 2:.1f} mIoU (the interval's half-width) would be told from seed noise")
         return text + "."
     if "injector" in variants and BASELINE in variants:
         out.append(answer("injector", BASELINE, "Does the 2D prior (injector, PriorOcc defaults) help over FlashOCC?"))
