@@ -142,7 +142,7 @@ def test_conclusion_says_how_sure_it_is():
     inj = [_run("injector", s, 10.0 + d, car=2.0) for s, d in enumerate((1, 2, 3, 2))]  # p = 0.0163
     noisy = [_run("noisy", s, 10.0 + d, car=0.0 if s == 0 else 1.0) for s, d in enumerate((3, -1, 2, 0))]
     text = "\n".join(ablation.conclusion(base + inj + noisy))
-    assert "**injector**, has car IoU > 0 in 4 of 4 seeds (objects are learned" in text
+    assert "**injector**, has car IoU > 0 in 4 of 4 seeds (the bar for 'objects learned' is met" in text
     assert "help over FlashOCC? **yes** at this budget: +2.00 mIoU" in text
     # noisy - injector = 2, -3, -1, -2: mean -1, not significant
     line = next(x for x in ablation.conclusion(base + inj + noisy) if x.startswith("- What do noisy"))
