@@ -24,6 +24,8 @@ opt-in (``allow_int8=True``), and then chosen only with OpenVINO and int8 dot-pr
 from __future__ import annotations
 
 import importlib.util
+import os
+import platform
 from dataclasses import dataclass, field
 
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -102,8 +104,6 @@ def cpu_name(path: str = "/proc/cpuinfo") -> str:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    import platform
-
     return platform.processor() or "unknown CPU"
 
 
@@ -113,8 +113,6 @@ SPEED_FLAGS = ("avx2", "fma", "avx512f") + BF16_FLAGS + INT8_FLAGS
 def cpu_summary(path: str = "/proc/cpuinfo") -> str:
     """One line naming the CPU, its core count and the flags speed figures depend on (present and
     absent), for reports: '<model>, 2 cores, avx2 fma; no avx512f amx_bf16 ...'."""
-    import os
-
     flags = cpu_flags(path)
     have = [f for f in SPEED_FLAGS if f in flags]
     lack = [f for f in SPEED_FLAGS if f not in flags]

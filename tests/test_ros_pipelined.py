@@ -16,7 +16,7 @@ from tests.foreign_recordings import MODEL_CAMERAS
 from tests.test_ros_issue15 import Rig, _invariant, micro, predictor  # noqa: F401 - fixtures
 
 
-class _WaitsForNextDecode:
+class _WaitsForNextPrepare:
     """The micro predictor; set k's network (``run``) waits (up to 10 s) until set k+1 has been
     decoded and prepared (``prepare``, the decode stage's last step), which only a pipelined node
     does while set k is in the network."""
@@ -56,7 +56,7 @@ def _run(predictor, pipelined: bool, n: int, slow=None, **params):
 
 def test_decode_of_the_next_set_overlaps_inference(predictor):
     n = 4
-    slow = _WaitsForNextDecode(predictor, n)
+    slow = _WaitsForNextPrepare(predictor, n)
     rig, st = _run(predictor, True, n, slow)
     assert st["sets_out"] == n and st["sets_dropped"] == 0 and all(slow.saw_next), slow.saw_next
 
@@ -73,7 +73,7 @@ def test_pipelined_outputs_equal_the_serial_ones_in_order(predictor):
     n = 5
     outs = {}
     for pipelined in (True, False):
-        slow = _WaitsForNextDecode(predictor, n) if pipelined else None
+        slow = _WaitsForNextPrepare(predictor, n) if pipelined else None
         rig, st = _run(predictor, pipelined, n, slow, publish_overlay=True)
         assert st["sets_out"] == n and st["sets_failed"] == 0
         assert slow is None or all(slow.saw_next), slow.saw_next

@@ -55,7 +55,7 @@ MARK_BEGIN, MARK_END = "<!-- ablation.py:begin -->", "<!-- ablation.py:end -->"
 
 def run(cmd: list[str], log: Path, commands: list[str], env=None) -> float:
     """Run a command, tee its output to ``log``, record it; returns wall seconds."""
-    line = " ".join(shlex.quote(c) for c in cmd)
+    line = shlex.join(cmd)
     commands.append(line)
     print(f"$ {line}", flush=True)
     t = time.time()
@@ -188,7 +188,7 @@ def write_results(out: Path, runs: list[dict], args, commands: list[str]) -> Pat
     argv = getattr(args, "argv", None)
     if argv is not None:
         lines += ["Reproduce (steps already done are skipped on a rerun):", "", "```bash",
-                  "python training/ablation.py " + " ".join(shlex.quote(a) for a in argv), "```", ""]
+                  "python training/ablation.py " + shlex.join(argv), "```", ""]
     lines += [f"Config `{args.config}`, {args.iters} iterations per run (batch size of the config), seeds "
               f"{' '.join(map(str, args.seeds))}; training world: {args.scenes} scenes x {args.keyframes} keyframes "
               f"(seed {args.world_seed}); validation world: {args.val_scenes} scenes x {args.keyframes} keyframes "
@@ -316,7 +316,7 @@ def main(argv=None) -> int:
             run(cmd, out / "logs" / f"world_{name}.log", commands)
             (d / ".complete").write_text("ok\n")
         else:
-            commands.append(" ".join(shlex.quote(c) for c in cmd) + "   # (already done)")
+            commands.append(shlex.join(cmd) + "   # (already done)")
         if args.labels == "projection" and not (d / ".labels_projection").exists():
             cmd = [py, str(HERE / "generate_2d_seg_labels.py"), "--dataroot", str(d), "--sources", "projection",
                    "--out", str(d / "seg_2d_labels_projection"), "--no-progress"]
@@ -333,7 +333,7 @@ def main(argv=None) -> int:
         if not (noisy_root / "corruption.json").is_file():
             run(cmd, out / "logs" / "labels_noisy.log", commands)
         else:
-            commands.append(" ".join(shlex.quote(c) for c in cmd) + "   # (already done)")
+            commands.append(shlex.join(cmd) + "   # (already done)")
         args.noisy_stats = json.loads((noisy_root / "corruption.json").read_text())
 
     label_opts = []
@@ -351,10 +351,21 @@ def main(argv=None) -> int:
     if args.jobs > 1:
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
+    # each job records its commands in its own list; the report lists them in job order
+    job_commands: dict[tuple[int, str], list[str]] = {(seed, vname): [] for seed, vname, _ in jobs}
+
+    def all_commands() -> list[str]:
+        return commands + [c for seed, vname, _ in jobs for c in job_commands[seed, vname]]
+
     def train_and_evaluate(seed: int, vname: str, vopts: list[str]) -> dict | None:
         wd = out / "runs" / f"{vname}_seed{seed}"
-        if args.report_only and not (wd / "eval_val.json").is_file():
-            return None
+        if args.report_only:  # read what is there, run nothing
+            if not (wd / "eval_val.json").is_file():
+                return None
+            summary = wd / "train_summary.json"
+            wall = json.loads(summary.read_text())["wall_s"] if summary.is_file() else float("nan")
+            return {"variant": vname, "seed": seed, "options": vopts, "train_wall_s": wall,
+                    "eval": json.loads((wd / "eval_val.json").read_text())}
         lopts = [f"data.seg_label_root={noisy_root}"] if vname == "noisy" else label_opts
         opts = [f"data.dataroot={worlds['train'][0]}", f"train.seed={seed}", f"train.max_iters={args.iters}",
                 "train.epochs=100000"] + lopts + args.cfg_options + vopts
@@ -364,9 +375,9 @@ def main(argv=None) -> int:
             tcmd += ["--device", args.device]
         summary = wd / "train_summary.json"
         if summary.is_file() and json.loads(summary.read_text())["steps"] >= args.iters:
-            commands.append(" ".join(shlex.quote(c) for c in tcmd) + "   # (already done)")
+            job_commands[seed, vname].append(shlex.join(tcmd) + "   # (already done)")
         else:
-            run(tcmd, out / "logs" / f"train_{vname}_seed{seed}.log", commands, env=env)
+            run(tcmd, out / "logs" / f"train_{vname}_seed{seed}.log", job_commands[seed, vname], env=env)
         train_wall = json.loads(summary.read_text())["wall_s"]
         eval_json = wd / "eval_val.json"
         val_opts = [f"data.dataroot={worlds['val'][0]}", "data.val_split=all"] + args.cfg_options
@@ -381,9 +392,9 @@ def main(argv=None) -> int:
         if args.device:
             ecmd += ["--device", args.device]
         if not eval_json.is_file() or eval_json.stat().st_mtime < (wd / "final").stat().st_mtime:
-            run(ecmd, out / "logs" / f"eval_{vname}_seed{seed}.log", commands, env=env)
+            run(ecmd, out / "logs" / f"eval_{vname}_seed{seed}.log", job_commands[seed, vname], env=env)
         else:
-            commands.append(" ".join(shlex.quote(c) for c in ecmd) + "   # (already done)")
+            job_commands[seed, vname].append(shlex.join(ecmd) + "   # (already done)")
         return {"variant": vname, "seed": seed, "options": vopts, "train_wall_s": train_wall,
                 "eval": json.loads(eval_json.read_text())}
 
@@ -404,11 +415,11 @@ def main(argv=None) -> int:
                 print(f"[ablation] {vname} seed {seed} failed:\n{e}", file=sys.stderr, flush=True)
                 continue
             runs.sort(key=lambda r: order[(r["seed"], r["variant"])])
-            write_results(out, runs, args, commands)
+            write_results(out, runs, args, all_commands())
     if failed:
         raise SystemExit(f"{len(failed)} of {len(jobs)} runs failed (the report has the {len(runs)} that finished):\n"
                          + "\n".join(failed))
-    path = write_results(out, runs, args, commands)
+    path = write_results(out, runs, args, all_commands())
     print(path.read_text())
     return 0
 
