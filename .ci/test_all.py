@@ -6,6 +6,11 @@ Every command runs (with ``--junitxml`` added), whatever the others did; each pr
 closing line. The last line is the total over all runs, ``total: N passed, N failed, N skipped``
 (collection errors and runs that produced no report count as failed); the exit code is non-zero
 when any run failed.
+
+Run inside a git work tree, it also checks that the runs left the tree as they found it: a file
+that ``git status --porcelain`` shows after the runs and did not show before (an export, a
+cache, an output written into the repository instead of a temporary or user cache folder) is
+listed and counted as one more failure.
 """
 from __future__ import annotations
 
@@ -41,12 +46,23 @@ def junit_counts(path: Path) -> tuple[int, int, int] | None:
     return tests - failed - skipped, failed, skipped
 
 
+def tree_status() -> set[str] | None:
+    """``git status --porcelain`` lines of the work tree around the current folder (None outside one)."""
+    try:
+        r = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], capture_output=True,
+                           text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return set(r.stdout.splitlines()) if r.returncode == 0 else None
+
+
 def main(argv: list[str]) -> int:
     cmds = split_commands(argv)
     if not cmds:
         raise SystemExit("test_all.py: no command given")
     total = [0, 0, 0]
     lines, worst = [], 0
+    before = tree_status()
     with tempfile.TemporaryDirectory(prefix="priorocc-tests-") as tmp:
         for i, cmd in enumerate(cmds):
             xml = Path(tmp) / f"run{i}.xml"
@@ -66,6 +82,11 @@ def main(argv: list[str]) -> int:
             label = next((a for a in cmd if "python" in Path(a).name), cmd[0])
             lines.append(f"run {i + 1} ({label}): {counts[0]} passed, {counts[1]} failed, {counts[2]} skipped, "
                          f"exit {rc}")
+    after = tree_status()
+    left = sorted(after - before) if before is not None and after is not None else []
+    if left:
+        total[1] += 1
+        lines.append(f"the runs left {len(left)} file(s) in the repository (git status): " + "; ".join(left[:10]))
     print("\n".join(lines))
     print(f"total: {total[0]} passed, {total[1]} failed, {total[2]} skipped", flush=True)
     return 1 if (worst or total[1]) else 0

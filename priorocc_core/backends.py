@@ -31,6 +31,7 @@ import torch
 
 from .checkpoint import load_checkpoint, read_config
 from .cli import OptionError, resolve_choice
+from .artifacts import KEY_FILE, GraphKey, cache_root, graph_key, key_difference, read_key, write_key
 from .config import Config
 from .inference import Predictor
 from .model.bev_pool import PoolingIndices
@@ -129,7 +130,9 @@ class GraphRunner:
 
 
 def _onnx_file(checkpoint, model, cfg, onnx_path, cache_dir) -> Path:
-    """The ONNX file to run: ``onnx_path`` if given, else exported (once) into ``cache_dir``."""
+    """The ONNX file to run: ``onnx_path`` if given, else the export cached under its key
+    (artifacts.py: model code, weights, config, tool versions) in ``cache_dir`` (default the user
+    cache, :func:`priorocc_core.artifacts.cache_root`), exported when that key has none yet."""
     from .export import export_onnx
 
     if onnx_path is not None:
@@ -137,26 +140,25 @@ def _onnx_file(checkpoint, model, cfg, onnx_path, cache_dir) -> Path:
         if not p.is_file():
             raise BackendError(f"onnx_path {p}: no such file (write one with `priorocc_export`)")
         return p
-    if cache_dir is None:
-        if isinstance(checkpoint, (str, os.PathLike)):
-            base = Path(checkpoint)
-            cache_dir = (base if base.is_dir() else base.parent) / "onnx"
-        else:
-            import tempfile
-
-            cache_dir = Path(tempfile.mkdtemp(prefix="priorocc-onnx-"))
-    p = Path(cache_dir) / "model.onnx"
-    if not p.is_file() or (isinstance(checkpoint, (str, os.PathLike)) and p.stat().st_mtime < _newest_mtime(checkpoint)):
+    if model is None:
+        raise BackendError("an ONNX export needs the model's weights (a checkpoint, not only onnx_path)")
+    key = graph_key(checkpoint, model, cfg, "onnx")
+    folder = Path(cache_dir if cache_dir is not None else cache_root()) / "graphs" / key.digest
+    p = folder / "model.onnx"
+    if not p.is_file():
         export_onnx(model, cfg, p)
+        write_key(folder / KEY_FILE, key)
     return p
 
 
-def _newest_mtime(checkpoint) -> float:
-    """Newest modification time of a checkpoint (its folder, weights and config): an export older
-    than that is stale (weights replaced in place, e.g. by a git pull of a new demo model)."""
-    base = Path(checkpoint)
-    paths = [base] + ([base / "model.safetensors", base / "config.yaml"] if base.is_dir() else [])
-    return max(q.stat().st_mtime for q in paths if q.exists())
+def int8_key(checkpoint, cfg) -> "GraphKey":
+    """The key an int8 IR of ``checkpoint`` must have been made with (its ONNX graph's, plus OpenVINO / NNCF)."""
+    return graph_key(checkpoint, None, cfg, "int8", tools=("openvino", "nncf"))
+
+
+def int8_key_file(xml: Path) -> Path:
+    """``int8.xml`` -> ``int8.key.json``, the key recorded beside the IR by ``priorocc_quantize``."""
+    return Path(xml).with_suffix(".key.json")
 
 
 def _ort_session(path: Path, device: str, threads: int | None):
@@ -202,10 +204,12 @@ def _make_openvino(checkpoint, model, cfg, precision, device, onnx_path=None, ca
         if p is None or not p.is_file():
             raise BackendError(f"openvino int8: no quantised model at {p} (write one with `priorocc_quantize "
                                f"CHECKPOINT --world DIR`, or pass int8_path)")
-        if (int8_path is None and isinstance(checkpoint, (str, os.PathLike))
-                and p.stat().st_mtime < _newest_mtime(checkpoint)):
-            raise BackendError(f"openvino int8: {p} is older than the checkpoint {checkpoint} (weights replaced "
-                               f"since it was quantised); run `priorocc_quantize CHECKPOINT --world DIR` again")
+        if isinstance(checkpoint, (str, os.PathLike)):
+            stale = key_difference(read_key(int8_key_file(p)), int8_key(checkpoint, cfg))
+            if stale:
+                raise BackendError(
+                    f"openvino int8: {p} was not made from this checkpoint's code, weights, config and tools "
+                    f"(differs in: {', '.join(stale)}); run `priorocc_quantize {checkpoint} --world DIR` again")
         ov_model = core.read_model(str(p))
     elif source == "onnx":
         ov_model = core.read_model(str(_onnx_file(checkpoint, model, cfg, onnx_path, cache_dir)))

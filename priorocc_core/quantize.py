@@ -95,7 +95,8 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=300, help="calibration frames at most (default 300)")
     ap.add_argument("-o", "--output", default=None, help="IR to write (default <checkpoint>/openvino/int8.xml)")
     a = ap.parse_args(argv)
-    from .backends import BackendError, _onnx_file
+    from .artifacts import write_key
+    from .backends import BackendError, _onnx_file, int8_key, int8_key_file
     from .checkpoint import CheckpointError, load_checkpoint
 
     try:
@@ -129,6 +130,7 @@ def main(argv=None) -> int:
         print(f"priorocc_quantize: {e}", file=sys.stderr)
         return 2
     out = quantize_openvino(onnx, cfg, frames[: a.frames], a.output or default_int8_path(a.checkpoint), a.frames)
+    write_key(int8_key_file(out), int8_key(a.checkpoint, cfg))  # what backends.py checks before running it
     print(f"wrote {out} ({len(frames[: a.frames])} calibration frames)")
     return 0
 

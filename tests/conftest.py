@@ -10,6 +10,25 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+def pytest_configure(config):
+    """Derived artifacts (exported graphs, artifacts.py) go to a cache folder of this run's own, not
+    the user's cache and never the repository: a run sees no graph exported by another run's code."""
+    import tempfile
+
+    if not os.environ.get("PRIOROCC_CACHE_DIR"):
+        config._priorocc_cache = tempfile.mkdtemp(prefix="priorocc-test-cache-")
+        os.environ["PRIOROCC_CACHE_DIR"] = config._priorocc_cache
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    folder = getattr(config, "_priorocc_cache", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.environ.pop("PRIOROCC_CACHE_DIR", None)
+
+
 def require_shared(sub: str) -> Path:
     """Path of ../shared/data/<sub>; skip outside CI when absent, fail in CI."""
     p = SHARED_DATA / sub

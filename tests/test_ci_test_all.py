@@ -39,3 +39,18 @@ def test_a_run_without_report_is_a_failure(tmp_path):
     r = _run(tmp_path, [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_b.py"],
              [str(tmp_path / "no-such-venv" / "python"), "-m", "pytest"])
     assert r.returncode == 1 and r.stdout.strip().splitlines()[-1] == "total: 1 passed, 1 failed, 0 skipped"
+
+
+def test_files_left_in_the_work_tree_are_a_failure(tmp_path):
+    """A test that writes into the repository (a cache, an export) fails the total. Mutation: the
+    before/after comparison dropped -> exit 0 and no failure counted."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitignore").write_text("__pycache__/\n.pytest_cache/\n")
+    (tmp_path / "test_w.py").write_text("from pathlib import Path\n"
+                                       "def test_w(): Path(__file__).with_name('left.onnx').write_text('x')\n")
+    r = _run(tmp_path, [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_w.py"])
+    assert r.returncode == 1, r.stdout
+    assert "left.onnx" in r.stdout
+    assert r.stdout.strip().splitlines()[-1] == "total: 1 passed, 1 failed, 0 skipped"
+    r = _run(tmp_path, [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_w.py"])
+    assert r.returncode == 0, r.stdout  # already there before this run: not this run's doing
