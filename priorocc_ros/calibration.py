@@ -104,6 +104,17 @@ def transform_msg_to_matrix(t: Any, source: str = "TF") -> np.ndarray:
     return m
 
 
+def interpolate_transform(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
+    """(4, 4) rigid transforms ``a`` -> ``b`` at fraction ``w`` in [0, 1]: translation linear,
+    rotation slerp (as tf2 interpolates)."""
+    qa = Quaternion(matrix=a[:3, :3], atol=1e-6, rtol=1e-6)
+    qb = Quaternion(matrix=b[:3, :3], atol=1e-6, rtol=1e-6)
+    m = np.eye(4)
+    m[:3, :3] = Quaternion.slerp(qa, qb, float(w)).rotation_matrix
+    m[:3, 3] = (1.0 - w) * a[:3, 3] + w * b[:3, 3]
+    return m
+
+
 def matrix_to_transform_stamped(child2parent: np.ndarray, parent: str, child: str, stamp_ns: int) -> Any:
     """(4, 4) child -> parent matrix -> geometry_msgs/TransformStamped."""
     m = np.asarray(child2parent, dtype=np.float64)
@@ -176,7 +187,8 @@ class TfBuffer:
                 errors.append(str(e))
         return errors
 
-    def _edge(self, child: str, stamp_ns: int | None, max_age_ns: int) -> tuple[str, np.ndarray] | None:
+    def _edge(self, child: str, stamp_ns: int | None, max_age_ns: int,
+              interpolate: bool = False) -> tuple[str, np.ndarray] | None:
         if child in self._static:
             return self._static[child]
         if child in self._dynamic:
@@ -186,6 +198,13 @@ class TfBuffer:
             if stamp_ns is None:
                 return parent, mats[-1]
             i = bisect_left(stamps, stamp_ns)
+            if interpolate:  # tf2's rule: between two samples (or on one); never extrapolate
+                if i < len(stamps) and stamps[i] == stamp_ns:
+                    return parent, mats[i]
+                if i == 0 or i == len(stamps) or stamps[i] - stamps[i - 1] > max_age_ns:
+                    return None
+                w = (stamp_ns - stamps[i - 1]) / (stamps[i] - stamps[i - 1])
+                return parent, interpolate_transform(mats[i - 1], mats[i], w)
             cands = [j for j in (i - 1, i) if 0 <= j < len(stamps)]
             j = min(cands, key=lambda j: abs(stamps[j] - stamp_ns))
             if abs(stamps[j] - stamp_ns) > max_age_ns:
@@ -193,13 +212,18 @@ class TfBuffer:
             return parent, mats[j]
         return None
 
-    def _chain(self, frame: str, stamp_ns, max_age_ns) -> list[tuple[str, np.ndarray]]:
+    def newest_stamp(self) -> int | None:
+        """Stamp of the newest dynamic (``/tf``) sample of any edge; None before the first."""
+        with self._lock:
+            return max((st[-1] for _, st, _ in self._dynamic.values() if st), default=None)
+
+    def _chain(self, frame: str, stamp_ns, max_age_ns, interpolate: bool = False) -> list[tuple[str, np.ndarray]]:
         """[(frame, frame2root)] for every ancestor, starting with frame itself."""
         out = [(frame, np.eye(4))]
         seen = {frame}
         cur, acc = frame, np.eye(4)
         while True:
-            e = self._edge(cur, stamp_ns, max_age_ns)
+            e = self._edge(cur, stamp_ns, max_age_ns, interpolate)
             if e is None:
                 return out
             parent, m = e
@@ -211,12 +235,16 @@ class TfBuffer:
             cur = parent
 
     def lookup(self, target: str, source: str, stamp_ns: int | None = None,
-               max_age_ns: int = 500_000_000) -> np.ndarray:
-        """(4, 4) ``source2target``; CalibrationError when the frames are not connected."""
+               max_age_ns: int = 500_000_000, interpolate: bool = False) -> np.ndarray:
+        """(4, 4) ``source2target``; CalibrationError when the frames are not connected.
+
+        Dynamic edges: the sample nearest ``stamp_ns`` within ``max_age_ns``; with ``interpolate``
+        (odometry), tf2's rule instead: interpolated between the two samples around ``stamp_ns``
+        (at most ``max_age_ns`` apart), never extrapolated past the newest or before the oldest."""
         target, source = _strip(target), _strip(source)
         with self._lock:
-            sc = self._chain(source, stamp_ns, max_age_ns)
-            tc = self._chain(target, stamp_ns, max_age_ns)
+            sc = self._chain(source, stamp_ns, max_age_ns, interpolate)
+            tc = self._chain(target, stamp_ns, max_age_ns, interpolate)
         tmap = {f: m for f, m in tc}
         for f, s2f in sc:
             if f in tmap:
