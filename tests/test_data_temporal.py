@@ -206,3 +206,24 @@ def test_bad_previous_frames_are_named(tmp_path):
         ds = broken(change)
         with pytest.raises(DataError, match=msg):
             ds[1]
+
+
+def test_nested_batches_move_to_the_device():
+    """data.batch_to (and training's to_device) move every tensor of a temporal batch, the adj frames'
+    included, and leave strings alone. Mutation tried: train.to_device back to its one-level
+    comprehension leaves the adj tensors on the CPU and fails."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+    from train import to_device
+
+    from priorocc_core.data import batch_to
+
+    adj = [{"imgs": torch.zeros(2, 6, 3, 4, 4), "ego2global": torch.eye(4).expand(2, 4, 4)} for _ in range(2)]
+    batch = {"imgs": torch.zeros(2, 6, 3, 4, 4), "adj": adj, "sample_token": ["a", "b"], "pair": (torch.ones(1), "x")}
+    for move in (batch_to, to_device):
+        out = move(batch, torch.device("meta"))
+        assert out["imgs"].is_meta and all(f[k].is_meta for f in out["adj"] for k in f)
+        assert out["sample_token"] == ["a", "b"] and out["pair"][0].is_meta and out["pair"][1] == "x"
+        assert not batch["adj"][0]["imgs"].is_meta  # the input is not changed
