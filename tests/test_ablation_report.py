@@ -178,3 +178,63 @@ def test_report_only_trains_nothing_and_reports_what_was_evaluated(tmp_path, mon
     runs = json.loads((out / "results.json").read_text())["runs"]
     assert [(r["seed"], r["variant"]) for r in runs] == [(0, "injector"), (0, "no_injector"), (1, "injector")]
     assert "--report-only" in (out / "RESULTS.md").read_text()
+
+
+def test_temporal_study_pairs_histories_with_the_single_frame_model(tmp_path, monkeypatch):
+    """--study temporal: both worlds get the moving, turning ego; single_frame (num_adj 0), temporal
+    (num_adj 1) and temporal2 (num_adj 2) train on the same seeds with nothing else changed; the
+    report pairs each history with single_frame (mIoU, objects, RayIoU) and goes between its own
+    markers, so the injector section of RESULTS.md stays. --study injector's worlds are unchanged
+    (no motion arguments). Mutations tried: pairing with no_injector (the injector baseline) leaves
+    the temporal report without its paired section and fails; writing between the injector markers
+    replaces the injector section and fails; dropping --motion-args from the world command fails."""
+    import json
+
+    import ablation
+
+    calls = []
+
+    def fake_run(cmd, log, commands, env=None):
+        commands.append(" ".join(cmd))
+        calls.append(cmd)
+        script = Path(cmd[1]).name
+        if script == "make_synthetic.py":
+            Path(cmd[cmd.index("--out") + 1]).mkdir(parents=True, exist_ok=True)
+        elif script == "train.py":
+            wd = Path(cmd[cmd.index("--work-dir") + 1])
+            (wd / "final").mkdir(parents=True, exist_ok=True)
+            (wd / "train_summary.json").write_text('{"steps": 3, "wall_s": 1.0}')
+        elif script == "evaluate.py":
+            wd = Path(cmd[3]).parent  # CONFIG CHECKPOINT: the run dir holds final/
+            n = {"temporal": 1, "temporal2": 2}.get(wd.name.split("_seed")[0], 0)
+            seed = int(wd.name.split("_seed")[1])
+            Path(cmd[cmd.index("--out") + 1]).write_text(json.dumps(_run("x", 0, 10.0 + n + 0.5 * seed * n, car=1.0)["eval"]))
+        return 0.0
+
+    monkeypatch.setattr(ablation, "run", fake_run)
+    md = tmp_path / "RESULTS.md"
+    md.write_text(f"# Results\n\n{ablation.MARK_BEGIN}\ninjector section\n{ablation.MARK_END}\n")
+    assert ablation.main(["--study", "temporal", "--out", str(tmp_path / "t"), "--seeds", "0", "1", "2", "--iters", "3",
+                          "--results-md", str(md)]) == 0
+    worlds = [c for c in calls if Path(c[1]).name == "make_synthetic.py"]
+    assert len(worlds) == 2 and all(" ".join(c).endswith("--ego-speed 6 --turn-rate 8") for c in worlds)
+    trains = {Path(c[c.index("--work-dir") + 1]).name: [o for o in c if o.startswith("model.")]
+              for c in calls if Path(c[1]).name == "train.py"}
+    assert trains["single_frame_seed0"] == ["model.temporal.num_adj=0"]
+    assert trains["temporal_seed1"] == ["model.temporal.num_adj=1"] and trains["temporal2_seed2"] == ["model.temporal.num_adj=2"]
+    text = md.read_text()
+    assert "injector section" in text and "<!-- ablation.py:temporal:begin -->" in text
+    assert "# Temporal ablation on a moving-ego synthetic world" in text
+    # mIoU differences: temporal 1, 1.5, 2; temporal2 2, 3, 4 (RayIoU half of that): p = 0.035 for both
+    assert "## Paired comparison with single_frame" in text and "- **temporal2**, RayIoU: +1.50 on average" in text
+    assert "Does the BEV history of temporal (num_adj 1) help over the single-frame model? **yes** at this budget: " \
+           "+1.50 mIoU" in text
+    assert "Does the BEV history of temporal2 (num_adj 2) help over the single-frame model? **yes** at this budget: " \
+           "+3.00 mIoU" in text
+    assert "Ego motion of both worlds (make_synthetic.py): `--ego-speed 6 --turn-rate 8`" in text
+    # the injector study's worlds stay as they were
+    calls.clear()
+    ablation.main(["--out", str(tmp_path / "i"), "--seeds", "0", "--iters", "3"])
+    assert not any("--ego-speed" in c for c in calls if Path(c[1]).name == "make_synthetic.py")
+    with pytest.raises(SystemExit):
+        ablation.main(["--study", "temporal", "--out", str(tmp_path / "x"), "--noisy-rate", "0.3"])

@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Injector ablation on the synthetic world: the same config with and without the SemanticInjector.
+"""Ablations on the synthetic world, paired over seeds: the same config with and without the
+SemanticInjector (``--study injector``, the default), or without and with a BEV history
+(``--study temporal``).
 
     python training/ablation.py --out work_dirs/ablation [--config training/configs/ablation-small.yaml]
         [--seeds 0 1] [--iters 300] [--scenes 2] [--keyframes 10] [--val-scenes 1] [--world-seed 7]
@@ -26,6 +28,12 @@ Steps (each skipped when its output already exists, so an interrupted ablation c
    with a plain conclusion, the per-class IoU per variant, and the exact commands that ran.
    --results-md FILE also writes that report into FILE between ablation markers (the repository's
    RESULTS.md is generated this way, never edited by hand).
+
+``--study temporal``: the worlds get a moving, turning ego (--motion-args, default
+``--ego-speed 6 --turn-rate 8``) and the variants are ``single_frame`` (model.temporal.num_adj=0,
+the baseline every variant is paired with), ``temporal`` (num_adj 1) and ``temporal<N>`` (num_adj N,
+--long-history, default 2); everything else of the config is the same in every variant. The report
+goes between its own markers, so RESULTS.md keeps both studies.
 """
 from __future__ import annotations
 
@@ -51,6 +59,24 @@ from priorocc_core.classes import OCC_CLASSES  # noqa: E402
 GROUPS = {"objects": range(0, 11), "ground": range(11, 15), "structures": range(15, 17)}
 BASELINE = "no_injector"
 MARK_BEGIN, MARK_END = "<!-- ablation.py:begin -->", "<!-- ablation.py:end -->"
+# each study: its report's title, the variant every other is paired with, its RESULTS.md markers
+STUDIES = {
+    "injector": {"title": "Injector ablation on the synthetic world", "baseline": BASELINE,
+                 "markers": (MARK_BEGIN, MARK_END)},
+    "temporal": {"title": "Temporal ablation on a moving-ego synthetic world", "baseline": "single_frame",
+                 "markers": ("<!-- ablation.py:temporal:begin -->", "<!-- ablation.py:temporal:end -->")},
+}
+TEMPORAL_MOTION = "--ego-speed 6 --turn-rate 8"  # make_synthetic.py: 3 m and 4 deg per keyframe
+
+
+def study_variants(study: str, long_history: int = 2) -> list[tuple[str, list[str]]]:
+    """The variants a study trains: (name, config overrides); the study's baseline among them."""
+    if study == "injector":
+        return [("injector", ["model.injector.enabled=true"]), ("no_injector", ["model.injector.enabled=false"])]
+    if study == "temporal":
+        return [("temporal", ["model.temporal.num_adj=1"]), ("single_frame", ["model.temporal.num_adj=0"]),
+                (f"temporal{long_history}", [f"model.temporal.num_adj={long_history}"])]
+    raise SystemExit(f"--study {study!r}: expected one of {sorted(STUDIES)}")
 
 
 def run(cmd: list[str], log: Path, commands: list[str], env=None) -> float:
@@ -135,9 +161,10 @@ def verdict(c: dict | None, what: str) -> str:
     return head + ": not distinguishable from no difference with this many seeds."
 
 
-def conclusion(runs: list[dict]) -> list[str]:
+def conclusion(runs: list[dict], study: str = "injector") -> list[str]:
     """The plain answer, generated from the runs: were objects learned, does the injector help
-    (paired with no_injector), what do noisy labels cost (paired with injector)."""
+    (paired with no_injector), what do noisy labels cost (paired with injector); for the temporal
+    study, does each history help over the single-frame model (paired with single_frame)."""
     variants = list(dict.fromkeys(r["variant"] for r in runs))
     if not runs:
         return ["No run has finished yet."]
@@ -172,6 +199,15 @@ def conclusion(runs: list[dict]) -> list[str]:
             text += (f". With {c['n']} seeds and this seed-to-seed spread, only a mean difference beyond about "
                      f"+-{(hi - lo) / 2:.1f} mIoU (the interval's half-width) would be told from seed noise")
         return text + "."
+    if study == "temporal":
+        base = STUDIES[study]["baseline"]
+        for v in variants:
+            if v != base and base in variants:
+                n = next((o.split("=")[1] for r in runs if r["variant"] == v for o in r.get("options", [])
+                          if o.startswith("model.temporal.num_adj=")), "?")
+                out.append(answer(v, base, f"Does the BEV history of {v} (num_adj {n}) help over the single-frame "
+                                           "model?"))
+        return out
     if "injector" in variants and BASELINE in variants:
         out.append(answer("injector", BASELINE, "Does the 2D prior (injector, PriorOcc defaults) help over FlashOCC?"))
     for v in variants:
@@ -184,7 +220,9 @@ def conclusion(runs: list[dict]) -> list[str]:
 
 def write_results(out: Path, runs: list[dict], args, commands: list[str]) -> Path:
     variants = list(dict.fromkeys(r["variant"] for r in runs))
-    lines = ["# Injector ablation on the synthetic world", ""]
+    study = STUDIES[getattr(args, "study", "injector")]
+    base = study["baseline"]
+    lines = [f"# {study['title']}", ""]
     argv = getattr(args, "argv", None)
     if argv is not None:
         lines += ["Reproduce (steps already done are skipped on a rerun):", "", "```bash",
@@ -193,6 +231,8 @@ def write_results(out: Path, runs: list[dict], args, commands: list[str]) -> Pat
               f"{' '.join(map(str, args.seeds))}; training world: {args.scenes} scenes x {args.keyframes} keyframes "
               f"(seed {args.world_seed}); validation world: {args.val_scenes} scenes x {args.keyframes} keyframes "
               f"(seed {args.world_seed + 1000}); 2D labels: {args.labels}. Machine: {args.machine}.", ""]
+    if getattr(args, "motion_args", ""):
+        lines += [f"Ego motion of both worlds (make_synthetic.py): `{args.motion_args}`.", ""]
     keys = [("mIoU", "mIoU"), ("objects", "objects mIoU"), ("ground", "ground mIoU"), ("structures", "manmade+veg mIoU"),
             ("car", "car IoU"), ("RayIoU", "RayIoU"), ("mIoU_2d", "2D mIoU")]
     lines += ["Objects = classes 0-10 (others ... truck), ground = 11-14 (driveable, other flat, sidewalk, terrain), "
@@ -204,7 +244,7 @@ def write_results(out: Path, runs: list[dict], args, commands: list[str]) -> Pat
                   f"blocks of the training world's 2D labels relabelled to a wrong class; measured: "
                   f"{100 * noisy['rate_measured']:.1f} % of the labelled pixels changed "
                   f"(training/corrupt_seg_labels.py). Evaluation uses the clean validation labels.", ""]
-    lines += ["## Conclusion", ""] + conclusion(runs) + [""]
+    lines += ["## Conclusion", ""] + conclusion(runs, getattr(args, "study", "injector")) + [""]
     lines += ["## Runs", "", "| variant | seed | " + " | ".join(k[1] for k in keys) + " | RayIoU@1/2/4 | train wall (s) |",
               "|---|---|" + "---|" * (len(keys) + 2)]
     for r in runs:
@@ -223,13 +263,16 @@ def write_results(out: Path, runs: list[dict], args, commands: list[str]) -> Pat
             cells.append("n/a" if m is None else f"{m:.2f} +- {sd:.2f}")
         cars = sum(1 for r in rs if (metrics_of(r)["car"] or 0) > 0)
         lines.append(f"| {v} | {len(rs)} | " + " | ".join(cells) + f" | {cars} of {len(rs)} seeds |")
-    if BASELINE in variants:
-        lines += ["", f"## Paired comparison with {BASELINE} (same seed: same initial weights and data order)", ""]
+    if base in variants:
+        lines += ["", f"## Paired comparison with {base} (same seed: same initial weights and data order)", ""]
         for v in variants:
-            if v == BASELINE:
+            if v == base:
                 continue
-            for key, name in (("mIoU", "mIoU"), ("objects", "objects mIoU")):
-                lines.append(f"- **{v}**, {verdict(paired(runs, v, key), name)}")
+            keys = (("mIoU", "mIoU"), ("objects", "objects mIoU"))
+            if getattr(args, "study", "injector") == "temporal":  # RayIoU: what a history should improve
+                keys += (("RayIoU", "RayIoU"),)
+            for key, name in keys:
+                lines.append(f"- **{v}**, {verdict(paired(runs, v, key, baseline=base), name)}")
     lines += ["", "## Per-class IoU (mask_camera, mean over seeds)", "",
               "| class | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
     for c in OCC_CLASSES[:-1]:
@@ -247,7 +290,7 @@ def write_results(out: Path, runs: list[dict], args, commands: list[str]) -> Pat
     (out / "results.json.tmp").write_text(json.dumps({"runs": runs, "commands": commands}, indent=1))
     os.replace(out / "results.json.tmp", out / "results.json")
     if getattr(args, "results_md", None):
-        write_section(Path(args.results_md), "\n".join(lines), MARK_BEGIN, MARK_END)
+        write_section(Path(args.results_md), "\n".join(lines), *study["markers"])
     return path
 
 
@@ -265,7 +308,15 @@ def write_section(path: Path, text: str, begin: str, end: str) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="SemanticInjector ablation on the synthetic world.")
+    ap = argparse.ArgumentParser(description="Injector or temporal ablation on the synthetic world.")
+    ap.add_argument("--study", choices=sorted(STUDIES), default="injector",
+                    help="injector: with / without the SemanticInjector; temporal: single-frame vs BEV histories "
+                         "on a moving-ego world")
+    ap.add_argument("--motion-args", default=None,
+                    help="make_synthetic.py ego-motion arguments for both worlds (quoted string; default: none for "
+                         f"--study injector, '{TEMPORAL_MOTION}' for --study temporal)")
+    ap.add_argument("--long-history", type=int, default=2, metavar="N",
+                    help="--study temporal: num_adj of the longer-history variant temporalN (default 2)")
     ap.add_argument("--out", default="work_dirs/ablation")
     ap.add_argument("--config", default="training/configs/ablation-small.yaml")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -298,6 +349,12 @@ def main(argv=None) -> int:
                     help="also write the report into FILE between ablation markers (e.g. RESULTS.md)")
     args = ap.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.motion_args is None:
+        args.motion_args = TEMPORAL_MOTION if args.study == "temporal" else ""
+    if args.study == "temporal" and args.noisy_rate is not None:
+        ap.error("--noisy-rate belongs to --study injector")
+    if args.long_history < 2:
+        ap.error(f"--long-history {args.long_history}: expected >= 2 (num_adj 1 is the 'temporal' variant)")
     if args.machine is None:
         from priorocc_core.autoselect import cpu_summary
 
@@ -311,7 +368,8 @@ def main(argv=None) -> int:
               "val": (out / "world_val", args.val_scenes, args.world_seed + 1000)}
     for name, (d, n, seed) in worlds.items():
         cmd = [py, str(HERE / "make_synthetic.py"), "--out", str(d), "--scenes", str(n),
-               "--keyframes", str(args.keyframes), "--seed", str(seed)] + shlex.split(args.world_args)
+               "--keyframes", str(args.keyframes), "--seed", str(seed)] + shlex.split(args.world_args) \
+            + shlex.split(args.motion_args)
         if not (d / ".complete").exists():
             run(cmd, out / "logs" / f"world_{name}.log", commands)
             (d / ".complete").write_text("ok\n")
@@ -339,7 +397,7 @@ def main(argv=None) -> int:
     label_opts = []
     if args.labels == "projection":
         label_opts = [f"data.seg_label_root={worlds['train'][0] / 'seg_2d_labels_projection'}"]
-    variants = [("injector", ["model.injector.enabled=true"]), ("no_injector", ["model.injector.enabled=false"])]
+    variants = study_variants(args.study, args.long_history)
     if noisy_root is not None:
         variants.append(("noisy", ["model.injector.enabled=true"]))
     variants += [parse_variant(s) for s in args.extra_variant]

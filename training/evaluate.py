@@ -16,6 +16,9 @@ Metrics (priorocc_core.metrics): Occ3D mIoU over classes 0-16 inside mask_camera
 voxels with --also-no-mask), per-class IoU, RayIoU@1/2/4 m (SparseOcc's definition), and the
 SegHead's 2D mIoU against the 2D labels (when the dataset has them and the injector is on).
 The per-class table is printed; everything goes to a JSON file.
+A temporal model (model.temporal.num_adj > 0) is scored the same way, non-sequentially, in process:
+every sample carries its previous keyframes (``adj``, docs/data.md), whose features the model
+recomputes from their images; the JSON says so under ``temporal``.
 
 Saved predictions: one ``<sample_token>.npz`` per sample holding ``pred`` (Dx, Dy, Dz) uint8
 (SparseOcc's format; ``semantics`` or ``occupancy`` are accepted too; with --save-logits also
@@ -151,7 +154,9 @@ class TorchRunner:
 
     @torch.no_grad()
     def __call__(self, batch: dict):
-        x = {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        from priorocc_core.data import batch_to
+
+        x = batch_to(batch, self.device)  # a temporal batch's adj frames too
         out = self.model(x)
         if self.keep_logits:
             self.logits = out["occ_logits"].to(torch.float16).cpu().numpy()
@@ -221,7 +226,7 @@ def evaluate_model(cfg: Config, ckpt: str, split: str, backend: str = "torch", d
     """Run a checkpoint over ``split`` of cfg's dataset; returns the results dict."""
     from torch.utils.data import DataLoader, Subset
 
-    from priorocc_core.data import OccDataset, collate
+    from priorocc_core.data import OccDataset, collate, config_num_adj
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, model_cfg, which = load_model(ckpt, dev, weights)
@@ -230,6 +235,7 @@ def evaluate_model(cfg: Config, ckpt: str, split: str, backend: str = "torch", d
               f"the model section of the config given ({cfg.name}); the given config's data section is used",
               flush=True)
     run_cfg = Config(name=model_cfg.name, model=model_cfg.model, data=cfg.data, train=cfg.train)
+    num_adj = config_num_adj(run_cfg)  # a temporal model: each sample carries its previous keyframes
     ds = OccDataset(run_cfg, split=split, train=False)
     n = len(ds) if max_samples <= 0 else min(max_samples, len(ds))
     if n == 0:
@@ -237,6 +243,10 @@ def evaluate_model(cfg: Config, ckpt: str, split: str, backend: str = "torch", d
     in_process = backend == "torch" and precision == "fp32" and not via_predictor
     if save_logits and not in_process:
         raise cli.OptionError("--save-logits: only with --backend torch --precision fp32 without --via-predictor")
+    if num_adj and not in_process:
+        raise cli.OptionError(f"a temporal model (model.temporal.num_adj {num_adj}) is evaluated in process "
+                              "(--backend torch --precision fp32, without --via-predictor): the predictor path "
+                              "feeds one image set at a time and holds no history here")
     if in_process:
         runner = TorchRunner(model, dev, keep_logits=save_logits)
     else:
@@ -281,7 +291,9 @@ def evaluate_model(cfg: Config, ckpt: str, split: str, backend: str = "torch", d
     r.update({"checkpoint": str(ckpt), "weights": which, "split": split, "backend": backend,
               "precision": precision, "via_predictor": not in_process, "device": str(dev),
               "config": model_cfg.name, "wall_s": time.time() - t0, "model_s_per_sample": t_model / max(n, 1),
-              "injector": bool(model_cfg.model.injector.enabled)})
+              "injector": bool(model_cfg.model.injector.enabled),
+              # temporal models: non-sequential, each sample's previous keyframes recomputed from their images
+              "temporal": {"num_adj": num_adj, "mode": "non-sequential" if num_adj else None}})
     r["_table"] = ev.table()
     return r
 

@@ -199,7 +199,10 @@ def collate_fn(samples):
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    """Every tensor of the batch on ``device``, including a temporal batch's ``adj`` frames."""
+    from priorocc_core.data import batch_to
+
+    return batch_to(batch, device, non_blocking=True)
 
 
 # ----------------------------------------------------------------------------- schedule

@@ -12,6 +12,13 @@ Per sample (N cameras, network input H x W, see docs/design.md):
     seg_labels (N, H, W) uint8, 255 = ignore (when cfg.data.load_seg_labels and PNGs exist);
     depth_target (N, H, W) float32 metres, 0 = none (when cfg.data.load_depth);
     sample_token, scene_name (str); image_paths (list of N str).
+A temporal model (model.temporal.num_adj > 0) also gets
+    ego2global (4, 4) float32: the key ego -> global (the frame cam2ego maps into);
+    adj: list of num_adj dicts, index 0 = t-1 (the previous keyframe of the same scene), 1 = t-2, ...,
+    each imgs, cam2ego (into that frame's own key ego), K, img_aug, ego2global as above; at a
+    scene's first keyframes the missing ones are the current frame repeated (FlashOCC). A previous
+    frame is augmented exactly as its key frame (BEVDet4D: the same resize / crop / flip / rotate
+    per camera) and shares bev_aug.
 Keys whose data is absent are absent.
 """
 from __future__ import annotations
@@ -26,11 +33,31 @@ from PIL import Image
 from ..config import Config
 from ..geometry import apply_bev_aug_to_grid, bev_aug_matrix, invert_rigid
 from ..preprocess import apply_image_aug, normalize_image, test_time_aug, train_aug
-from .infos import check_cameras, key_ego2global, load_info_file, records_from_nuscenes
+from .infos import check_cameras, key_ego2global, load_info_file, previous_frames, records_from_nuscenes
 from .io import DataError, load_lidar_points, load_occ_gt, load_seg_label, read_image_rgb, seg_label_path
 
 TENSOR_KEYS = ("imgs", "cam2ego", "K", "img_aug", "bev_aug", "voxel_semantics", "mask_camera", "mask_lidar",
                "seg_labels", "depth_target")
+FRAME_KEYS = ("imgs", "cam2ego", "K", "img_aug", "ego2global")  # what each previous frame of ``adj`` holds
+
+
+def config_num_adj(cfg: Config) -> int:
+    """The number of previous keyframes a sample carries: model.temporal.num_adj (0 when the config
+    has no temporal section)."""
+    return int(getattr(getattr(cfg.model, "temporal", None), "num_adj", 0) or 0)
+
+
+def checked_pose(m, sample: str, what: str, source: str) -> np.ndarray:
+    """A (4, 4) ego pose of a record as float64; DataError naming the sample when it is missing,
+    of another shape or not finite."""
+    if m is None:
+        raise DataError(f"sample {sample} in {source}: {what} ego pose is missing; expected a finite 4x4 ego2global")
+    a = np.asarray(m, dtype=np.float64)
+    if a.shape != (4, 4) or not np.isfinite(a).all():
+        raise DataError(f"sample {sample} in {source}: {what} ego pose is "
+                        f"{'not finite' if a.shape == (4, 4) else f'of shape {a.shape}'}; expected a finite 4x4 "
+                        "ego2global")
+    return a
 
 
 def resolve_split(dataroot: Path, split: str, scene_names: list[str]) -> list[str]:
@@ -60,9 +87,11 @@ def resolve_split(dataroot: Path, split: str, scene_names: list[str]) -> list[st
 
 class OccDataset(torch.utils.data.Dataset):
     """See the module docstring. ``split`` "train" / "val" use cfg.data.{train,val}_split and
-    cfg.data.info_file_{train,val}; any other value is a split name for :func:`resolve_split`."""
+    cfg.data.info_file_{train,val}; any other value is a split name for :func:`resolve_split`.
+    ``num_adj``: previous keyframes per sample (default: the config's model.temporal.num_adj)."""
 
-    def __init__(self, cfg: Config, split: str = "train", train: bool = True, records: list[dict] | None = None):
+    def __init__(self, cfg: Config, split: str = "train", train: bool = True, records: list[dict] | None = None,
+                 num_adj: int | None = None):
         self.cfg = cfg
         self.train = train
         d = cfg.data
@@ -90,6 +119,10 @@ class OccDataset(torch.utils.data.Dataset):
             self.source = str(self.dataroot / d.version)
         if not self.records:
             raise DataError(f"no samples for split {split_name!r} in {getattr(self, 'source', info_file)}")
+        self.num_adj = config_num_adj(cfg) if num_adj is None else int(num_adj)
+        if self.num_adj < 0:
+            raise DataError(f"num_adj {self.num_adj}: expected >= 0 previous keyframes")
+        self.adjacent = previous_frames(self.records, self.num_adj, self.source)  # per sample, t-1 first
 
     def __len__(self) -> int:
         return len(self.records)
@@ -114,25 +147,54 @@ class OccDataset(torch.utils.data.Dataset):
         return self.occ_root / str(rec.get("scene_name")) / rec["token"] / "labels.npz"
 
     # ------------------------------------------------------------------ sample
-    def __getitem__(self, i: int) -> dict:
-        rec = self.records[i]
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item())) if self.train else None
-        g2key = invert_rigid(key_ego2global(rec, self.cfg.data.key_ego, self.cameras))
-        imgs, cam2ego, Ks, augs, paths, labels = [], [], [], [], [], []
-        have_label = False
-        for cam in self.cameras:
+    def _frame(self, rec: dict, augs: list | None = None, rng=None, like: dict | None = None) -> dict:
+        """One keyframe's cameras -> imgs, cam2ego (into the frame's key ego), K, img_aug (tensors),
+        ego2global (4, 4) float64, augs, src_hw, paths. ``augs`` None: drawn with ``rng`` (training)
+        or test-time; given (a previous frame): reused, and ``like`` (the key frame) must have the
+        same cameras and image sizes."""
+        tok = rec["token"]
+        who = tok if like is None else f"{like['token']}'s previous keyframe {tok}"  # errors name the sample
+        key2global = checked_pose(key_ego2global(rec, self.cfg.data.key_ego, self.cameras), who, "key", self.source)
+        g2key = invert_rigid(key2global)
+        if like is not None and sorted(rec["cams"]) != sorted(like["cams"]):
+            raise DataError(f"sample {like['token']} in {self.source}: its previous keyframe {tok} has cameras "
+                            f"{sorted(rec['cams'])}, expected the same as the sample's {sorted(like['cams'])}")
+        imgs, cam2ego, Ks, mats, paths, src_hws, new_augs = [], [], [], [], [], [], []
+        for n, cam in enumerate(self.cameras):
             c = rec["cams"].get(cam)
             if c is None:
-                raise DataError(f"sample {rec['token']} in {self.source}: no camera {cam} (has {sorted(rec['cams'])})")
+                raise DataError(f"sample {who} in {self.source}: no camera {cam} (has {sorted(rec['cams'])})")
             path = self.resolve(c["path"])
             pil = read_image_rgb(path)
             src_hw = (pil.height, pil.width)
-            aug = train_aug(src_hw, self.icfg, rng) if self.train else test_time_aug(src_hw, self.icfg)
+            if augs is None:
+                aug = train_aug(src_hw, self.icfg, rng) if self.train else test_time_aug(src_hw, self.icfg)
+            else:
+                aug = augs[n]
+                if src_hw != like["src_hw"][n]:
+                    raise DataError(f"sample {like['token']} in {self.source}: its previous keyframe {tok} has a "
+                                    f"{cam} image {path} of {src_hw[1]}x{src_hw[0]} px, expected "
+                                    f"{like['src_hw'][n][1]}x{like['src_hw'][n][0]} as the sample's")
             imgs.append(normalize_image(apply_image_aug(pil, aug), self.icfg))
-            augs.append(aug.matrix())
+            mats.append(aug.matrix())
             Ks.append(np.asarray(c["K"], dtype=np.float64))
-            cam2ego.append(g2key @ np.asarray(c["ego2global"]) @ np.asarray(c["sensor2ego"]))
-            paths.append(str(path))
+            e2g = checked_pose(c.get("ego2global"), who, f"camera {cam}", self.source)
+            cam2ego.append(g2key @ e2g @ np.asarray(c["sensor2ego"]))
+            paths.append(path)
+            src_hws.append(src_hw)
+            new_augs.append(aug)
+        return {"imgs": torch.stack(imgs), "cam2ego": torch.from_numpy(np.stack(cam2ego)).float(),
+                "K": torch.from_numpy(np.stack(Ks)).float(), "img_aug": torch.from_numpy(np.stack(mats)).float(),
+                "ego2global": key2global, "augs": new_augs, "src_hw": src_hws, "paths": paths, "token": tok,
+                "cams": rec["cams"], "float64": (cam2ego, Ks, mats)}
+
+    def __getitem__(self, i: int) -> dict:
+        rec = self.records[i]
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item())) if self.train else None
+        f = self._frame(rec, rng=rng)
+        g2key = invert_rigid(f["ego2global"])
+        labels, have_label = [], False
+        for path, src_hw, aug in zip(f["paths"], f["src_hw"], f["augs"]):
             lab = None
             if self.cfg.data.load_seg_labels:
                 lp = seg_label_path(self.seg_root, self.dataroot, path)
@@ -141,16 +203,20 @@ class OccDataset(torch.utils.data.Dataset):
                     have_label = True
             labels.append(lab)
         h, w = self.icfg.input_size
+        occ2ego = checked_pose(rec.get("ego2global"), rec["token"], "keyframe (LIDAR_TOP)", self.source)
         out = {
-            "imgs": torch.stack(imgs),
-            "cam2ego": torch.from_numpy(np.stack(cam2ego)).float(),
-            "K": torch.from_numpy(np.stack(Ks)).float(),
-            "img_aug": torch.from_numpy(np.stack(augs)).float(),
-            "occ2key": torch.from_numpy(g2key @ np.asarray(rec["ego2global"], dtype=np.float64)),
+            "imgs": f["imgs"],
+            "cam2ego": f["cam2ego"],
+            "K": f["K"],
+            "img_aug": f["img_aug"],
+            "occ2key": torch.from_numpy(g2key @ occ2ego),
             "sample_token": rec["token"],
             "scene_name": str(rec.get("scene_name")),
-            "image_paths": paths,
+            "image_paths": [str(p) for p in f["paths"]],
         }
+        if self.num_adj:
+            out["ego2global"] = torch.from_numpy(f["ego2global"]).float()
+            out["adj"] = [self._previous(j, i, f) for j in self.adjacent[i]]
         flip_x = flip_y = False
         if self.train:
             flip_x = bool(rng.random() < self.icfg.bev_flip_prob)
@@ -172,9 +238,17 @@ class OccDataset(torch.utils.data.Dataset):
             pts = load_lidar_points(self.resolve(rec["lidar"]["path"]))[:, :3].astype(np.float64)
             l2key = out["occ2key"].numpy() @ np.asarray(rec["lidar"]["lidar2ego"])  # lidar -> its ego -> key ego
             pts_ego = pts @ l2key[:3, :3].T + l2key[:3, 3]
+            cam2ego, Ks, mats = f["float64"]
             out["depth_target"] = torch.from_numpy(np.stack([
-                depth_map(pts_ego, cam2ego[n], Ks[n], augs[n], (h, w)) for n in range(len(self.cameras))]))
+                depth_map(pts_ego, cam2ego[n], Ks[n], mats[n], (h, w)) for n in range(len(self.cameras))]))
         return out
+
+    def _previous(self, j: int, i: int, key: dict) -> dict:
+        """Previous frame ``j`` of sample ``i`` (FRAME_KEYS), augmented as the key frame ``key``; the
+        key frame itself where the scene has no earlier keyframe (j == i)."""
+        f = key if j == i else self._frame(self.records[j], augs=key["augs"], like=key)
+        return {"imgs": f["imgs"], "cam2ego": f["cam2ego"], "K": f["K"], "img_aug": f["img_aug"],
+                "ego2global": torch.from_numpy(f["ego2global"]).float()}
 
 
 def augment_label(label: np.ndarray, aug) -> np.ndarray:
@@ -208,7 +282,9 @@ def depth_map(points_ego: np.ndarray, cam2ego: np.ndarray, K: np.ndarray, img_au
 
 
 def collate(samples: list[dict]) -> dict:
-    """Stack samples into a batch: tensors get a leading B dim, strings / lists become lists.
+    """Stack samples into a batch: tensors get a leading B dim, strings / lists become lists;
+    ``adj`` (a temporal sample's previous frames) becomes a list of num_adj dicts of stacked
+    tensors (t-1 first), so ``batch["adj"][0]["imgs"]`` is (B, N, 3, H, W).
     seg_labels / depth_target missing in some samples are filled with 255 / 0 (no label);
     other keys must be present in all samples or none."""
     if not samples:
@@ -228,5 +304,35 @@ def collate(samples: list[dict]) -> dict:
             else:
                 missing = [s.get("sample_token") for s in samples if k not in s]
                 raise DataError(f"collate: {k!r} is missing in samples {missing} but present in others")
+        if k == "adj":
+            out[k] = _collate_frames(vals, [s.get("sample_token") for s in samples])
+            continue
         out[k] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else list(vals)
     return out
+
+
+def _collate_frames(frames: list[list[dict]], tokens: list) -> list[dict]:
+    """Per-sample lists of previous frames -> one dict of (B, ...) tensors per history position."""
+    lengths = {len(f) for f in frames}
+    if len(lengths) != 1:
+        raise DataError(f"collate: samples {tokens} carry {[len(f) for f in frames]} previous frames; expected the "
+                        "same number in every sample")
+    out = []
+    for t in range(lengths.pop()):
+        keys = [sorted(f[t]) for f in frames]
+        if any(k != keys[0] for k in keys):
+            raise DataError(f"collate: previous frame t-{t + 1} of samples {tokens} has keys {keys}; expected the same")
+        out.append({k: torch.stack([f[t][k] for f in frames]) for k in keys[0]})
+    return out
+
+
+def batch_to(batch, device: torch.device | str, non_blocking: bool = False):
+    """``batch`` with every tensor moved to ``device``, through nested dicts, lists and tuples (the
+    temporal batch's ``adj``); anything else as it is."""
+    if torch.is_tensor(batch):
+        return batch.to(device, non_blocking=non_blocking)
+    if isinstance(batch, dict):
+        return {k: batch_to(v, device, non_blocking) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(batch_to(v, device, non_blocking) for v in batch)
+    return batch

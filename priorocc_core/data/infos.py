@@ -3,7 +3,8 @@ pkl files, or from the project's own JSON info cache.
 
 A record is a plain dict (JSON-serialisable)::
 
-    token, scene_name, timestamp,
+    token, scene_name, scene_token, timestamp,
+    prev: token of the previous keyframe of the same scene ("" at the scene's first keyframe),
     ego2global (4, 4) of the keyframe (LIDAR_TOP sample_data's ego pose: the Occ3D frame),
     lidar: {path, lidar2ego (4, 4)} or None,
     cams: {CAM: {path, K (3, 3), sensor2ego (4, 4), ego2global (4, 4) at the camera's timestamp,
@@ -11,6 +12,9 @@ A record is a plain dict (JSON-serialisable)::
     occ_path: folder holding labels.npz or None
 
 Paths are stored as given (relative to the dataroot, or absolute) and resolved by the dataset.
+The nuScenes path takes ``prev`` from the sample table; FlashOCC infos carry no link, so it is
+rebuilt as FlashOCC's ``get_adj_info`` finds it: the keyframe before in timestamp order with the same
+``scene_token`` (:func:`link_previous`). :func:`previous_frames` follows the links for a temporal model.
 """
 from __future__ import annotations
 
@@ -45,8 +49,8 @@ def records_from_nuscenes(nusc, scene_names: list[str] | None = None) -> list[di
 
 def _record_from_sample(nusc, sample: dict, scene_name: str) -> dict:
     lidar_sd = nusc.get("sample_data", sample["data"]["LIDAR_TOP"]) if "LIDAR_TOP" in sample["data"] else None
-    rec = {"token": sample["token"], "scene_name": scene_name, "timestamp": sample["timestamp"], "cams": {},
-           "lidar": None, "occ_path": None}
+    rec = {"token": sample["token"], "scene_name": scene_name, "scene_token": sample["scene_token"],
+           "timestamp": sample["timestamp"], "prev": sample["prev"], "cams": {}, "lidar": None, "occ_path": None}
     if lidar_sd is not None:
         pose = nusc.get("ego_pose", lidar_sd["ego_pose_token"])
         cs = nusc.get("calibrated_sensor", lidar_sd["calibrated_sensor_token"])
@@ -139,7 +143,8 @@ def records_from_flashocc(infos: list[dict], source: str | Path) -> list[dict]:
     for i, info in enumerate(infos):
         try:
             rec = {"token": info["token"], "timestamp": int(info.get("timestamp", 0)),
-                   "scene_name": info.get("scene_name"), "cams": {}, "lidar": None, "occ_path": info.get("occ_path")}
+                   "scene_name": info.get("scene_name"), "scene_token": info.get("scene_token"), "cams": {},
+                   "lidar": None, "occ_path": info.get("occ_path")}
             rec["ego2global"] = transform_from_quat(info["ego2global_translation"], info["ego2global_rotation"]).tolist()
             if info.get("lidar_path"):
                 rec["lidar"] = {"path": str(info["lidar_path"]), "lidar2ego": transform_from_quat(
@@ -157,7 +162,76 @@ def records_from_flashocc(infos: list[dict], source: str | Path) -> list[dict]:
         if rec["scene_name"] is None and rec["occ_path"]:
             rec["scene_name"] = Path(str(rec["occ_path"])).parent.name
         out.append(rec)
+    return link_previous(out)
+
+
+# --------------------------------------------------------------------------- previous keyframes
+def link_previous(records: list[dict]) -> list[dict]:
+    """Give every record without a ``prev`` key the token of the keyframe before it in timestamp
+    order with the same scene (``scene_token``, else ``scene_name``), "" for a scene's first: the
+    frame FlashOCC's ``get_adj_info`` picks. Records that name no scene get ``prev`` None (unknown).
+    Returns ``records`` (changed in place)."""
+    scenes: dict[str, list[dict]] = {}
+    for r in records:
+        if "prev" in r:
+            continue
+        key = r.get("scene_token") or r.get("scene_name")
+        if key is None:
+            r["prev"] = None
+            continue
+        scenes.setdefault(str(key), []).append(r)
+    for recs in scenes.values():
+        recs.sort(key=lambda r: r.get("timestamp", 0))
+        for before, r in zip([None] + recs[:-1], recs):
+            r["prev"] = before["token"] if before is not None else ""
+    return records
+
+
+def previous_frames(records: list[dict], num_adj: int, source: str) -> list[list[int]]:
+    """For each record, the indices into ``records`` of its ``num_adj`` previous keyframes, t-1
+    first, following ``prev``. Where the scene has no earlier keyframe the record's own index
+    stands in (FlashOCC / BEVDet4D repeat the current frame at a scene's start), so a history never
+    crosses a scene. A link that is unknown, points outside ``records``, into another scene or not
+    back in time is a DataError naming the sample."""
+    if num_adj <= 0:
+        return [[] for _ in records]
+    link_previous(records)
+    index = {r["token"]: i for i, r in enumerate(records)}
+    out = []
+    for i in range(len(records)):
+        frames, j = [], i  # j: the earliest frame reached; None once the scene's start is passed
+        for _ in range(num_adj):
+            if j is None:  # before the scene's first keyframe: repeat the current frame
+                frames.append(i)
+                continue
+            cur = records[j]
+            prev = cur.get("prev")
+            if prev is None:
+                raise DataError(f"sample {cur['token']} in {source}: no scene_token / scene_name and no prev link, "
+                                f"so its previous keyframes cannot be found (needed by model.temporal.num_adj "
+                                f"{num_adj})")
+            if prev == "":
+                frames.append(i)
+                j = None
+                continue
+            if prev not in index:
+                raise DataError(f"sample {cur['token']} in {source}: previous keyframe {prev} is not among the "
+                                f"samples (expected whole scenes)")
+            k = index[prev]
+            if _scene(records[k]) != _scene(cur):
+                raise DataError(f"sample {cur['token']} in {source}: previous keyframe {prev} belongs to scene "
+                                f"{_scene(records[k])}, expected {_scene(cur)}")
+            if "timestamp" in cur and records[k].get("timestamp", -1) >= cur["timestamp"]:
+                raise DataError(f"sample {cur['token']} in {source}: previous keyframe {prev} is not earlier "
+                                f"(timestamp {records[k].get('timestamp')} >= {cur['timestamp']})")
+            frames.append(k)
+            j = k
+        out.append(frames)
     return out
+
+
+def _scene(rec: dict):
+    return rec.get("scene_token") or rec.get("scene_name")
 
 
 # --------------------------------------------------------------------------- project cache

@@ -4,6 +4,15 @@ Every box edge lies on the 0.4 m lattice of the Occ3D grid and the ego vehicle s
 lattice points at each keyframe (heading along the scene's road), so the voxelised ground
 truth of a keyframe is exact: a voxel is occupied by a class iff the world is.
 
+The ego's motion (build_scene's ``ego_speed``, ``turn_rate``): by default it drives straight
+along its lane at a speed drawn per scene (5-7 voxels = 2.0-2.8 m per keyframe) and stops on
+lattice points. A given speed that is not a whole number of voxels per keyframe, or a turn,
+puts the ego between lattice points and at yaws off the road's axis; the labels are then
+point-sampled at the voxel centres (the same rule, exact at lattice points). A turn is a
+constant yaw rate on a circular arc whose chord is the lane: the ego starts and ends a scene
+on its lane centre line, heading -Y/2 .. +Y/2 (Y = turn_rate x scene duration), and leaves the
+line by the arc's sagitta in between (R (1 - cos(Y/2)), R = speed / yaw rate).
+
 Scene-local frame (metres): x = 0.4 * u along the road, y = 0.4 * v across it (v < 0 on the
 ego's right), z up with the Occ3D z lattice (layer k spans [-1 + 0.4 k, -0.6 + 0.4 k)).
 The ground plane's top is at z = -0.6 (layer 0 is the ground), sidewalks are raised to
@@ -14,7 +23,7 @@ sidewalks 15..23, verge (terrain, trees, poles) 23..28, buildings / plazas / lot
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -29,6 +38,7 @@ NZ = _GRID.occ_size[2]
 GROUND_TOP = Z_MIN + VOXEL  # top of layer 0
 GRID_HALF = _GRID.occ_size[0] // 2  # the Occ3D grid spans +-GRID_HALF voxels around the ego
 MARGIN = 280  # voxels of world beyond the ego path at each end (112 m)
+KEYFRAME_S = 0.5  # seconds between keyframes (nuScenes' 2 Hz)
 VH = 250  # half width of the scene in voxels (100 m)
 
 # occupancy classes (classes.py)
@@ -84,10 +94,11 @@ class Scene:
     objects: list = field(default_factory=list)
     ego_u0: int = MARGIN
     ego_v: int = -5
-    ego_step: int = 6  # voxels per keyframe (0.5 s): 4.8 m/s
+    ego_step: float = 6  # voxels per keyframe (0.5 s) along the path: 6 = 4.8 m/s
     heading_quarter: int = 0  # global yaw of the road = quarter * 90 deg
     origin: tuple[float, float] = (0.0, 0.0)  # global position of scene-local (0, 0)
     n_keyframes: int = 10
+    yaw_rate: float = 0.0  # ego yaw rate, radians per keyframe (> 0 turns left); 0 = straight
 
     # ---------------------------------------------------------------- boxes
     def boxes(self, k: int, u_center: int | None = None, u_range: int | None = None):
@@ -112,25 +123,54 @@ class Scene:
             lo, hi, cls, obj, part = lo[keep], hi[keep], cls[keep], obj[keep], part[keep]
         return lo, hi, cls, obj, part
 
+    # ---------------------------------------------------------------- ego motion
+    def ego_yaw(self, k: float) -> float:
+        """Ego yaw in the scene-local frame (radians) at (fractional) keyframe time k."""
+        if self.yaw_rate == 0.0:
+            return 0.0
+        return self.yaw_rate * (k - (self.n_keyframes - 1) / 2)
+
+    def ego_uv(self, k: float) -> tuple[float, float]:
+        """Ego position (u, v) in voxels at (fractional) keyframe time k (module docstring)."""
+        if self.yaw_rate == 0.0:
+            return self.ego_u0 + self.ego_step * k, float(self.ego_v)
+        w, kc = self.yaw_rate, (self.n_keyframes - 1) / 2
+        r = self.ego_step / w  # signed turn radius, voxels
+        u = self.ego_u0 + r * (np.sin(w * (k - kc)) + np.sin(w * kc))
+        v = self.ego_v + r * (np.cos(w * kc) - np.cos(w * (k - kc)))
+        return float(u), float(v)
+
     def ego_u(self, k: int) -> int:
-        return self.ego_u0 + self.ego_step * k
+        """The lattice column nearest the ego at keyframe k (where the world around it is cut)."""
+        return int(round(self.ego_uv(k)[0]))
 
     # ---------------------------------------------------------------- ground truth
     def occupancy(self, k: int) -> np.ndarray:
-        """Exact Occ3D semantics (200, 200, 16) uint8 at keyframe k, in the ego frame
-        (ego at lattice point (ego_u(k), ego_v), heading +u): index [x, y, z]."""
-        eu, ev = self.ego_u(k), self.ego_v
-        u0, v0 = eu - GRID_HALF, ev - GRID_HALF
-        sem = np.full((2 * GRID_HALF, 2 * GRID_HALF, NZ), FREE, dtype=np.uint8)
-        sem[..., 0] = self.ground[u0 : u0 + 2 * GRID_HALF, v0 + VH : v0 + VH + 2 * GRID_HALF]
+        """Occ3D semantics (200, 200, 16) uint8 at keyframe k in the ego frame, index [x, y, z]:
+        each voxel the class of the world's lattice voxel holding its centre (exact when the ego
+        stands on a lattice point heading +u, as by default)."""
+        e2l = self.ego2local(k)
+        c = VOXEL * (np.arange(2 * GRID_HALF) + 0.5) + _GRID.occ_origin[0]  # ego x = y centres (square grid)
+        cx, cy = np.meshgrid(c, c, indexing="ij")  # (X, Y)
+        px = e2l[0, 0] * cx + e2l[0, 1] * cy + e2l[0, 3]
+        py = e2l[1, 0] * cx + e2l[1, 1] * cy + e2l[1, 3]
+        u, v = np.floor(px / VOXEL).astype(np.int64), np.floor(py / VOXEL).astype(np.int64)  # (X, Y) lattice
+        u0, v0 = int(u.min()), int(v.min())
+        du, dv = int(u.max()) - u0 + 1, int(v.max()) - v0 + 1
+        vol = np.full((du, dv, NZ), FREE, dtype=np.uint8)  # the world's lattice around the ego
+        vol[..., 0] = TERRAIN  # outside the generated map
+        gu0, gu1 = max(u0, 0), min(u0 + du, self.n_u)
+        gv0, gv1 = max(v0 + VH, 0), min(v0 + dv + VH, 2 * VH)
+        if gu0 < gu1 and gv0 < gv1:
+            vol[gu0 - u0 : gu1 - u0, gv0 - VH - v0 : gv1 - VH - v0, 0] = self.ground[gu0:gu1, gv0:gv1]
         lo, hi, cls, _, _ = self.boxes(k)
-        for a, b, c in zip(lo, hi, cls):
-            a0, a1 = max(a[0] - u0, 0), min(b[0] - u0, 2 * GRID_HALF)
-            b0, b1 = max(a[1] - v0, 0), min(b[1] - v0, 2 * GRID_HALF)
+        for a, b, cl in zip(lo, hi, cls):
+            a0, a1 = max(a[0] - u0, 0), min(b[0] - u0, du)
+            b0, b1 = max(a[1] - v0, 0), min(b[1] - v0, dv)
             c0, c1 = max(a[2], 0), min(b[2], NZ)
             if a0 < a1 and b0 < b1 and c0 < c1:
-                sem[a0:a1, b0:b1, c0:c1] = c
-        return sem
+                vol[a0:a1, b0:b1, c0:c1] = cl
+        return vol[u - u0, v - v0]
 
     # ---------------------------------------------------------------- frames
     def local2global(self) -> np.ndarray:
@@ -144,8 +184,12 @@ class Scene:
     def ego2local(self, k: float) -> np.ndarray:
         """(4, 4) ego -> scene-local at (fractional) keyframe time k (0.5 s per keyframe)."""
         m = np.eye(4)
-        m[0, 3] = VOXEL * (self.ego_u0 + self.ego_step * k)
-        m[1, 3] = VOXEL * self.ego_v
+        yaw = self.ego_yaw(k)
+        if yaw != 0.0:
+            m[:2, :2] = [[np.cos(yaw), -np.sin(yaw)], [np.sin(yaw), np.cos(yaw)]]
+        u, v = self.ego_uv(k)
+        m[0, 3] = VOXEL * u
+        m[1, 3] = VOXEL * v
         return m
 
 
@@ -206,11 +250,26 @@ def _vehicle_len(parts) -> int:
     return hi - lo
 
 
-def build_scene(seed: int, index: int, n_keyframes: int) -> Scene:
-    """Generate scene ``index`` of the world with ``seed`` (deterministic)."""
+def build_scene(seed: int, index: int, n_keyframes: int, ego_speed: float | None = None, turn_rate: float = 0.0,
+                moving_objects: bool = True) -> Scene:
+    """Generate scene ``index`` of the world with ``seed`` (deterministic).
+
+    ego_speed: m/s along the path (None: drawn per scene, 5-7 voxels per keyframe = 4-5.6 m/s);
+    turn_rate: deg/s, > 0 left (module docstring); moving_objects False leaves out every object
+    that moves (traffic, cyclists, walking pedestrians): a static world around a moving ego.
+    The defaults give the same scenes as before these options existed."""
     rng = np.random.default_rng([seed, index])
-    ego_step = int(rng.integers(5, 8))
-    n_u = 2 * MARGIN + ego_step * max(n_keyframes - 1, 0) + 1
+    ego_step = int(rng.integers(5, 8))  # drawn in any case: the options do not shift the random stream
+    if ego_speed is not None:
+        if not (np.isfinite(ego_speed) and ego_speed >= 0):
+            raise ValueError(f"ego_speed {ego_speed!r}: expected a finite speed >= 0 m/s")
+        ego_step = ego_speed * KEYFRAME_S / VOXEL
+        if ego_step == int(ego_step):
+            ego_step = int(ego_step)
+    if not np.isfinite(turn_rate):
+        raise ValueError(f"turn_rate {turn_rate!r}: expected a finite yaw rate in deg/s")
+    yaw_rate = float(np.deg2rad(turn_rate) * KEYFRAME_S)
+    n_u = 2 * MARGIN + int(np.ceil(ego_step * max(n_keyframes - 1, 0))) + 1
     b = _Builder(rng, n_u)
     ground = np.full((n_u, 2 * VH), TERRAIN, dtype=np.uint8)
     V = lambda v: v + VH  # noqa: E731
@@ -219,7 +278,7 @@ def build_scene(seed: int, index: int, n_keyframes: int) -> Scene:
     ground[:, V(15) : V(23)] = SIDEWALK
     ground[:, V(-23) : V(-15)] = SIDEWALK
     # a cross street in view of the ego's path
-    uc = int(MARGIN + rng.integers(-60, 60 + ego_step * n_keyframes))
+    uc = int(MARGIN + rng.integers(-60, 60 + int(round(ego_step * n_keyframes))))
     cross = (uc, uc + 24)
     ground[cross[0] : cross[1], :] = DRIVE
     b.taken[cross[0] : cross[1], :] = True
@@ -355,7 +414,7 @@ def build_scene(seed: int, index: int, n_keyframes: int) -> Scene:
 
     # --- moving traffic (lanes are free of static objects)
     ego_u0 = MARGIN
-    span = ego_step * n_keyframes
+    span = int(round(ego_step * n_keyframes))
     # oncoming lane: v in [2, 7) (cars / trucks / buses), moving -u
     speed = int(rng.integers(4, 9))
     for _ in range(int(rng.integers(3, 7))):
@@ -366,7 +425,7 @@ def build_scene(seed: int, index: int, n_keyframes: int) -> Scene:
     # same lane as the ego, ahead at the ego's speed; and one behind
     for du, cls in ((int(rng.integers(30, 45)), int(rng.choice([CAR, TRUCK]))), (-int(rng.integers(28, 40)), CAR)):
         parts = _vehicle_parts(cls, ego_u0 + du, -8, 1, False, rng)
-        b.add(cls, parts, vel=(ego_step, 0), attribute="vehicle.moving", reserve=False)
+        b.add(cls, parts, vel=(int(round(ego_step)), 0), attribute="vehicle.moving", reserve=False)
     # cyclists at the right edge of the ego lane, slower than the ego
     sp = int(rng.integers(1, 3))
     for _ in range(int(rng.integers(1, 3))):
@@ -385,7 +444,11 @@ def build_scene(seed: int, index: int, n_keyframes: int) -> Scene:
                   attribute="pedestrian.moving", reserve=False)
 
     origin = (400.0 + 400.0 * index, 800.0 + 80.0 * (seed % 7))  # multiples of 0.4 m
-    return Scene(index, seed, n_u, ground, b.objects, ego_u0, -5, ego_step, int(rng.integers(0, 4)), origin, n_keyframes)
+    objects = b.objects
+    if not moving_objects:  # ids are list positions: renumber what stays
+        objects = [replace(o, obj_id=i) for i, o in enumerate(o for o in objects if o.vel == (0, 0))]
+    return Scene(index, seed, n_u, ground, objects, ego_u0, -5, ego_step, int(rng.integers(0, 4)), origin, n_keyframes,
+                 yaw_rate)
 
 
 def _construction_site(b: _Builder, ground, u0, u1, side, rng):
@@ -428,5 +491,6 @@ def _parking_lot(b: _Builder, ground, u0, u1, side, rng):
                     b.add(cls, parts, attribute="vehicle.parked")
 
 
-def build_world(seed: int, n_scenes: int, n_keyframes: int) -> list[Scene]:
-    return [build_scene(seed, i, n_keyframes) for i in range(n_scenes)]
+def build_world(seed: int, n_scenes: int, n_keyframes: int, **motion) -> list[Scene]:
+    """``motion``: build_scene's ego_speed, turn_rate, moving_objects."""
+    return [build_scene(seed, i, n_keyframes, **motion) for i in range(n_scenes)]

@@ -13,7 +13,10 @@ Layout written under ``out``::
 
 Moving objects are frozen during one keyframe's capture (all six cameras see them where
 the lidar does); the ego moves during the capture, and each camera's ``ego_pose`` is the
-pose at its own timestamp, as in nuScenes.
+pose at its own timestamp, as in nuScenes. The Occ3D ground truth of a keyframe is in the ego
+frame of its LIDAR_TOP ``ego_pose``. ``ego_speed`` / ``turn_rate`` / ``moving_objects`` shape the
+ego's path and the traffic (world.build_scene); the defaults give the worlds generated before
+these options existed.
 """
 from __future__ import annotations
 
@@ -38,9 +41,9 @@ from .render import (
     voxel_centres_ego,
 )
 from .rig import Rig, load_rig
-from .world import CATEGORY_OF, VOXEL, Z_MIN, Scene, build_scene
+from .world import CATEGORY_OF, KEYFRAME_S, VOXEL, Z_MIN, Scene, build_scene
 
-KEYFRAME_US = 500_000
+KEYFRAME_US = int(round(KEYFRAME_S * 1e6))
 T0_US = 1_533_000_000_000_000
 
 # nuScenes taxonomy (names are facts of the dataset format; descriptions are ours)
@@ -94,9 +97,13 @@ def generate_world(
     jpeg_quality: int = 92,
     progress: bool = True,
     lidar_azimuth: int = 1084,
+    ego_speed: float | None = None,
+    turn_rate: float = 0.0,
+    moving_objects: bool = True,
 ) -> dict:
     """Generate ``n_scenes`` x ``n_keyframes`` keyframes under ``out``; returns a summary dict
-    (paths, counts, seconds)."""
+    (paths, counts, seconds). ego_speed (m/s, None = drawn per scene), turn_rate (deg/s, > 0 left),
+    moving_objects: see world.build_scene."""
     t_start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -128,7 +135,8 @@ def generate_world(
 
     iterator = range(n_scenes)
     for si in iterator:
-        scene = build_scene(seed, si, n_keyframes)
+        scene = build_scene(seed, si, n_keyframes, ego_speed=ego_speed, turn_rate=turn_rate,
+                            moving_objects=moving_objects)
         name = f"synth-{seed:04d}-{si:04d}"
         scene_names.append(name)
         logfile = f"synth{seed:04d}-{si:04d}"
@@ -147,7 +155,7 @@ def generate_world(
                 "camera_intrinsic": [] if ch == "LIDAR_TOP" else rig.K_at(ch, hw).tolist(),
             })
         l2g = scene.local2global()
-        heading = scene.heading_quarter * np.pi / 2
+        heading = scene.heading_quarter * np.pi / 2  # the road's global yaw
         t_scene = T0_US + si * 100_000_000
         sample_toks = [_token(S, "sample", si, k) for k in range(n_keyframes)]
         prev_sd = {ch: "" for ch in channels}
@@ -170,7 +178,7 @@ def generate_world(
                 e2l = scene.ego2local(kf)
                 e2g = l2g @ e2l
                 ep_tok = _token(S, "ego_pose", si, k, ch)
-                tab.add("ego_pose", {"token": ep_tok, "timestamp": ts, "rotation": _yaw_quat(heading),
+                tab.add("ego_pose", {"token": ep_tok, "timestamp": ts, "rotation": _yaw_quat(heading + scene.ego_yaw(kf)),
                                      "translation": [float(e2g[0, 3]), float(e2g[1, 3]), 0.0]})
                 sd_tok = _token(S, "sample_data", si, k, ch)
                 if ch == "LIDAR_TOP":
@@ -245,6 +253,7 @@ def generate_world(
     summary = {"out": str(out), "version": version, "scenes": n_scenes, "keyframes": n_keyframes, "seed": seed,
                "image_hw": [h, w], "images": n_images, "seconds": round(seconds, 2),
                "timing": {k: round(v, 2) for k, v in timing.items()}, "rig": rig.source, "splits": splits,
+               "motion": {"ego_speed_m_s": ego_speed, "turn_rate_deg_s": turn_rate, "moving_objects": moving_objects},
                "torch_threads": torch.get_num_threads()}
     write_json_atomic(out / "synthetic.json", summary, indent=1)
     return summary
@@ -252,7 +261,7 @@ def generate_world(
 
 def _annotate(tab, scene: Scene, k, sample_tok, l2g, heading, lidar, obj_pixels, ann_by_obj, hw, S, si, attr_tok):
     """sample_annotation records for the annotated objects within 50 m of the ego at keyframe k."""
-    eu = scene.ego_u(k)
+    eu, ev = scene.ego_uv(k)
     hit_box = lidar["box"][lidar["hit"]]
     boxes = BoxTable.from_scene(scene, k)
     hit_obj = boxes.obj[hit_box[hit_box >= 0].numpy()] if len(boxes.obj) else np.zeros(0, dtype=np.int64)
@@ -263,7 +272,7 @@ def _annotate(tab, scene: Scene, k, sample_tok, l2g, heading, lidar, obj_pixels,
             continue
         lo, hi = o.bbox(k)
         cu, cv = (lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2
-        if abs(cu - eu) * VOXEL > 50 or abs(cv - scene.ego_v) * VOXEL > 50:
+        if abs(cu - eu) * VOXEL > 50 or abs(cv - ev) * VOXEL > 50:
             continue
         c_local = np.array([cu * VOXEL, cv * VOXEL, Z_MIN + VOXEL * (lo[2] + hi[2]) / 2, 1.0])
         c_g = l2g @ c_local
