@@ -45,6 +45,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
+from priorocc_core import cli  # noqa: E402
+
 from priorocc_core.classes import OCC_CLASSES  # noqa: E402
 
 # class groups of the report (Occ3D class indices)
@@ -265,7 +267,12 @@ def write_section(path: Path, text: str, begin: str, end: str) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="SemanticInjector ablation on the synthetic world.")
+    return cli.run("ablation.py", _main, argv)
+
+
+def _main(argv) -> int:
+    ap = argparse.ArgumentParser(prog="ablation.py", description="SemanticInjector ablation on the synthetic world.")
+    cli.add_debug_arg(ap)
     ap.add_argument("--out", default="work_dirs/ablation")
     ap.add_argument("--config", default="training/configs/ablation-small.yaml")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
