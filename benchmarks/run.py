@@ -32,6 +32,7 @@ if str(ROOT) not in sys.path:
 from priorocc_core.autoselect import cpu_flags, cpu_name  # noqa: E402
 
 CONFIG_DIR = ROOT / "training" / "configs"
+WARMUP = 3  # calls before the timed ones, per backend and per stage (docs/speed.md): the first build kernels and plans
 
 
 # =========================================================================== helpers (worker side)
@@ -46,7 +47,7 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def timeit(fn, repeats: int, warmup: int = 2) -> dict:
+def timeit(fn, repeats: int, warmup: int = WARMUP) -> dict:
     """Median / min / all of ``repeats`` wall-clock runs after ``warmup`` runs."""
     for _ in range(warmup):
         fn()
@@ -395,6 +396,19 @@ BACKEND_MATRIX = [  # label, backend, precision, options
 ]
 
 
+QUICK_NOTE = ("--quick is a smoke test of the benchmark code (tiny config, {repeats} timed run(s), {matmul}^2 matmul "
+              "peaks): its times and speed-ups are NOT comparable with each other or with BENCHMARKS.md; run "
+              "without --quick for figures")
+
+
+def run_settings(quick: bool, repeats: int | None = None, matmul: int | None = None) -> dict:
+    """Repeats, matmul size, warm-up calls and (quick) the note that the figures are not comparable."""
+    s = {"repeats": repeats or (1 if quick else 5), "matmul": matmul or (1024 if quick else 4096),
+         "peak_repeats": 1 if quick else 2, "warmup": WARMUP}
+    s["note"] = QUICK_NOTE.format(**s) if quick else None
+    return s
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="PriorOcc speed benchmark (see docs/speed.md)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"), help="JSON file to write")
@@ -424,8 +438,8 @@ def main(argv=None) -> int:
         return 0
 
     quick = a.quick
-    repeats = a.repeats or (1 if quick else 5)
-    matmul = a.matmul or (1024 if quick else 4096)
+    settings = run_settings(quick, a.repeats, a.matmul)
+    repeats, matmul = settings["repeats"], settings["matmul"]
     configs = (a.configs or ("tiny" if quick else "flashocc-r50-m0,flashocc-r50,priorocc-r50")).split(",")
     stage_config = a.stage_config or ("tiny" if quick else "priorocc-r50")
     sections = set(a.sections.split(","))
@@ -450,13 +464,17 @@ def main(argv=None) -> int:
         "machine": {"platform": platform.platform(), "processor": cpu_name(), "cpu_count": os.cpu_count(),
                     "cpu_flags": _cpu_flags(), "torch": torch.__version__, "python": platform.python_version()},
         "started": time.strftime("%Y-%m-%d %H:%M:%S"), "loadavg_start": loadavg(), "quick": quick,
-        "repeats": repeats, "matmul_size": matmul,
+        "repeats": repeats, "matmul_size": matmul, "warmup": settings["warmup"], "comparable": not quick,
+        "note": settings["note"],
         "weights": {c: ("trained: " + str(trained[c])) if c in trained else "random (seed 0)"
                     for c in set(configs) | {stage_config}},
     }
     t_start = time.perf_counter()
     log = lambda s: print(s, flush=True)  # noqa: E731
-    common = dict(repeats=repeats, matmul=matmul, peak_repeats=1 if quick else 2, warmup=1 if quick else 3, threads=a.threads)
+    if settings["note"]:
+        log(f"note: {settings['note']}")
+    common = dict(repeats=repeats, matmul=matmul, peak_repeats=settings["peak_repeats"], warmup=settings["warmup"],
+                  threads=a.threads)
     frame = "real" if _real_present() else "synthetic"
     results["frame"] = frame
 
@@ -541,6 +559,8 @@ def main(argv=None) -> int:
                 save()
     save()
     _print_summary(results, log)
+    if settings["note"]:
+        log(f"\nnote: {settings['note']}")
     log(f"wrote {out_path} in {results['elapsed_s']:.0f} s")
     return 0
 

@@ -10,11 +10,12 @@ import tempfile
 from pathlib import Path
 
 
-def default_mode() -> int:
-    """rw for everyone the umask allows (``mkstemp``'s own files would be 0600)."""
+def default_mode(base: int = 0o666) -> int:
+    """``base`` as far as the umask allows: rw for files (``mkstemp``'s own would be 0600),
+    ``0o777`` for folders (``mkdtemp``'s own would be 0700)."""
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return base & ~umask
 
 
 def temp_path_for(path: Path) -> str:
@@ -28,7 +29,9 @@ def temp_path_for(path: Path) -> str:
 def temp_dir_for(path: Path) -> Path:
     """A fresh temporary folder beside ``path``, to be renamed onto it (:func:`replace_dir`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    os.chmod(tmp, default_mode(0o777))  # the finished folder gets a plain mkdir's mode
+    return tmp
 
 
 def replace_dir(tmp: Path, final: Path) -> None:

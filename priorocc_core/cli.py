@@ -4,8 +4,9 @@
         return cli.run("priorocc_export", _main, argv)   # _main(argv) -> exit code
 
 ``run`` prints a :class:`~priorocc_core.errors.PriorOccError` (bad config, checkpoint, data
-file, option) as ``prog: error: message`` on stderr and returns 2; ``--debug`` anywhere on the
-command line shows the traceback instead. ``add_inference_args`` / ``inference_options`` are the
+file, option), a ``SystemExit`` with a message and an ``OSError`` naming a file as ``prog: error:
+message`` on stderr and returns 2; ``--debug`` anywhere on the command line shows the traceback
+instead (:func:`add_debug_arg` lists it in ``--help``). ``add_inference_args`` / ``inference_options`` are the
 one definition of ``--backend``, ``--precision``, ``--device`` and the one place a backend name
 is resolved (:func:`resolve_backend`).
 """
@@ -26,23 +27,46 @@ class OptionError(PriorOccError):
     """An unknown backend / precision / device, or a combination this machine cannot run."""
 
 
+def error_line(prog: str, message: str) -> str:
+    """``prog: error: message`` on one line (the format argparse uses for bad arguments)."""
+    return f"{prog}: error: {' '.join(str(message).split())}"
+
+
 def run(prog: str, main: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> int:
-    """Call ``main(argv without --debug)``; expected errors -> one line on stderr, exit code 2."""
+    """Call ``main(argv without --debug)``; expected errors -> one line on stderr, exit code 2.
+
+    Expected: a :class:`PriorOccError`, ``SystemExit("message")`` (a tool's own stop with a
+    reason; ``SystemExit(int)``, e.g. argparse's, passes through) and an ``OSError`` that names
+    a file (a path given on the command line that is missing, a folder, unreadable)."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = DEBUG_FLAG in args
     args = [a for a in args if a != DEBUG_FLAG]
     try:
         return main(args)
-    except PriorOccError as e:
+    except (PriorOccError, SystemExit, OSError) as e:
+        if isinstance(e, SystemExit):
+            if e.code is None or isinstance(e.code, int):
+                raise
+            msg = str(e.code)
+        elif isinstance(e, OSError):
+            if e.filename is None:
+                raise
+            msg = f"{e.filename}: {e.strerror or e}"
+        else:
+            msg = str(e)
         if debug:
             raise
-        msg = " ".join(str(e).split("\n"))
-        print(f"{prog}: error: {msg} (run with {DEBUG_FLAG} for a traceback)", file=sys.stderr)
+        print(error_line(prog, msg) + f" (run with {DEBUG_FLAG} for a traceback)", file=sys.stderr)
         return 2
 
 
+def add_debug_arg(parser) -> None:
+    """List ``--debug`` in a tool's ``--help`` (:func:`run` reads it before the parser does)."""
+    parser.add_argument(DEBUG_FLAG, action="store_true", help="show the traceback of an expected error")
+
+
 def add_inference_args(parser, device_default: str | None = "cpu", auto: bool = False) -> None:
-    """``--backend``, ``--precision``, ``--device`` (and the ``--debug`` note) for a tool's parser.
+    """``--backend``, ``--precision``, ``--device`` for a tool's parser.
     ``auto``: all three default to ``auto`` (the fastest path this machine supports)."""
     b, p, d = (AUTO, AUTO, AUTO) if auto else ("torch", "fp32", device_default)
     parser.add_argument("--backend", default=b, help=f"inference runtime: {AUTO}, {', '.join(BACKENDS)} (default {b})")
@@ -50,7 +74,6 @@ def add_inference_args(parser, device_default: str | None = "cpu", auto: bool = 
                         help=f"{AUTO}, {', '.join(PRECISIONS)} (default {p}; fp16 needs CUDA, int8 OpenVINO)")
     parser.add_argument("--device", default=d,
                         help="auto, cpu or cuda" + (f" (default {d})" if d else " (default: cuda when available)"))
-    parser.epilog = ((parser.epilog + " ") if parser.epilog else "") + f"{DEBUG_FLAG}: show tracebacks of expected errors."
 
 
 def resolve_choice(backend: str, precision: str = "fp32", device: str | None = "cpu"):

@@ -148,7 +148,7 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     dataroot: str = "data/nuscenes"
-    version: str = "v1.0-trainval"
+    version: str = "auto"  # nuScenes table folder; auto: the dataroot's only one (data.infos.table_version)
     occ_root: Optional[str] = None  # folder holding gts/<scene>/<token>/labels.npz; default dataroot/gts
     seg_label_root: Optional[str] = None  # default dataroot/seg_2d_labels
     info_file_train: Optional[str] = None  # FlashOCC / BEVDet info pkl or project cache

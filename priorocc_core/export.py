@@ -124,12 +124,15 @@ def verify_onnx(model: nn.Module, cfg: Config, path: str | Path, seed: int = 1) 
 
 
 def _main(argv) -> int:
+    from . import cli
+
     ap = argparse.ArgumentParser(prog="priorocc_export", description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoint", help="checkpoint directory or .safetensors file")
     ap.add_argument("-o", "--output", help="ONNX file to write (default <checkpoint>/onnx/model.onnx)")
     ap.add_argument("--logits", action="store_true", help="also output occ_logits (B, Dx, Dy, Dz, K)")
     ap.add_argument("--opset", type=int, default=OPSET)
     ap.add_argument("--no-verify", action="store_true", help="skip the onnxruntime vs PyTorch check")
+    cli.add_debug_arg(ap)
     a = ap.parse_args(argv)
     from .checkpoint import load_checkpoint
 

@@ -206,6 +206,7 @@ def import_checkpoint(src: str | Path, cfg: Config, allow_missing: bool = False)
 
 
 def _main(argv) -> int:
+    from . import cli
     from .checkpoint import save_checkpoint
     from .model import build_model
 
@@ -216,6 +217,7 @@ def _main(argv) -> int:
     ap.add_argument("--allow-missing", action="store_true",
                     help="write the model even when some of its tensors are not in the source (they keep their "
                          "fresh initialisation and are reported): for starting training, never for inference")
+    cli.add_debug_arg(ap)
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
     state, report = import_checkpoint(args.src, cfg, allow_missing=args.allow_missing)

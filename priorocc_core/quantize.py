@@ -23,6 +23,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from . import cli
 from .backends import default_int8_path  # noqa: F401  (the IR this tool writes and backends reads)
 from .config import Config
 
@@ -46,7 +47,7 @@ def calibration_feeds(cfg: Config, frames: Iterable[dict]) -> Iterator[dict[str,
         yield {"imgs": batch["imgs"].numpy(), **{k: getattr(plan, k).cpu().numpy() for k in PLAN_INPUTS}}
 
 
-def world_frames(dataroot, cfg: Config, version: str = "v1.0-mini", limit: int | None = None) -> Iterator[dict]:
+def world_frames(dataroot, cfg: Config, version: str = "auto", limit: int | None = None) -> Iterator[dict]:
     """Keyframes of a nuScenes-format world (e.g. a synthetic one) as dict(images, K, cam2ego)."""
     from .data import OccDataset
     from .data.io import read_image_rgb
@@ -87,30 +88,29 @@ def quantize_openvino(onnx_path, cfg: Config, frames: Iterable[dict], out_xml, s
 
 
 def main(argv=None) -> int:
+    return cli.run("priorocc_quantize", _main, argv)
+
+
+def _main(argv) -> int:
     ap = argparse.ArgumentParser(prog="priorocc_quantize", description=__doc__.split("\n\n")[0])
+    cli.add_debug_arg(ap)
     ap.add_argument("checkpoint", help="checkpoint directory")
     ap.add_argument("--world", action="append", default=[], help="nuScenes-format world for calibration (repeatable)")
-    ap.add_argument("--version", default="v1.0-mini", help="table version of the worlds")
+    ap.add_argument("--version", default="auto", help="table folder of the worlds (default auto: the only one there)")
     ap.add_argument("--real", default=None, help="folder of the real nuScenes keyframe (benchmarks.inputs layout)")
     ap.add_argument("--frames", type=int, default=300, help="calibration frames at most (default 300)")
     ap.add_argument("-o", "--output", default=None, help="IR to write (default <checkpoint>/openvino/int8.xml)")
     a = ap.parse_args(argv)
     from .artifacts import write_key
-    from .backends import BackendError, _onnx_file, int8_key, int8_key_file
-    from .checkpoint import CheckpointError, load_checkpoint
+    from .backends import _onnx_file, int8_key, int8_key_file
+    from .checkpoint import load_checkpoint
 
-    try:
-        model, cfg, _ = load_checkpoint(a.checkpoint)
-    except CheckpointError as e:
-        print(f"priorocc_quantize: {e}", file=sys.stderr)
-        return 2
+    model, cfg, _ = load_checkpoint(a.checkpoint)
     frames: list[dict] = []
     budget = a.frames - (1 if a.real else 0)  # the real keyframe always gets a place
     for w in a.world:
         if not Path(w).is_dir():
-            print(f"priorocc_quantize: --world {w}: no such folder (make one with training/make_synthetic.py)",
-                  file=sys.stderr)
-            return 2
+            raise SystemExit(f"--world {w}: no such folder (make one with training/make_synthetic.py)")
         frames.extend(world_frames(w, cfg, a.version, limit=max(0, budget - len(frames))))
     if a.real:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -119,16 +119,10 @@ def main(argv=None) -> int:
         try:
             frames.append(load_real_keyframe(a.real))
         except FileNotFoundError as e:
-            print(f"priorocc_quantize: --real: {e}", file=sys.stderr)
-            return 2
+            raise SystemExit(f"--real: {e}") from None
     if not frames:
-        print("priorocc_quantize: no calibration frames: give --world and/or --real", file=sys.stderr)
-        return 2
-    try:
-        onnx = _onnx_file(a.checkpoint, model, cfg, None, None)
-    except BackendError as e:
-        print(f"priorocc_quantize: {e}", file=sys.stderr)
-        return 2
+        raise SystemExit("no calibration frames: give --world and/or --real")
+    onnx = _onnx_file(a.checkpoint, model, cfg, None, None)
     out = quantize_openvino(onnx, cfg, frames[: a.frames], a.output or default_int8_path(a.checkpoint), a.frames)
     write_key(int8_key_file(out), int8_key(a.checkpoint, cfg))  # what backends.py checks before running it
     print(f"wrote {out} ({len(frames[: a.frames])} calibration frames)")

@@ -151,13 +151,30 @@ def clean_partials(out: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def open_reader(path: str | os.PathLike) -> Reader:
-    """Open a ROS 2 bag folder (or its .mcap / .db3 file) with rosbags; BagError if it cannot."""
+BAG_LAYOUT = "a rosbag2 bag is a folder with metadata.yaml and .mcap / .db3 files (nuscenes_to_bag, priorocc_record)"
+
+
+def bag_dir(path: str | os.PathLike) -> Path:
+    """The bag folder of ``path`` (the folder itself, or its .mcap / .db3 file); BagError naming
+    what is wrong: nothing there, a file that is no bag, a folder without metadata.yaml."""
     p = Path(path)
     if p.is_file() and p.suffix in (".mcap", ".db3"):
         p = p.parent
     if not p.exists():
-        raise BagError(f"bag {p} does not exist")
+        raise BagError(f"bag {p} does not exist (no such file or folder)")
+    if not p.is_dir():
+        raise BagError(f"bag {p}: a file, not a bag; {BAG_LAYOUT}")
+    if not (p / "metadata.yaml").is_file():
+        there = sorted(f.name for f in p.iterdir())
+        what = "the folder is empty" if not there else "the folder has " + ", ".join(there[:4]) + (
+            " ..." if len(there) > 4 else "")
+        raise BagError(f"bag {p}: no metadata.yaml ({what}); {BAG_LAYOUT}")
+    return p
+
+
+def open_reader(path: str | os.PathLike) -> Reader:
+    """Open a ROS 2 bag folder (or its .mcap / .db3 file) with rosbags; BagError if it cannot."""
+    p = bag_dir(path)
     try:
         r = Reader(p)
         r.open()

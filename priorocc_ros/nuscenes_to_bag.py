@@ -30,6 +30,7 @@ from typing import Any, Iterable
 import numpy as np
 from tqdm import tqdm
 
+from priorocc_core import cli
 from priorocc_core.classes import CAMERAS, FREE, OCC_COLORS
 from priorocc_core.geometry import transform_from_quat
 from priorocc_ros.bagio import AtomicBagWriter
@@ -242,7 +243,7 @@ class NuScenesBagConverter:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="nuscenes_to_bag", description="nuScenes dataroot -> ROS 2 bag (MCAP or sqlite3)")
     ap.add_argument("--dataroot", required=True, help="nuScenes dataroot (holds samples/, sweeps/, <version>/)")
-    ap.add_argument("--version", default="v1.0-mini", help="table folder, e.g. v1.0-mini, v1.0-trainval")
+    ap.add_argument("--version", default="auto", help="table folder, e.g. v1.0-mini, v1.0-trainval (default auto: the only one there)")
     ap.add_argument("--out", required=True, help="output bag folder (must not exist unless --overwrite)")
     ap.add_argument("--scenes", nargs="*", default=None, help="scene names (default: all)")
     ap.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
@@ -251,24 +252,28 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--occ-root", default=None, help="Occ3D folder (gts/<scene>/<token>/labels.npz) for /occ_gt/voxels")
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    cli.add_debug_arg(ap)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
+    return cli.run("nuscenes_to_bag", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     from nuscenes.nuscenes import NuScenes
 
-    if not (Path(args.dataroot) / args.version).is_dir():
-        print(f"nuscenes_to_bag: {args.dataroot}/{args.version} does not exist (expected the nuScenes tables there)",
-              file=sys.stderr)
-        return 2
-    nusc = NuScenes(version=args.version, dataroot=args.dataroot, verbose=not args.quiet)
+    from priorocc_core.data.infos import table_version
+
+    version = table_version(args.dataroot, args.version, ("--dataroot", "--version"))
+    nusc = NuScenes(version=version, dataroot=args.dataroot, verbose=not args.quiet)
     conv = NuScenesBagConverter(nusc, occ_root=args.occ_root, keyframes_only=args.keyframes_only,
                                 with_lidar=not args.no_lidar)
     try:
         stats = conv.convert(args.out, args.scenes, args.storage, args.overwrite, progress=not args.quiet)
     except (ConversionError, FileExistsError) as e:
-        print(f"nuscenes_to_bag: {e}", file=sys.stderr)
+        print(cli.error_line("nuscenes_to_bag", str(e)), file=sys.stderr)
         return 1
     print(f"wrote {args.out} ({args.storage}): " + ", ".join(f"{k} {v}" for k, v in stats.items()))
     return 0

@@ -92,7 +92,9 @@ def _startup_error(e: BaseException) -> str | None:
     from priorocc_ros.node_core import ParameterError
 
     if isinstance(e, (ParameterError, CalibrationError, FileNotFoundError, ValueError, OSError)):
-        return f"occupancy_node: {e}"
+        from priorocc_core.cli import error_line
+
+        return error_line("occupancy_node", str(e))
     return None
 
 
@@ -120,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         params.update(load_params_file(args.params_file, args.node_name))
     params.update(dict(args.param))
     if kind == "dds" and has_ros_args:
-        raise SystemExit("--ros-args is for --transport ros; use -p NAME:=VALUE with --transport dds")
+        from priorocc_core.cli import error_line
+
+        print(error_line("occupancy_node", "--ros-args is for --transport ros; use -p NAME:=VALUE with --transport dds"),
+              file=sys.stderr)
+        return 2
     ros_argv = list(argv) if kind == "ros" else []
     if kind == "ros" and args.remap:  # our -r FROM:=TO as one more --ros-args block for rcl
         ros_argv += ["--ros-args"] + [a for r in args.remap for a in ("-r", r)]

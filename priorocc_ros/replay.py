@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 
-from priorocc_ros.bagio import AtomicBagWriter, BagError, bag_topics, iter_raw
+from priorocc_core.cli import error_line
+from priorocc_ros.bagio import AtomicBagWriter, BagError, bag_dir, bag_topics, iter_raw
 from priorocc_ros.msgs import deserialize, stamp_to_ns
 from priorocc_ros.node_core import (IMAGE_TYPES, INFO_TYPE, PARAMETERS, LatencyWindow, OccupancyNodeCore,
                                     ParameterError, input_topics)
@@ -42,6 +43,7 @@ class ReplaySummary:
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # stage -> p50/p90/p99/n
     outputs_written: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
+    backend: dict[str, str] = field(default_factory=dict)  # the predictor's choice (Choice.as_dict), auto's too
 
     @property
     def complete(self) -> bool:
@@ -56,12 +58,21 @@ class ReplaySummary:
         return dict(input_bag=self.input_bag, output_bag=self.output_bag, messages_read=self.messages_read,
                     messages_expected=self.messages_expected, complete=self.complete,
                     bag_errors=self.bag_errors, node=self.node, latency_ms=self.latency_ms,
-                    outputs_written=self.outputs_written, wall_s=self.wall_s, sets_per_s=self.sets_per_s)
+                    outputs_written=self.outputs_written, wall_s=self.wall_s, sets_per_s=self.sets_per_s,
+                    backend=self.backend)
+
+    def backend_line(self) -> str:
+        b = self.backend
+        if "precision" not in b:
+            return b.get("backend", "unknown")
+        return f"{b['backend']} {b['precision']} on {b['device']}" + (
+            f" ({b['backend_reason']})" if b.get("backend_reason") else "")
 
     def text(self) -> str:
         n = self.node
         lines = [
             f"replay {self.input_bag} -> {self.output_bag}",
+            f"  backend {self.backend_line()}",
             f"  messages read {self.messages_read} of {self.messages_expected}, bag errors {len(self.bag_errors)}",
             f"  sets in {n.get('sets_in', 0)}, out {n.get('sets_out', 0)}, dropped {n.get('sets_dropped', 0)}, "
             f"failed {n.get('sets_failed', 0)}, incomplete {n.get('incomplete_sets', 0)}",
@@ -273,6 +284,7 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
         summary.outputs_written = {k: v for k, v in w.counts.items() if k in out_topics}
     summary.wall_s = time.perf_counter() - t_start
     summary.node = core.stats()
+    summary.backend = dict(core.backend_info)
     for stage, ps in core.latency.percentiles().items():
         summary.latency_ms[stage] = {k: (v * 1e3 if k != "n" else v) for k, v in ps.items()}
     for stage, ps in lat.percentiles().items():
@@ -307,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--overwrite", action="store_true", help="replace an existing output bag (never another folder)")
     ap.add_argument("--json", default=None, help="also write the summary as JSON to this file")
     ap.add_argument("--verbose", action="store_true", help="print the node's log")
-    ap.add_argument("--debug", action="store_true", help="show tracebacks")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an expected error")
     return ap
 
 
@@ -325,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
         from priorocc_ros.transport.base import parse_remaps
 
         remaps = parse_remaps(args.remap, "priorocc")
+        try:
+            bag_dir(args.bag)
+        except BagError as e:  # nothing there / not a bag: the input does not fit (exit 2)
+            raise ReplayInputError(str(e)) from e
         if args.list:
             print(list_inputs(args.bag, params, remaps))
             return 0
@@ -337,12 +353,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ReplayInputError, ParameterError, ValueError) as e:
         if args.debug:
             raise
-        print(f"priorocc_replay: {e}", file=sys.stderr)
+        print(error_line("priorocc_replay", str(e)), file=sys.stderr)
         return 2
     except (BagError, FileExistsError, OSError) as e:
         if args.debug:
             raise
-        print(f"priorocc_replay: {e}", file=sys.stderr)
+        print(error_line("priorocc_replay", str(e)), file=sys.stderr)
         return 1
     print(s.text())
     if args.json:

@@ -76,3 +76,15 @@ def test_half_precision_storage_loads_back(tmp_path, tiny_cfg):
     loaded, _, _ = load_checkpoint(tmp_path / "half")
     w0, w1 = model.state_dict()["neck.fpn_convs.0.weight"], loaded.state_dict()["neck.fpn_convs.0.weight"]
     assert w1.dtype == torch.float32 and torch.allclose(w0, w1, atol=1e-3)
+
+
+def test_atomic_folders_get_a_plain_mkdir_mode(tmp_path):
+    """Issue 31 item 10: a folder written atomically (training checkpoints/iter_*) gets the mode
+    a plain mkdir gives, like final/ (before: mkdtemp's 0700; mutation: temp_dir_for without its
+    chmod)."""
+    from priorocc_core.atomic import replace_dir, temp_dir_for
+
+    (tmp_path / "plain").mkdir()
+    tmp = temp_dir_for(tmp_path / "iter_0000001")
+    replace_dir(tmp, tmp_path / "iter_0000001")
+    assert (tmp_path / "iter_0000001").stat().st_mode == (tmp_path / "plain").stat().st_mode

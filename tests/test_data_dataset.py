@@ -224,3 +224,63 @@ def test_bad_inputs(tmp_path):
     cfg.model.image.cameras = ("CAM_FRONT", "CAM_TOP")
     with pytest.raises(DataError, match="CAM_TOP"):
         OccDataset(cfg, "all", train=False)
+
+
+def test_docs_sample_key_table_names_every_key():
+    """docs/data.md's table of sample keys names every key a sample has (issue 31 item 10: it
+    lacked ``occ2key``; mutation: that row removed)."""
+    import re
+
+    from priorocc_core.data import OccDataset
+
+    table = (Path(__file__).resolve().parents[1] / "docs" / "data.md").read_text().split("Per sample")[1]
+    documented = {k for row in re.findall(r"^\| (.+?) \|", table, re.M) for k in re.findall(r"`(\w+)`", row)}
+    s = OccDataset(_cfg(tiny_world(), load_depth=True), "train", train=False)[0]
+    assert set(s) - documented == set()
+
+
+def test_table_version_auto_reads_the_only_folder(tmp_path):
+    """Issue 31 item 4: ``data.version`` auto (the default) reads the dataroot's only table folder,
+    whatever make_synthetic named it; two folders, or none, or no dataroot: a DataError naming the
+    input. Before: Config() read v1.0-trainval while tiny.yaml / priorocc_quantize read v1.0-mini
+    (mutation: DataConfig.version back to "v1.0-trainval" fails the v1.0-mini world below)."""
+    from priorocc_core.config import Config
+    from priorocc_core.data import DataError, OccDataset
+    from priorocc_core.data.infos import table_version
+
+    root = tmp_path / "w"
+    shutil.copytree(tiny_world(), root)  # v1.0-mini, as make_synthetic writes by default
+    cfg = Config()
+    cfg.data.dataroot, cfg.data.train_split = str(root), "all"
+    assert len(OccDataset(cfg, "train", train=False)) == 2
+    (root / "v1.0-mini").rename(root / "v1.0-trainval")
+    assert table_version(root) == "v1.0-trainval" and len(OccDataset(cfg, "train", train=False)) == 2
+    shutil.copytree(root / "v1.0-trainval", root / "v1.0-test")
+    with pytest.raises(DataError, match=r"several table folders \(v1.0-test, v1.0-trainval\); choose one with data.version"):
+        OccDataset(cfg, "train", train=False)
+    cfg.data.version = "v1.0-test"
+    assert len(OccDataset(cfg, "train", train=False)) == 2
+    cfg.data.version = "v1.0-mini"
+    with pytest.raises(DataError, match="data.version v1.0-mini: no table folder .* v1.0-test, v1.0-trainval"):
+        OccDataset(cfg, "train", train=False)
+    cfg.data.dataroot = str(tmp_path / "absent")
+    with pytest.raises(DataError, match=r"data.dataroot .*absent: no such folder") as e:
+        OccDataset(cfg, "train", train=False)
+    assert "data.version" not in str(e.value)  # before: "no table folder v1.0-mini/ (data.version)"
+
+
+def test_loader_workers_fit_the_cpus():
+    """Issue 31 item 10: data.num_workers above this process's CPUs is lowered to them, with one
+    line (a converted FlashOCC config keeps num_workers 4; on 2 cores torch warned over several
+    lines). Mutation: fit_loader_workers returning cfg unchanged."""
+    from priorocc_core.config import Config
+    from priorocc_core.data import fit_loader_workers
+
+    cfg = Config()
+    cpus = len(os.sched_getaffinity(0))
+    cfg.data.num_workers = cpus + 3
+    fitted, note = fit_loader_workers(cfg)
+    assert fitted.data.num_workers == cpus and note == f"data.num_workers {cpus + 3} > {cpus} CPUs here: using {cpus}"
+    assert cfg.data.num_workers == cpus + 3  # the given config is not changed
+    cfg.data.num_workers = 0
+    assert fit_loader_workers(cfg) == (cfg, None)

@@ -170,7 +170,8 @@ def test_signals_stop_play_and_record_promptly(tmp_path, dds_env, play_sig, rec_
     src, out = tmp_path / "src", tmp_path / "rec"
     make_bag(src, "mcap", frames=4)
     rec = subprocess.Popen(_tool("record", "--out", out, "--all", "--quiet"), env=dds_env)
-    play = subprocess.Popen(_tool("play", src, "--loop", "--clock", "--quiet"), env=dds_env)
+    play = subprocess.Popen(_tool("play", src, "--loop", "--clock", "--quiet", "--wait-for-subscribers", "0"),
+                            env=dds_env)  # playing at once: the 3 s below are not spent waiting on a loaded machine
     try:
         time.sleep(3.0)  # both started, discovered each other, playing
         assert play.poll() is None and rec.poll() is None, "a tool exited early"
@@ -207,14 +208,45 @@ def test_record_refuses_existing_output(tmp_path, dds_env):
 
 
 def test_play_rejects_a_folder_that_is_not_a_bag(tmp_path, dds_env):
-    res = subprocess.run(_tool("play", tmp_path), env=dds_env, capture_output=True, text=True, timeout=30)
-    assert res.returncode == 2 and "not a rosbag2 bag" in res.stderr
+    """Issue 31 item 9: each case named for what it is, one line, exit 2. Before: a missing path
+    was "not a rosbag2 bag" too (mutation: bagio.bag_dir without its exists() check)."""
+    for path, says in ((tmp_path, "no metadata.yaml (the folder is empty)"),
+                       (tmp_path / "nope", "does not exist (no such file or folder)")):
+        res = subprocess.run(_tool("play", path), env=dds_env, capture_output=True, text=True, timeout=30)
+        assert res.returncode == 2 and says in res.stderr, res.stderr
+        assert res.stderr.startswith("priorocc_play: error: bag ") and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_readme_player_then_recorder_records_every_message(tmp_path, dds_env):
+    """Issue 31 item 7, the README's ``priorocc_play BAG --clock & priorocc_record --out X --all``:
+    the player started first, the recorder after it, and every message of the bag is recorded
+    (the player waits for readers by default). Before: the player played at once, and the
+    recorder got the bag's tail or nothing (mutation: --wait-for-subscribers default 0)."""
+    src, out = tmp_path / "src", tmp_path / "rec"
+    make_bag(src, "mcap", frames=6)
+    play = subprocess.Popen(_tool("play", src, "--clock"), env=dds_env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    rec = subprocess.Popen(_tool("record", "--out", out, "--all"), env=dds_env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _, err = play.communicate(timeout=60)
+        assert play.returncode == 0, err
+        time.sleep(0.3)
+        _stop(rec, signal.SIGINT)
+    finally:
+        for p in (play, rec):
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)
+    a, b = read_bag(src), read_bag(out)
+    for topic in a:
+        assert b.get(topic) == a[topic], (topic, len(b.get(topic, [])), len(a[topic]), err)
 
 
 def test_topics_lists_types_and_rates(tmp_path, dds_env):
     src = tmp_path / "src"
     make_bag(src, "mcap", frames=12)
-    play = subprocess.Popen(_tool("play", src, "--loop", "--quiet"), env=dds_env)
+    play = subprocess.Popen(_tool("play", src, "--loop", "--quiet", "--wait-for-subscribers", "0"), env=dds_env)
     try:
         res = subprocess.run(_tool("topics", "--duration", "2.5", "--json"), env=dds_env,
                              capture_output=True, text=True, timeout=30)

@@ -421,7 +421,7 @@ def test_13_node_cli_prints_one_line_for_a_bad_parameter(tmp_path, micro, capsys
     assert main(["--transport", "dds", "-p", f"checkpoint:={micro}", "-p", "image_topic:=/{camera}}/x"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     mine = [ln for ln in err if ln.startswith("occupancy_node:")]
-    assert len(mine) == 1 and mine[0].startswith("occupancy_node: parameter image_topic='/{camera}}/x'")
+    assert len(mine) == 1 and mine[0].startswith("occupancy_node: error: parameter image_topic='/{camera}}/x'")
     assert "Traceback" not in "\n".join(err)
     assert main(["--transport", "dds", "-r", "no-separator"]) == 2
     assert "remap rule 'no-separator'" in capsys.readouterr().err

@@ -212,3 +212,16 @@ def test_round_trip_synthetic_world_to_bag_to_replay(tmp_path, ckpt):
         by_topic.setdefault(topic, []).append((t, m))
     check_outputs(by_topic, stamps)
     assert diagnostics_values(by_topic["/diagnostics"][-1][1])["sets_out"] == "2"
+
+
+def test_replay_summary_names_the_backend():
+    """Issue 31 item 10: the replay summary says which backend, precision and device ran and
+    why (auto's choice; before only with --verbose). Mutation: the backend line dropped from
+    ReplaySummary.text()."""
+    from priorocc_ros.replay import ReplaySummary
+
+    s = ReplaySummary("in", "out", backend={"backend": "openvino", "precision": "fp32", "device": "cpu",
+                                            "backend_reason": "CPU has avx2 only: OpenVINO fp32"})
+    assert "  backend openvino fp32 on cpu (CPU has avx2 only: OpenVINO fp32)" in s.text().splitlines()
+    assert s.as_dict()["backend"]["backend"] == "openvino"
+    assert "  backend injected" in ReplaySummary("in", "out", backend={"backend": "injected"}).text().splitlines()

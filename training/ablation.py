@@ -53,6 +53,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
+from priorocc_core import cli  # noqa: E402
+
 from priorocc_core.classes import OCC_CLASSES  # noqa: E402
 
 # class groups of the report (Occ3D class indices)
@@ -308,7 +310,12 @@ def write_section(path: Path, text: str, begin: str, end: str) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Injector or temporal ablation on the synthetic world.")
+    return cli.run("ablation.py", _main, argv)
+
+
+def _main(argv) -> int:
+    ap = argparse.ArgumentParser(prog="ablation.py", description="Injector or temporal ablation on the synthetic world.")
+    cli.add_debug_arg(ap)
     ap.add_argument("--study", choices=sorted(STUDIES), default="injector",
                     help="injector: with / without the SemanticInjector; temporal: single-frame vs BEV histories "
                          "on a moving-ego world")

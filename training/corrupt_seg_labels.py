@@ -23,6 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from priorocc_core import cli  # noqa: E402
+
 from priorocc_core.data.io import load_seg_label, write_json_atomic, write_png_atomic  # noqa: E402
 
 NUM_CLASSES = 17
@@ -48,7 +50,12 @@ def corrupt_label(label: np.ndarray, rate: float, block: int, rng: np.random.Gen
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    return cli.run("corrupt_seg_labels.py", _main, argv)
+
+
+def _main(argv) -> int:
+    ap = argparse.ArgumentParser(prog="corrupt_seg_labels.py", description=__doc__.split("\n\n")[0])
+    cli.add_debug_arg(ap)
     ap.add_argument("--src", required=True, help="label root to read (e.g. <dataroot>/seg_2d_labels)")
     ap.add_argument("--out", required=True, help="label root to write")
     ap.add_argument("--rate", type=float, required=True, help="fraction of blocks relabelled, 0..1")

@@ -67,19 +67,20 @@ def _main(argv) -> int:
     ap.add_argument("--width", type=int, default=704)
     ap.add_argument("--height", type=int, default=396)
     cli.add_inference_args(ap, auto=True)
+    cli.add_debug_arg(ap)
     args = ap.parse_args(argv)
     opts = cli.inference_options(args)
+    t0 = time.perf_counter()
+    _, cfg, info = read_checkpoint(args.checkpoint)  # a wrong --checkpoint fails here, before the scene is made
+    predictor = make_predictor(args.checkpoint, **opts)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
     world = out / "world"
     print(f"generating a synthetic scene (seed {args.seed}, {args.keyframes} keyframes) in {world} ...")
     generate_world(world, n_scenes=1, n_keyframes=args.keyframes, seed=args.seed, hw=(args.height, args.width),
-                   version="v1.0-mini", progress=False)
-    _, cfg, info = read_checkpoint(args.checkpoint)
-    cfg = cfg.with_overrides([f"data.dataroot={world}", "data.version=v1.0-mini", "data.val_split=all"])
+                   progress=False)
+    cfg = cfg.with_overrides([f"data.dataroot={world}", "data.version=auto", "data.val_split=all"])
     ds = OccDataset(cfg, split="val", train=False)
-    predictor = make_predictor(args.checkpoint, **opts)
     cams = list(cfg.model.image.cameras)
     metric, metric_all = OccMIoU(), OccMIoU()
     latencies = []

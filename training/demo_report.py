@@ -31,6 +31,8 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
+from priorocc_core import cli  # noqa: E402
+
 from ablation import GROUPS, fmt, group_miou, write_section  # noqa: E402
 from priorocc_core.classes import OCC_CLASSES  # noqa: E402
 
@@ -42,7 +44,7 @@ def evaluate(ckpt: Path, world: Path, out: Path, rayiou: bool) -> dict:
     if not out.is_file():
         cmd = [sys.executable, str(HERE / "evaluate.py"), str(ckpt / "config.yaml"), str(ckpt), "--out", str(out),
                "--device", "cpu", "--cfg-options", f"data.dataroot={world}", "data.val_split=all",
-               "data.version=v1.0-mini"]
+               "data.version=auto"]
         if not rayiou:
             cmd.append("--no-rayiou")
         print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
@@ -66,7 +68,12 @@ def loss_curve(run: Path, every: int) -> list[tuple[int, float]]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    return cli.run("demo_report.py", _main, argv)
+
+
+def _main(argv) -> int:
+    ap = argparse.ArgumentParser(prog="demo_report.py", description=__doc__.split("\n\n")[0])
+    cli.add_debug_arg(ap)
     ap.add_argument("--run", required=True, help="train.py work dir")
     ap.add_argument("--val-world", required=True)
     ap.add_argument("--demo-world", required=True)

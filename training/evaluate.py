@@ -61,6 +61,7 @@ def parse_args(argv=None):
     ap.add_argument("checkpoint", nargs="?", help="checkpoint directory (or .safetensors)")
     ap.add_argument("--split", default=None, help="'val' (default: cfg.data.val_split / info_file_val), 'train', or a split name")
     cli.add_inference_args(ap, device_default=None)
+    cli.add_debug_arg(ap)
     ap.add_argument("--via-predictor", action="store_true",
                     help="run --backend torch through the deployed predictor too (raw images in, as the node "
                          "does) instead of on the dataset's batches; implied by any other backend or precision")
@@ -377,8 +378,12 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
+    from priorocc_core.data.dataset import fit_loader_workers
+
     args = parse_args(argv)
-    cfg = load_config(args.config, args.cfg_options)
+    cfg, note = fit_loader_workers(load_config(args.config, args.cfg_options))
+    if note:
+        print(note, flush=True)
     split = args.split or "val"
     if args.pred_dir:
         gt_root = args.gt_root or cfg.data.occ_root or str(Path(cfg.data.dataroot) / "gts")

@@ -3,14 +3,15 @@
 nuScenes dataroot, in docs/design.md's layout: <out>/<image path relative to dataroot>.png.
 
 Sources (--sources, priority order, first one that labels a pixel wins):
-  segformer   Cityscapes SegFormer via transformers (--model hub id or local folder)
+  segformer   Cityscapes SegFormer via transformers: --model FOLDER (a local copy), or
+              --model HUB_ID --allow-download (nothing is fetched from a hub otherwise)
   projection  Occ3D ground truth: class of the nearest occupied voxel along each pixel ray
   lidar       LIDAR_TOP points labelled by their Occ3D voxel, projected (sparse)
 e.g. --sources projection,segformer = projected where known, SegFormer elsewhere.
 
-Resumable (finished PNGs are skipped unless --overwrite); unreadable images are reported
-and skipped. Parallel: torchrun --nproc_per_node=G training/generate_2d_seg_labels.py ...
-(images are sharded by rank; one GPU per rank when --device cuda).
+Resumable (finished PNGs are skipped unless --overwrite; with every label present no model is
+loaded); unreadable images are reported and skipped. Parallel: torchrun --nproc_per_node=G
+training/generate_2d_seg_labels.py ... (images are sharded by rank; one GPU per rank when --device cuda).
 """
 from __future__ import annotations
 
@@ -21,28 +22,29 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from priorocc_core.data.dataset import resolve_split  # noqa: E402
-from priorocc_core.data.infos import records_from_nuscenes  # noqa: E402
-from priorocc_core.data.io import (  # noqa: E402
-    DataError, load_lidar_points, load_occ_gt, load_seg_label, read_image_rgb, seg_label_path, write_json_atomic,
-    write_png_atomic)
-from priorocc_core.data.labels import ProjectionLabeler, SegFormerLabeler, lidar_labels, merge_labels  # noqa: E402
-from priorocc_core.geometry import invert_rigid  # noqa: E402
+from priorocc_core import cli  # noqa: E402  (light: the heavy imports wait until labels are to be made)
+from priorocc_core.errors import PriorOccError  # noqa: E402
 
+PROG = "generate_2d_seg_labels.py"
 SOURCES = ("segformer", "projection", "lidar")
+SEGFORMER_CITYSCAPES = "nvidia/segformer-b2-finetuned-cityscapes-1024-1024"
+GET_SEGFORMER = (f"give --model FOLDER, a local copy of a Cityscapes SegFormer (e.g. `huggingface-cli download "
+                 f"{SEGFORMER_CITYSCAPES} --local-dir FOLDER` on a machine with network), or --model HUB_ID "
+                 "--allow-download; or use --sources projection (labels from the Occ3D ground truth)")
 
 
 def parse(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataroot", required=True)
-    ap.add_argument("--version", default="v1.0-trainval")
+    ap.add_argument("--version", default="auto", help="table folder (default auto: the dataroot's only one)")
     ap.add_argument("--split", default="all", help="all | a nuScenes split | a key of <dataroot>/splits.json")
     ap.add_argument("--sources", default="segformer")
-    ap.add_argument("--model", default="nvidia/segformer-b2-finetuned-cityscapes-1024-1024")
+    ap.add_argument("--model", default=None,
+                    help="SegFormer for --sources segformer: a local folder (from_pretrained layout), or a hub id "
+                         f"with --allow-download (e.g. {SEGFORMER_CITYSCAPES})")
+    ap.add_argument("--allow-download", action="store_true", help="let --model be fetched from the Hugging Face hub")
     ap.add_argument("--device", default="cpu", help="cpu | cuda (torchrun: cuda:<LOCAL_RANK>)")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--scale", type=float, default=1.0, help="SegFormer inference resize factor")
@@ -50,6 +52,7 @@ def parse(argv=None):
     ap.add_argument("--occ-root", default=None, help="Occ3D gts folder (default <dataroot>/gts)")
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--no-progress", action="store_true")
+    cli.add_debug_arg(ap)
     a = ap.parse_args(argv)
     a.sources = [s.strip() for s in a.sources.split(",") if s.strip()]
     bad = [s for s in a.sources if s not in SOURCES]
@@ -58,8 +61,50 @@ def parse(argv=None):
     return a
 
 
+def segformer_problem(a) -> str | None:
+    """Why the SegFormer source cannot run as asked (None: it can, or it is not asked for)."""
+    if "segformer" not in a.sources:
+        return None
+    if a.model is None:
+        return "--sources segformer has no model: " + GET_SEGFORMER
+    if Path(a.model).is_dir() or a.allow_download:
+        return None
+    return f"--model {a.model}: no such folder (a hub id is fetched only with --allow-download); " + GET_SEGFORMER
+
+
+def unlabelled_on_disk(dataroot: Path, out_root: Path) -> list[Path]:
+    """Camera images <dataroot>/samples/CAM_*/* without a label file, from the file system alone:
+    a quick answer (no tables, no torch) to "is there anything to label?" for --split all."""
+    return [img for img in sorted(dataroot.glob("samples/CAM_*/*"))
+            if not (out_root / img.relative_to(dataroot)).with_suffix(".png").is_file()]
+
+
 def main(argv=None) -> int:
+    return cli.run(PROG, _main, argv)
+
+
+def _main(argv) -> int:
     a = parse(argv)
+    dataroot = Path(a.dataroot)
+    out_root = Path(a.out) if a.out else dataroot / "seg_2d_labels"
+    problem = segformer_problem(a)
+    if problem and a.split == "all" and dataroot.is_dir():  # quick: before torch and the tables are loaded
+        n = len(list(dataroot.glob("samples/CAM_*/*"))) if a.overwrite else len(unlabelled_on_disk(dataroot, out_root))
+        if n:
+            raise PriorOccError(f"{n} camera image(s) of {dataroot} to label; {problem}")
+    return label(a, dataroot, out_root, problem)
+
+
+def label(a, dataroot: Path, out_root: Path, problem: str | None) -> int:
+    import numpy as np
+
+    from priorocc_core.data.dataset import resolve_split
+    from priorocc_core.data.infos import open_nuscenes, records_from_nuscenes
+    from priorocc_core.data.io import (DataError, load_lidar_points, load_occ_gt, load_seg_label, read_image_rgb,
+                                       seg_label_path, write_json_atomic, write_png_atomic)
+    from priorocc_core.data.labels import ProjectionLabeler, SegFormerLabeler, lidar_labels, merge_labels
+    from priorocc_core.geometry import invert_rigid
+
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     dist = None
@@ -71,17 +116,12 @@ def main(argv=None) -> int:
         if device.startswith("cuda"):
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
         dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-    dataroot = Path(a.dataroot)
-    out_root = Path(a.out) if a.out else dataroot / "seg_2d_labels"
     occ_root = Path(a.occ_root) if a.occ_root else dataroot / "gts"
-    from nuscenes.nuscenes import NuScenes
-
-    nusc = NuScenes(version=a.version, dataroot=str(dataroot), verbose=False)
+    nusc, _ = open_nuscenes(dataroot, a.version, ("--dataroot", "--version"))
     scenes = resolve_split(dataroot, a.split, [s["name"] for s in nusc.scene])
     records = records_from_nuscenes(nusc, scenes)
     items = [(r, cam) for r in records for cam in sorted(r["cams"])]
     items = items[rank::world]
-    seg = SegFormerLabeler(a.model, device, a.scale) if "segformer" in a.sources else None
 
     stats = {"rank": rank, "world_size": world, "done": 0, "skipped_existing": 0, "failed": [], "no_ground_truth": 0}
     todo = []
@@ -96,11 +136,20 @@ def main(argv=None) -> int:
             except DataError:
                 pass  # a broken label file: redo it
         todo.append((r, cam, img, dst))
+    if todo and problem:
+        raise PriorOccError(f"{len(todo)} camera image(s) of {dataroot} to label; {problem}")
+    seg = None
+    if todo and "segformer" in a.sources:
+        try:
+            seg = SegFormerLabeler(a.model, device, a.scale)
+        except OSError as e:  # transformers: no such model / no network / offline
+            raise PriorOccError(f"--model {a.model}: cannot be loaded ({str(e).splitlines()[0]}); "
+                                + GET_SEGFORMER) from e
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
         tqdm = None
-    bar = tqdm(total=len(todo), desc=f"labels[rank {rank}]", disable=a.no_progress or tqdm is None) if tqdm else None
+    bar = tqdm(total=len(todo), desc=f"labels[rank {rank}]", disable=a.no_progress or tqdm is None or not todo) if tqdm else None
     gt_cache: dict[str, object] = {}
     t0 = time.perf_counter()
     for s in range(0, len(todo), a.batch_size):

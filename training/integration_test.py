@@ -17,6 +17,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from priorocc_core import cli  # noqa: E402
+
 from priorocc_core.checkpoint import load_checkpoint  # noqa: E402
 from priorocc_core.config import load_config  # noqa: E402
 from priorocc_core.geometry import surround_rig  # noqa: E402
@@ -115,7 +117,12 @@ def run(model, cfg, b: int) -> list[str]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    return cli.run("integration_test.py", _main, argv)
+
+
+def _main(argv) -> int:
+    ap = argparse.ArgumentParser(prog="integration_test.py", description=__doc__.split("\n\n")[0])
+    cli.add_debug_arg(ap)
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", help="config YAML")
     src.add_argument("--checkpoint", help="checkpoint (directory or .safetensors)")

@@ -16,18 +16,26 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from priorocc_core.data.synthetic import generate_world, load_rig  # noqa: E402
+from priorocc_core import cli  # noqa: E402
+
+from priorocc_core.data.synthetic import SYNTHETIC_VERSION, generate_world, load_rig  # noqa: E402
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return cli.run("make_synthetic.py", _main, argv)
+
+
+def _main(argv) -> int:
+    ap = argparse.ArgumentParser(prog="make_synthetic.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_debug_arg(ap)
     ap.add_argument("--out", required=True, help="output dataroot")
     ap.add_argument("--scenes", type=int, default=2)
     ap.add_argument("--keyframes", type=int, default=10, help="keyframes per scene (0.5 s apart)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--width", type=int, default=1600)
     ap.add_argument("--height", type=int, default=900)
-    ap.add_argument("--version", default="v1.0-trainval", help="nuScenes version folder name to write")
+    ap.add_argument("--version", default=SYNTHETIC_VERSION,
+                    help=f"nuScenes table folder name to write (default {SYNTHETIC_VERSION}; readers take any: data.version auto)")
     ap.add_argument("--rig", default=None, help="real nuScenes dataroot to take the rig from (default ../shared/data/nuscenes-real, built-in numbers if absent)")
     ap.add_argument("--jpeg-quality", type=int, default=92)
     ap.add_argument("--lidar-azimuth", type=int, default=1084, help="lidar azimuth steps per revolution (32 beams)")
@@ -44,6 +52,9 @@ def main(argv=None) -> int:
         ap.error(f"--ego-speed {a.ego_speed}: expected a finite speed >= 0 m/s")
     if not math.isfinite(a.turn_rate):
         ap.error(f"--turn-rate {a.turn_rate}: expected a finite yaw rate in deg/s")
+    if a.rig and not (Path(a.rig) / "v1.0-mini" / "sample.json").is_file():
+        raise SystemExit(f"--rig {a.rig}: no nuScenes v1.0-mini tables there (expected {a.rig}/v1.0-mini/sample.json); "
+                         "leave --rig out for the built-in copy of the real rig")
     summary = generate_world(a.out, a.scenes, a.keyframes, a.seed, (a.height, a.width), a.version,
                              rig=load_rig(a.rig) if a.rig else None, jpeg_quality=a.jpeg_quality,
                              lidar_azimuth=a.lidar_azimuth, ego_speed=a.ego_speed, turn_rate=a.turn_rate,

@@ -20,12 +20,19 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from priorocc_core import cli  # noqa: E402
+
 from priorocc_core.checkpoint import read_checkpoint, save_checkpoint  # noqa: E402
 from priorocc_core.config import Config  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv=None) -> int:
+    return cli.run("ship_demo_model.py", _main, argv)
+
+
+def _main(argv) -> int:
+    ap = argparse.ArgumentParser(prog="ship_demo_model.py", description=__doc__.split("\n\n")[0])
+    cli.add_debug_arg(ap)
     ap.add_argument("checkpoint")
     ap.add_argument("--out", default=str(REPO / "models" / "demo"))
     ap.add_argument("--name", default="demo")

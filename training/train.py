@@ -356,6 +356,9 @@ def resolve_resume(path: str, work_dir: Path) -> Path:
             raise SystemExit(f"--resume auto: no {latest} (nothing to resume in {work_dir})")
         return work_dir / "checkpoints" / latest.read_text().strip()
     p = Path(path)
+    if not p.is_dir():
+        raise SystemExit(f"--resume {p}: no such folder (give a training checkpoint folder, e.g. "
+                         f"{work_dir / 'checkpoints' / 'iter_0000100'}, or --resume auto for the work dir's latest)")
     if not (p / STATE_JSON).is_file():
         raise SystemExit(f"--resume {p}: not a training checkpoint (expected {p / STATE_JSON}); "
                          "use --load-from to start from weights only")
@@ -406,6 +409,9 @@ def parse_args(argv=None):
     ap.add_argument("--checkpoint-every", type=int, default=0, metavar="ITERS",
                     help="also write a training checkpoint every ITERS iterations")
     ap.add_argument("--no-progress", action="store_true", help="no tqdm bar (logs only)")
+    from priorocc_core import cli
+
+    cli.add_debug_arg(ap)
     return ap.parse_args(argv)
 
 
@@ -643,11 +649,20 @@ def train(cfg: Config, work_dir: Path, resume: Optional[str] = None, load_from: 
 
 
 def _main(argv) -> int:
+    """The command line: the resume point and the data are checked before the work dir is written."""
+    from priorocc_core.data.dataset import fit_loader_workers
+
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options)
+    cfg, note = fit_loader_workers(cfg)
+    if note:
+        print(note, flush=True)
     work_dir = Path(args.work_dir or Path("work_dirs") / cfg.name)
+    if args.resume:
+        resolve_resume(args.resume, work_dir)
+    ds = build_dataset(cfg, "train", train=True)
     train(cfg, work_dir, resume=args.resume, load_from=args.load_from, device=args.device,
-          checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+          checkpoint_every=args.checkpoint_every, progress=not args.no_progress, dataset=ds)
     return 0
 
 

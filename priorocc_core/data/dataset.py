@@ -24,6 +24,7 @@ Keys whose data is absent are absent.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from PIL import Image
 from ..config import Config
 from ..geometry import apply_bev_aug_to_grid, bev_aug_matrix, invert_rigid
 from ..preprocess import apply_image_aug, normalize_image, test_time_aug, train_aug
-from .infos import check_cameras, key_ego2global, load_info_file, previous_frames, records_from_nuscenes
+from .infos import check_cameras, key_ego2global, load_info_file, open_nuscenes, previous_frames, records_from_nuscenes
 from .io import DataError, load_lidar_points, load_occ_gt, load_seg_label, read_image_rgb, seg_label_path
 
 TENSOR_KEYS = ("imgs", "cam2ego", "K", "img_aug", "bev_aug", "voxel_semantics", "mask_camera", "mask_lidar",
@@ -85,6 +86,16 @@ def resolve_split(dataroot: Path, split: str, scene_names: list[str]) -> list[st
     )
 
 
+def fit_loader_workers(cfg: Config) -> tuple[Config, str | None]:
+    """``cfg`` with data.num_workers at most this process's CPUs (DataLoader warns above), and
+    the one line saying so when it was lowered (None when it fits)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = cfg.data.num_workers
+    if n <= cpus:
+        return cfg, None
+    return cfg.with_overrides([f"data.num_workers={cpus}"]), f"data.num_workers {n} > {cpus} CPUs here: using {cpus}"
+
+
 class OccDataset(torch.utils.data.Dataset):
     """See the module docstring. ``split`` "train" / "val" use cfg.data.{train,val}_split and
     cfg.data.info_file_{train,val}; any other value is a split name for :func:`resolve_split`.
@@ -109,14 +120,10 @@ class OccDataset(torch.utils.data.Dataset):
         elif info_file:
             self.records, self.source = load_info_file(info_file), str(info_file)
         else:
-            if not (self.dataroot / d.version).is_dir():
-                raise DataError(f"nuScenes dataroot {self.dataroot}: no table folder {d.version}/ (data.version)")
-            from nuscenes.nuscenes import NuScenes
-
-            nusc = NuScenes(version=d.version, dataroot=str(self.dataroot), verbose=False)
+            nusc, version = open_nuscenes(self.dataroot, d.version)
             scenes = resolve_split(self.dataroot, split_name, [s["name"] for s in nusc.scene])
             self.records = records_from_nuscenes(nusc, scenes)
-            self.source = str(self.dataroot / d.version)
+            self.source = str(self.dataroot / version)
         if not self.records:
             raise DataError(f"no samples for split {split_name!r} in {getattr(self, 'source', info_file)}")
         self.num_adj = config_num_adj(cfg) if num_adj is None else int(num_adj)

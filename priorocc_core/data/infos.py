@@ -29,9 +29,41 @@ from ..geometry import transform_from_quat
 from .io import DataError, write_json_atomic
 
 CACHE_FORMAT = "priorocc-info-v1"
+AUTO_VERSION = "auto"  # data.version / --version default: the dataroot's one table folder
 
 
 # --------------------------------------------------------------------------- nuScenes
+def table_version(dataroot: str | Path, version: str = AUTO_VERSION,
+                  names: tuple[str, str] = ("data.dataroot", "data.version")) -> str:
+    """The nuScenes table folder (``v1.0-mini``, ``v1.0-trainval``, ...) to read in ``dataroot``.
+    ``version`` "auto": the only folder there holding ``sample.json``. ``names``: how the caller
+    calls the two inputs (config keys or flags), for the error message."""
+    root = Path(dataroot)
+    if not root.is_dir():
+        raise DataError(f"{names[0]} {root}: no such folder (expected a nuScenes dataroot; "
+                        "training/make_synthetic.py --out DIR writes a synthetic one)")
+    found = sorted(p.name for p in root.iterdir() if (p / "sample.json").is_file())
+    if version != AUTO_VERSION:
+        if not (root / version).is_dir():
+            raise DataError(f"{names[1]} {version}: no table folder {root / version}/ (table folders there: "
+                            f"{', '.join(found) or 'none'}; {names[1]} {AUTO_VERSION} takes the only one)")
+        return version
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise DataError(f"{names[0]} {root}: no nuScenes table folder (a v1.0-*/ folder with sample.json) in it")
+    raise DataError(f"{names[0]} {root}: several table folders ({', '.join(found)}); choose one with {names[1]}")
+
+
+def open_nuscenes(dataroot: str | Path, version: str = AUTO_VERSION,
+                  names: tuple[str, str] = ("data.dataroot", "data.version")):
+    """-> (NuScenes of ``dataroot``, the version read); errors as :func:`table_version`."""
+    from nuscenes.nuscenes import NuScenes
+
+    v = table_version(dataroot, version, names)
+    return NuScenes(version=v, dataroot=str(dataroot), verbose=False), v
+
+
 def records_from_nuscenes(nusc, scene_names: list[str] | None = None) -> list[dict]:
     """Records for every keyframe of the given scenes (all scenes if None), in scene order."""
     want = None if scene_names is None else set(scene_names)

@@ -5,9 +5,12 @@ unchanged (no decode/re-encode) on ``rt/<topic>`` with the ROS 2 type, at the re
 timing scaled by ``--rate``. QoS by topic kind (``tools.common.qos_for``): sensor data for
 images / camera_info / point clouds (reliable with ``--reliable-sensors``), reliable + transient local + keep last 1 for
 ``/tf_static``, reliable otherwise. ``--clock`` publishes ``/clock`` (sim time) at
-``--clock-hz`` and with every message. ``--wait-for-subscribers N`` waits (bounded by
-``--wait-timeout``) until every played topic has N matched readers, so a recorder or node
-started first gets every message; ``--delay`` sleeps before the first message.
+``--clock-hz`` and with every message. Before the first message the player waits (at most
+``--wait-timeout`` s) until every played topic has ``--wait-for-subscribers`` matched readers
+(default 1), so that a recorder or node started with it, before or just after it, gets every
+message (``priorocc_play BAG & priorocc_record --out X --all`` records the whole bag);
+``--wait-for-subscribers 0`` plays at once, as ``ros2 bag play`` does. ``--delay`` sleeps
+before the first message.
 
 Exit status: 0 when done (or stopped by SIGINT/SIGTERM), 2 on a bad bag or argument.
 """
@@ -20,6 +23,9 @@ from pathlib import Path
 
 from rosbags.rosbag2 import Reader, ReaderError
 
+from priorocc_core import cli
+from priorocc_core.errors import PriorOccError
+from priorocc_ros.bagio import BagError, bag_dir
 from priorocc_ros.dds.participant import DdsContext
 from priorocc_ros.msgs import typestore
 from priorocc_ros.tools.common import StopFlag, qos_for
@@ -42,10 +48,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--topics", nargs="+", default=None, help="play only these topics")
     ap.add_argument("--clock", action="store_true", help="publish /clock with the bag time")
     ap.add_argument("--clock-hz", type=float, default=100.0, help="/clock rate between messages")
-    ap.add_argument("--wait-for-subscribers", type=int, default=0, metavar="N",
-                    help="before playing, wait until each topic has N matched readers")
+    ap.add_argument("--wait-for-subscribers", type=int, default=1, metavar="N",
+                    help="before playing, wait until each topic has N matched readers (default 1; 0: play at once)")
     ap.add_argument("--wait-timeout", type=float, default=10.0,
-                    help="longest wait for subscribers, seconds (then play anyway)")
+                    help="longest wait for subscribers, seconds (then play anyway; default 10)")
     ap.add_argument("--delay", type=float, default=0.0, help="seconds to sleep before playing")
     ap.add_argument("--linger", type=float, default=0.5,
                     help="seconds to keep the writers alive after the last message (reliable delivery)")
@@ -57,25 +63,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "priorocc_record) then get every sample of large raw images; best-effort readers still match")
     ap.add_argument("--domain-id", type=int, default=None, help="DDS domain (default ROS_DOMAIN_ID or 0)")
     ap.add_argument("--quiet", action="store_true")
+    cli.add_debug_arg(ap)
     args = ap.parse_args(argv)
     if not args.rate > 0:
         ap.error(f"--rate must be > 0, got {args.rate}")
     return args
 
 
-def _bag_dir(path: Path) -> Path:
-    if path.is_file() and path.suffix in (".mcap", ".db3") and (path.parent / "metadata.yaml").exists():
-        return path.parent
-    if not (path / "metadata.yaml").exists():
-        raise FileNotFoundError(f"{path}: not a rosbag2 bag (expected a folder with metadata.yaml)")
-    return path
-
-
 def play(args: argparse.Namespace, stop: StopFlag | None = None) -> dict[str, int]:
     """Play the bag; returns messages published per topic."""
     stop = stop or StopFlag()
     log = (lambda *_: None) if args.quiet else (lambda m: print(f"[priorocc_play] {m}", file=sys.stderr, flush=True))
-    bag = _bag_dir(args.bag)
+    bag = bag_dir(args.bag)
     ctx = DdsContext(domain_id=args.domain_id, node=("/", "priorocc_play"))
     counts: dict[str, int] = {}
     tlog = open(args.timing_log, "w") if args.timing_log else None  # noqa: SIM115
@@ -153,12 +152,15 @@ def play(args: argparse.Namespace, stop: StopFlag | None = None) -> dict[str, in
 
 
 def main(argv: list[str] | None = None) -> int:
+    return cli.run("priorocc_play", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     args = parse_args(argv)
     try:
         play(args)
-    except (FileNotFoundError, ValueError, ReaderError) as exc:
-        print(f"priorocc_play: {exc}", file=sys.stderr)
-        return 2
+    except (BagError, ValueError, ReaderError) as exc:
+        raise PriorOccError(str(exc)) from exc
     return 0
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from cyclonedds.core import WaitSet
 
+from priorocc_core import cli
+from priorocc_core.errors import PriorOccError
 from priorocc_ros.bagio import AtomicBagWriter
 from priorocc_ros.dds.participant import DdsContext, strip_padding
 from priorocc_ros.msgs import typestore
@@ -45,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--require-messages", action="store_true", help="exit 3 if nothing was recorded")
     ap.add_argument("--domain-id", type=int, default=None, help="DDS domain (default ROS_DOMAIN_ID or 0)")
     ap.add_argument("--quiet", action="store_true")
+    cli.add_debug_arg(ap)
     args = ap.parse_args(argv)
     if not args.topics and not args.all:
         ap.error("give topics to record, or --all")
@@ -140,15 +143,18 @@ class Recorder:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return cli.run("priorocc_record", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     args = parse_args(argv)
     try:
         rec = Recorder(args)
         rec.run()
     except FileExistsError as exc:
-        print(f"priorocc_record: {exc}", file=sys.stderr)
-        return 2
+        raise PriorOccError(str(exc)) from exc
     if args.require_messages and not sum(rec.counts.values()):
-        print("priorocc_record: no messages recorded", file=sys.stderr)
+        print(cli.error_line("priorocc_record", "no messages recorded"), file=sys.stderr)
         return 3
     return 0
 

@@ -15,6 +15,7 @@ import time
 
 from cyclonedds.core import WaitSet
 
+from priorocc_core import cli
 from priorocc_ros.dds.participant import DdsContext
 from priorocc_ros.msgs import typestore
 from priorocc_ros.tools.common import GraphWatcher, StopFlag
@@ -28,6 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--no-hz", action="store_true", help="list only, do not measure rates")
     ap.add_argument("--json", action="store_true", help="print JSON")
     ap.add_argument("--domain-id", type=int, default=None, help="DDS domain (default ROS_DOMAIN_ID or 0)")
+    cli.add_debug_arg(ap)
     return ap.parse_args(argv)
 
 
@@ -80,6 +82,10 @@ def survey(args: argparse.Namespace, stop: StopFlag | None = None) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    return cli.run("priorocc_topics", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     args = parse_args(argv)
     stats = survey(args)
     if args.json:

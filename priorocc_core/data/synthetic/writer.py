@@ -86,13 +86,16 @@ class _Tables:
             write_json_atomic(folder / f"{name}.json", recs, indent=0)
 
 
+SYNTHETIC_VERSION = "v1.0-mini"  # the table folder a world gets unless asked otherwise (data.version auto reads any)
+
+
 def generate_world(
     out: str | Path,
     n_scenes: int = 2,
     n_keyframes: int = 10,
     seed: int = 0,
     hw: tuple[int, int] = (900, 1600),
-    version: str = "v1.0-trainval",
+    version: str = SYNTHETIC_VERSION,
     rig: Rig | None = None,
     jpeg_quality: int = 92,
     progress: bool = True,
