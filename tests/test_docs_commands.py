@@ -84,8 +84,9 @@ DOCS = [
         skip=f"{DDS}: tests/test_dds_tools.py::test_readme_player_then_recorder_records_every_message runs it"),
     # ------------------------------------------------------------------ docs/data.md
     Doc("docs/data.md", "python training/make_synthetic.py --out data/synthetic --scenes 2 --keyframes 10 --seed 0 "
-        "[--width 1600 --height 900] [--version v1.0-mini] [--lidar-azimuth 1084]",
-        skip="runs as the session fixture docs_world"),
+        "[--width 1600 --height 900] [--version v1.0-mini] [--lidar-azimuth 1084] "
+        "[--ego-speed M_PER_S] [--turn-rate DEG_PER_S] [--no-moving-objects]",
+        skip="runs as the session fixture docs_world (the moving-ego options: tests/test_data_temporal.py)"),
     Doc("docs/data.md", "python training/generate_2d_seg_labels.py --dataroot DIR --sources projection "
         "[--out DIR/seg_2d_labels]", subs={"DIR/seg_2d_labels": "{tmp}/labels", "DIR": "{world}"},
         keep=("--out DIR/seg_2d_labels",), extra=("--no-progress",)),
@@ -158,6 +159,11 @@ DOCS = [
         "--world-seed 2026 --world-args \"--width 352 --height 198 --version v1.0-mini --lidar-azimuth 360\" "
         "--cfg-options data.version=v1.0-mini --noisy-rate 0.3 --jobs 2 --results-md RESULTS.md",
         skip="hours of CPU (RESULTS.md)"),
+    Doc("docs/training.md", "python training/ablation.py --study temporal --out work_dirs/abl25 --config "
+        "training/configs/demo-small.yaml --seeds 0 1 2 --iters 500 --scenes 20 --keyframes 6 --val-scenes 2 "
+        "--world-seed 2026 --world-args \"--width 352 --height 198 --version v1.0-mini --lidar-azimuth 360\" "
+        "--cfg-options data.version=v1.0-mini --jobs 2 --results-md RESULTS.md",
+        skip="hours of CPU (RESULTS.md); tests/test_ablation_report.py checks the temporal study's report"),
     Doc("docs/training.md", "python training/demo_report.py --run WORK_DIR --val-world VAL_WORLD --demo-world "
         "demo_out/world --baseline models/demo --results-md RESULTS.md --train-command \"...\"",
         skip="reports on a finished demo-model training run (hours)"),
