@@ -326,3 +326,20 @@ def test_stereo_and_inconsistent_temporal_configs_are_refused():
         build_model(temporal_cfg(extra=["model.temporal.stereo=true"]).model)
     with pytest.raises(ConfigError, match="pre_process needs num_adj"):
         build_model(temporal_cfg(num_adj=0, pre_process=True).model)
+
+
+@pytest.mark.parametrize("opts", [[], ["model.injector.enabled=false", "model.temporal.align_after_view_transformation=true"]])
+def test_integration_script_passes_on_tiny_temporal(opts, capsys):
+    """PriorOcc-4D (injector on) and FlashOCC-4D (off) through training/integration_test.py: every
+    stage's shape, the temporal ones included, training forward + backward, two sequential frames.
+
+    Mutation tried: expected_shapes with num_adj instead of num_adj + 1 encoder input frames -> fails."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("integration_test", ROOT / "training" / "integration_test.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--config", str(ROOT / "training" / "configs" / "tiny-temporal.yaml"), "--cfg-options", *opts]) == 0
+    out = capsys.readouterr().out
+    assert "temporal: past frames aligned" in out and "temporal: sequential history" in out
+    assert ("SemanticInjector" in out) == (not opts)
