@@ -35,6 +35,7 @@ from .config import Config
 from .inference import Predictor
 from .model.bev_pool import PoolingIndices
 from .model.postprocess import seg_labels
+from .model.temporal import frame_stamp, history_inputs, push_history
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PLAN_INPUTS = ("ranks_bev", "ranks_depth", "ranks_feat")
@@ -99,7 +100,8 @@ class TorchRunner:
         self._forward = torch.compile(self.model, dynamic=False) if compile else self.model
 
     @torch.no_grad()
-    def __call__(self, imgs: torch.Tensor, plan: PoolingIndices) -> dict:
+    def __call__(self, imgs: torch.Tensor, plan: PoolingIndices, history=None, ego2global=None, stamp=None) -> dict:
+        """history / ego2global (1, 4, 4) / stamp: temporal models (sequential mode), see inference.py."""
         x = imgs.to(self.device, self.dtype)
         if self.channels_last:
             # (B, N, 3, H, W) -> the backbone sees (B*N, 3, H, W) in NHWC memory order
@@ -107,10 +109,16 @@ class TorchRunner:
             x = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (b, n))
         if plan.ranks_bev.device != self.device:
             plan = plan.to(self.device)
-        out = self._forward({"imgs": x}, plan)
+        if history is None:
+            out = self._forward({"imgs": x}, plan)
+        else:
+            batch = {"imgs": x, "ego2global": ego2global.to(self.device), "stamp": stamp,
+                     "bev_aug": torch.eye(4, device=self.device)[None]}
+            out = self._forward(batch, plan, history=history)
         seg = out["seg_logits"]
         return dict(occ=out["occ"].to(torch.uint8).cpu().numpy(),
-                    seg=None if seg is None else seg_labels(seg, self.input_size).to(torch.uint8).cpu().numpy())
+                    seg=None if seg is None else seg_labels(seg, self.input_size).to(torch.uint8).cpu().numpy(),
+                    history=out.get("history"))
 
 
 # --------------------------------------------------------------------------- exported graph (ORT / OpenVINO)
@@ -118,14 +126,59 @@ class GraphRunner:
     """An exported graph (see export.py for its inputs and outputs): ``run`` maps a dict of numpy
     inputs to a dict of numpy outputs."""
 
-    def __init__(self, run, engine: Any = None):
+    def __init__(self, run, engine: Any = None, history: HistoryGraph | None = None):
         self._run = run
         self.engine = engine  # the onnxruntime session / OpenVINO compiled model, for inspection
+        self.history = history  # temporal models: how the graph's history inputs / output are laid out
 
-    def __call__(self, imgs: torch.Tensor, plan: PoolingIndices) -> dict:
+    def __call__(self, imgs: torch.Tensor, plan: PoolingIndices, history=None, ego2global=None, stamp=None) -> dict:
         feeds = {"imgs": imgs.cpu().numpy(), **{k: getattr(plan, k).cpu().numpy() for k in PLAN_INPUTS}}
+        if history is None:
+            out = self._run(feeds)
+            return {"occ": out["occ"], "seg": out.get("seg")}
+        h = self.history
+        if h is None:
+            raise BackendError("this graph has no history inputs (exported from a single-frame model)")
+        feeds.update(h.feeds(history, ego2global))
         out = self._run(feeds)
-        return {"occ": out["occ"], "seg": out.get("seg")}
+        return {"occ": out["occ"], "seg": out.get("seg"), "history": h.push(history, out["bev"], ego2global, stamp)}
+
+
+class HistoryGraph:
+    """The host side of a temporal graph (export.py: prev_bev, prev_valid, curr2adj in, bev out):
+    history -> graph inputs, and the graph's bev output -> the next history (model/temporal.py)."""
+
+    def __init__(self, cfg: Config, key: str):
+        dx, dy, _ = cfg.model.grid.size_xyz
+        self.key, self.num_adj = key, cfg.model.temporal.num_adj
+        self.bev_shape = (1, cfg.model.view_transformer.out_channels * cfg.model.grid.size_xyz[2], dy, dx)
+        self.bev_aug = torch.eye(4)[None]
+
+    def feeds(self, history, ego2global) -> dict:
+        prev, valid, curr2adj = history_inputs(history, self.key, self.num_adj, self.bev_shape, ego2global.double(),
+                                               self.bev_aug)
+        return {"prev_bev": prev.float().numpy(), "prev_valid": valid.numpy(), "curr2adj": curr2adj.numpy()}
+
+    def push(self, history, bev, ego2global, stamp):
+        return push_history(history, self.key, self.num_adj, torch.from_numpy(np.asarray(bev, dtype=np.float32)),
+                            ego2global, frame_stamp(stamp, 1, "cpu"), self.bev_aug)
+
+
+def _graph_history(cfg: Config, model, path: Path | None) -> HistoryGraph | None:
+    """Temporal models: the HistoryGraph of a graph, keyed on the model (when its weights are here)
+    or on the config and the graph file's bytes."""
+    if cfg.model.temporal.num_adj == 0:
+        return None
+    if model is not None:
+        return HistoryGraph(cfg, model.history_key())
+    import hashlib
+    import json
+
+    h = hashlib.sha1(json.dumps(cfg.to_dict()["model"], sort_keys=True).encode())
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return HistoryGraph(cfg, h.hexdigest()[:16])
 
 
 def _onnx_file(checkpoint, model, cfg, onnx_path, cache_dir) -> Path:
@@ -179,13 +232,14 @@ def _ort_session(path: Path, device: str, threads: int | None):
 
 def _make_onnxruntime(checkpoint, model, cfg, precision, device, onnx_path=None, cache_dir=None,
                       threads=None) -> GraphRunner:
-    sess = _ort_session(_onnx_file(checkpoint, model, cfg, onnx_path, cache_dir), device, threads)
+    path = _onnx_file(checkpoint, model, cfg, onnx_path, cache_dir)
+    sess = _ort_session(path, device, threads)
     names = [o.name for o in sess.get_outputs()]
 
     def run(feeds):
         return dict(zip(names, sess.run(names, feeds)))
 
-    return GraphRunner(run, sess)
+    return GraphRunner(run, sess, _graph_history(cfg, model, path))
 
 
 def _make_openvino(checkpoint, model, cfg, precision, device, onnx_path=None, cache_dir=None,
@@ -208,7 +262,8 @@ def _make_openvino(checkpoint, model, cfg, precision, device, onnx_path=None, ca
                                f"since it was quantised); run `priorocc_quantize CHECKPOINT --world DIR` again")
         ov_model = core.read_model(str(p))
     elif source == "onnx":
-        ov_model = core.read_model(str(_onnx_file(checkpoint, model, cfg, onnx_path, cache_dir)))
+        path = _onnx_file(checkpoint, model, cfg, onnx_path, cache_dir)
+        ov_model = core.read_model(str(path))
     elif source == "torch":
         from .export import ExportWrapper, example_inputs
 
@@ -217,7 +272,7 @@ def _make_openvino(checkpoint, model, cfg, precision, device, onnx_path=None, ca
         wrapper = ExportWrapper(model, cfg).eval()
         with torch.no_grad():
             ov_model = ov.convert_model(wrapper, example_input=example_inputs(cfg))
-        for port, name in zip(ov_model.inputs, ExportWrapper.INPUT_NAMES):
+        for port, name in zip(ov_model.inputs, wrapper.input_names):
             port.get_tensor().set_names({name})
         for port, name in zip(ov_model.outputs, wrapper.output_names):
             port.get_tensor().set_names({name})
@@ -229,14 +284,19 @@ def _make_openvino(checkpoint, model, cfg, precision, device, onnx_path=None, ca
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
     compiled = core.compile_model(ov_model, ov_device, config)
-    names = [o.get_any_name() for o in compiled.outputs]
+    names = [o.get_any_name() for o in ov_model.outputs]  # compiled outputs may add internal names (bev)
     request = compiled.create_infer_request()
 
     def run(feeds):
         res = request.infer(feeds)
         return {n: res[compiled.output(n)] for n in names}
 
-    return GraphRunner(run, compiled)
+    history = None
+    if cfg.model.temporal.num_adj:
+        if precision == "int8":
+            raise BackendError("openvino int8: temporal models are not quantised (priorocc_quantize is single-frame)")
+        history = _graph_history(cfg, model, path if source == "onnx" else None)
+    return GraphRunner(run, compiled, history)
 
 
 # --------------------------------------------------------------------------- factory

@@ -103,6 +103,10 @@ def main(argv=None) -> int:
     except CheckpointError as e:
         print(f"priorocc_quantize: {e}", file=sys.stderr)
         return 2
+    if cfg.model.temporal.num_adj:
+        print(f"priorocc_quantize: {a.checkpoint}: a temporal model (model.temporal.num_adj "
+              f"{cfg.model.temporal.num_adj}); int8 calibration covers single-frame graphs only", file=sys.stderr)
+        return 2
     frames: list[dict] = []
     budget = a.frames - (1 if a.real else 0)  # the real keyframe always gets a place
     for w in a.world:

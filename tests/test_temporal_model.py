@@ -176,7 +176,8 @@ def test_sequential_equals_non_sequential_over_ten_frames_with_a_reset(model_and
     differs (the old scene would leak in).
 
     Mutations tried: push_history keeping the oldest frame instead of the newest -> frame 3 differs;
-    forward_temporal filling missing frames with zeros -> frame 0 differs; no reset at the scene
+    fuse_past ignoring valid (zeros standing in for
+    missing frames) -> frame 0 differs; no reset at the scene
     change -> the 'leak' assertion is what holds, the equality fails."""
     model, cfg, frames = model_and_frames
     hist, stale = tp.reset_history(), None

@@ -134,11 +134,20 @@ class PriorOcc(nn.Module):
             bev = self.pre_process_net(bev)[0]
         return bev, depth, seg
 
-    def fuse(self, bev: torch.Tensor, past: list[torch.Tensor], curr2adj: list[torch.Tensor]) -> torch.Tensor:
-        """Current BEV (B, C, Dy, Dx) + num_adj past maps in their own key egos, each with its
-        augmented curr2adj (B, 4, 4) -> encoder input (B, (num_adj+1) C, Dy, Dx), current first."""
-        lower, step = self.bev_lower_step
-        return torch.cat([bev] + [tp.warp_bev(f, t, lower, step) for f, t in zip(past, curr2adj)], dim=1)
+    def bev_shape(self, b: int) -> tuple[int, int, int, int]:
+        """(B, C_bev * Dz, Dy, Dx) of one frame's BEV map."""
+        dx, dy, dz = self.cfg.grid.size_xyz
+        return (b, self.cfg.view_transformer.out_channels * dz, dy, dx)
+
+    def forward_sequential(self, imgs: torch.Tensor, plan: PoolingIndices, prev: torch.Tensor, valid: torch.Tensor,
+                           curr2adj: torch.Tensor):
+        """The sequential mode's network, also the exported temporal graph's: the current images
+        (B, N, 3, H, W) and the history as tensors (:func:`.temporal.history_inputs`: prev
+        (B, A, C, Dy, Dx), valid (A,), curr2adj (B, A, 4, 4)) -> (occ logits (B, Dx, Dy, Dz, K),
+        seg logits (B*N, K2d, h, w) or None, depth (B*N, D, h, w), this frame's bev (B, C, Dy, Dx))."""
+        bev, depth, seg = self.frame_to_bev(imgs, plan)
+        logits = self.bev_to_logits(tp.fuse_past(bev, prev, valid, curr2adj, *self.bev_lower_step))
+        return logits, seg, depth, bev
 
     def past_bevs(self, batch: dict, imgs: torch.Tensor, ego2global: torch.Tensor) -> list[torch.Tensor]:
         """Non-sequential mode: the num_adj past frames of ``batch["adj"]`` (index 0 = t-1), computed
@@ -182,20 +191,16 @@ class PriorOcc(nn.Module):
         if plan is None:
             plan = self.planner(*(batch[k] for k in GEOMETRY_KEYS))
         ego2global = tp.check_pose(batch.get("ego2global"), "batch['ego2global']", b)
-        bev, depth, seg = self.frame_to_bev(imgs, plan)  # (B, C, Dy, Dx)
         out = {}
         if history is None:
-            x = torch.cat([bev] + self.past_bevs(batch, imgs, ego2global), dim=1)
-        else:
+            bev, depth, seg = self.frame_to_bev(imgs, plan)  # (B, C, Dy, Dx)
+            logits = self.bev_to_logits(torch.cat([bev] + self.past_bevs(batch, imgs, ego2global), dim=1))
+        else:  # missing past frames (a scene's start, a reset): the current frame stands in
             key, bev_aug = self.history_key(), batch["bev_aug"]
-            tp.check_history(history, key, self.num_adj, bev, bev_aug)
-            missing = self.num_adj - len(history)  # a scene's start or a reset: the current frame repeated
-            past = list(history.feats) + [bev.detach()] * missing
-            poses = list(history.ego2global) + [ego2global] * missing
-            x = self.fuse(bev, past, [tp.augment_curr2adj(tp.curr2adj_from_poses(ego2global, e), bev_aug) for e in poses])
+            prev, valid, curr2adj = tp.history_inputs(history, key, self.num_adj, self.bev_shape(b), ego2global, bev_aug)
+            logits, seg, depth, bev = self.forward_sequential(imgs, plan, prev, valid, curr2adj)
             out["history"] = tp.push_history(history, key, self.num_adj, bev, ego2global,
                                              tp.frame_stamp(batch.get("stamp"), b, bev.device), bev_aug)
-        logits = self.bev_to_logits(x)  # (B, Dx, Dy, Dz, K)
         out.update(occ_logits=logits, depth=depth, seg_logits=None if seg is None else seg.unflatten(0, (b, n)))
         if not self.training:
             out["occ"] = occ_labels(logits)

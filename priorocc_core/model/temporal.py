@@ -144,8 +144,8 @@ def reset_history() -> BEVHistory:
     return BEVHistory()
 
 
-def check_history(history: BEVHistory, key: str, num_adj: int, bev: torch.Tensor, bev_aug: torch.Tensor) -> None:
-    """TemporalError unless ``history`` can be fused with the current BEV map ``bev`` (B, C, Dy, Dx)."""
+def check_history(history: BEVHistory, key: str, num_adj: int, bev_shape: tuple, bev_aug: torch.Tensor) -> None:
+    """TemporalError unless ``history`` can be fused with a current BEV map of ``bev_shape`` (B, C, Dy, Dx)."""
     if not isinstance(history, BEVHistory):
         raise TemporalError(f"history: expected a BEVHistory (or None for the non-sequential mode), got "
                             f"{type(history).__name__}")
@@ -158,13 +158,43 @@ def check_history(history: BEVHistory, key: str, num_adj: int, bev: torch.Tensor
         raise TemporalError(f"history: {len(history)} frames, {len(history.ego2global)} poses, {len(history.stamps)} "
                             f"stamps (this model keeps {num_adj} frames, one pose and stamp each)")
     for i, f in enumerate(history.feats):
-        if tuple(f.shape) != tuple(bev.shape):
-            raise TemporalError(f"history.feats[{i}]: shape {tuple(f.shape)}, expected {tuple(bev.shape)} "
+        if tuple(f.shape) != tuple(bev_shape):
+            raise TemporalError(f"history.feats[{i}]: shape {tuple(f.shape)}, expected {tuple(bev_shape)} "
                                 "(batch, C_bev, Dy, Dx of this frame)")
     if history.bev_aug is None or not torch.equal(history.bev_aug.to(bev_aug), bev_aug):
         raise TemporalError("history.bev_aug: differs from this frame's bev_aug (all frames share one)")
     for i, e in enumerate(history.ego2global):
-        check_pose(e, f"history.ego2global[{i}]", bev.shape[0])
+        check_pose(e, f"history.ego2global[{i}]", bev_shape[0])
+
+
+def history_inputs(history: BEVHistory, key: str, num_adj: int, bev_shape: tuple, ego2global: torch.Tensor,
+                   bev_aug: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A checked history -> what :func:`fuse_past` (and the exported graph) takes:
+    prev (B, A, C, Dy, Dx) (zeros where missing), valid (A,) float32 (1 = a past frame, 0 = missing:
+    the current frame stands in), curr2adj (B, A, 4, 4) float32 augmented (identity pose where
+    missing). A = num_adj, B, C, Dy, Dx = bev_shape."""
+    check_history(history, key, num_adj, bev_shape, bev_aug)
+    k, dev = len(history), bev_aug.device
+    missing = num_adj - k
+    zeros = [torch.zeros(bev_shape, dtype=torch.float32, device=dev)] * missing
+    prev = torch.stack([f.to(dev, torch.float32) for f in history.feats] + zeros, dim=1)  # (B, A, C, Dy, Dx)
+    valid = torch.tensor([1.0] * k + [0.0] * missing, device=dev)
+    poses = [e.to(dev) for e in history.ego2global] + [ego2global] * missing
+    curr2adj = torch.stack([augment_curr2adj(curr2adj_from_poses(ego2global, e), bev_aug) for e in poses], dim=1)
+    return prev, valid, curr2adj
+
+
+def fuse_past(bev: torch.Tensor, prev: torch.Tensor, valid: torch.Tensor, curr2adj: torch.Tensor,
+              lower_xy: tuple[float, float], step_xy: tuple[float, float]) -> torch.Tensor:
+    """The BEV encoder's input of the sequential mode and of the exported graph: bev (B, C, Dy, Dx)
+    current; prev (B, A, C, Dy, Dx) past maps in their own key egos; valid (A,) (0: the current
+    map stands in); curr2adj (B, A, 4, 4) -> (B, (A+1) C, Dy, Dx), current first, then t-1, t-2, ..."""
+    b, c, dy, dx = bev.shape
+    a = prev.shape[1]
+    v = valid.to(bev.dtype).view(1, a, 1, 1, 1)
+    past = v * prev.to(bev.dtype) + (1.0 - v) * bev[:, None]  # (B, A, C, Dy, Dx)
+    warped = warp_bev(past.flatten(0, 1), curr2adj.flatten(0, 1), lower_xy, step_xy)  # (B*A, C, Dy, Dx)
+    return torch.cat([bev, warped.view(b, a * c, dy, dx)], dim=1)
 
 
 def push_history(history: BEVHistory, key: str, num_adj: int, bev: torch.Tensor, ego2global: torch.Tensor,
