@@ -32,10 +32,10 @@ import torch
 from .checkpoint import load_checkpoint, read_config
 from .cli import OptionError, resolve_choice
 from .config import Config
+from .export import HistoryGraph, graph_history
 from .inference import Predictor
 from .model.bev_pool import PoolingIndices
 from .model.postprocess import seg_labels
-from .model.temporal import frame_stamp, history_inputs, push_history
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PLAN_INPUTS = ("ranks_bev", "ranks_depth", "ranks_feat")
@@ -144,43 +144,6 @@ class GraphRunner:
         return {"occ": out["occ"], "seg": out.get("seg"), "history": h.push(history, out["bev"], ego2global, stamp)}
 
 
-class HistoryGraph:
-    """The host side of a temporal graph (export.py: prev_bev, prev_valid, curr2adj in, bev out):
-    history -> graph inputs, and the graph's bev output -> the next history (model/temporal.py)."""
-
-    def __init__(self, cfg: Config, key: str):
-        dx, dy, _ = cfg.model.grid.size_xyz
-        self.key, self.num_adj = key, cfg.model.temporal.num_adj
-        self.bev_shape = (1, cfg.model.view_transformer.out_channels * cfg.model.grid.size_xyz[2], dy, dx)
-        self.bev_aug = torch.eye(4)[None]
-
-    def feeds(self, history, ego2global) -> dict:
-        prev, valid, curr2adj = history_inputs(history, self.key, self.num_adj, self.bev_shape, ego2global.double(),
-                                               self.bev_aug)
-        return {"prev_bev": prev.float().numpy(), "prev_valid": valid.numpy(), "curr2adj": curr2adj.numpy()}
-
-    def push(self, history, bev, ego2global, stamp):
-        return push_history(history, self.key, self.num_adj, torch.from_numpy(np.asarray(bev, dtype=np.float32)),
-                            ego2global, frame_stamp(stamp, 1, "cpu"), self.bev_aug)
-
-
-def _graph_history(cfg: Config, model, path: Path | None) -> HistoryGraph | None:
-    """Temporal models: the HistoryGraph of a graph, keyed on the model (when its weights are here)
-    or on the config and the graph file's bytes."""
-    if cfg.model.temporal.num_adj == 0:
-        return None
-    if model is not None:
-        return HistoryGraph(cfg, model.history_key())
-    import hashlib
-    import json
-
-    h = hashlib.sha1(json.dumps(cfg.to_dict()["model"], sort_keys=True).encode())
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return HistoryGraph(cfg, h.hexdigest()[:16])
-
-
 def _onnx_file(checkpoint, model, cfg, onnx_path, cache_dir) -> Path:
     """The ONNX file to run: ``onnx_path`` if given, else exported (once) into ``cache_dir``."""
     from .export import export_onnx
@@ -239,7 +202,7 @@ def _make_onnxruntime(checkpoint, model, cfg, precision, device, onnx_path=None,
     def run(feeds):
         return dict(zip(names, sess.run(names, feeds)))
 
-    return GraphRunner(run, sess, _graph_history(cfg, model, path))
+    return GraphRunner(run, sess, graph_history(cfg, model, path))
 
 
 def _make_openvino(checkpoint, model, cfg, precision, device, onnx_path=None, cache_dir=None,
@@ -295,7 +258,7 @@ def _make_openvino(checkpoint, model, cfg, precision, device, onnx_path=None, ca
     if cfg.model.temporal.num_adj:
         if precision == "int8":
             raise BackendError("openvino int8: temporal models are not quantised (priorocc_quantize is single-frame)")
-        history = _graph_history(cfg, model, path if source == "onnx" else None)
+        history = graph_history(cfg, model, path if source == "onnx" else None)
     return GraphRunner(run, compiled, history)
 
 

@@ -10,7 +10,7 @@ Graph outputs
   seg         (1, N, H, W) uint8 2D class per pixel (only with the SemanticInjector)
   occ_logits  (1, Dx, Dy, Dz, K) float32 (only with ``--logits``)
 A temporal model (model.temporal.num_adj = A > 0) adds its history, explicit state the caller holds
-(backends.HistoryGraph builds these from a model/temporal.py BEVHistory):
+(HistoryGraph below builds these from a model/temporal.py BEVHistory):
   prev_bev    (1, A, C, Dy, Dx) float32 past BEV maps, t-1 first, each in its own key ego (inputs)
   prev_valid  (A,) float32      1 = a past frame, 0 = missing (the current frame stands in)
   curr2adj    (1, A, 4, 4) float32 current key ego -> each past key ego (from the ego poses)
@@ -26,8 +26,12 @@ Gather + ScatterElements(reduction="add") (opset 16+).
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 from pathlib import Path
+
+import numpy as np
 
 import torch
 from torch import nn
@@ -38,6 +42,7 @@ from .geometry import surround_rig
 from .model.bev_pool import PoolingIndices
 from .model.plan import PoolingPlanner
 from .model.postprocess import occ_labels, seg_labels
+from .model.temporal import frame_stamp, history_inputs, push_history
 
 OPSET = 17
 
@@ -78,6 +83,40 @@ class ExportWrapper(nn.Module):
         if self.temporal:
             res.append(bev.float())
         return tuple(res)
+
+
+class HistoryGraph:
+    """The host side of a temporal graph (prev_bev, prev_valid, curr2adj in, bev out; see the top):
+    history -> graph inputs, and the graph's bev output -> the next history (model/temporal.py)."""
+
+    def __init__(self, cfg: Config, key: str):
+        dx, dy, _ = cfg.model.grid.size_xyz
+        self.key, self.num_adj = key, cfg.model.temporal.num_adj
+        self.bev_shape = (1, cfg.model.view_transformer.out_channels * cfg.model.grid.size_xyz[2], dy, dx)
+        self.bev_aug = torch.eye(4)[None]
+
+    def feeds(self, history, ego2global) -> dict:
+        prev, valid, curr2adj = history_inputs(history, self.key, self.num_adj, self.bev_shape, ego2global.double(),
+                                               self.bev_aug)
+        return {"prev_bev": prev.float().numpy(), "prev_valid": valid.numpy(), "curr2adj": curr2adj.numpy()}
+
+    def push(self, history, bev, ego2global, stamp):
+        return push_history(history, self.key, self.num_adj, torch.from_numpy(np.asarray(bev, dtype=np.float32)),
+                            ego2global, frame_stamp(stamp, 1, "cpu"), self.bev_aug)
+
+
+def graph_history(cfg: Config, model, path: Path | None) -> HistoryGraph | None:
+    """Temporal models: the HistoryGraph of a graph, keyed on the model (when its weights are here)
+    or on the config and the graph file's bytes."""
+    if cfg.model.temporal.num_adj == 0:
+        return None
+    if model is not None:
+        return HistoryGraph(cfg, model.history_key())
+    h = hashlib.sha1(json.dumps(cfg.to_dict()["model"], sort_keys=True).encode())
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return HistoryGraph(cfg, h.hexdigest()[:16])
 
 
 def example_inputs(cfg: Config, seed: int = 0) -> tuple[torch.Tensor, ...]:

@@ -108,7 +108,7 @@ def test_exported_graph_has_the_history_as_inputs_and_outputs(temporal_model, tm
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_graph_agrees_with_torch_over_ten_frames(temporal_model, frames, torch_sequence, backend, tmp_path):
-    """The exported temporal graph, its history held by the caller (backends.HistoryGraph), gives
+    """The exported temporal graph, its history held by the caller (export.HistoryGraph), gives
     >= 99.9 % of PyTorch's voxel labels on every frame of a 10-frame sequence (moving ego, a
     scene change with a reset), and the history it returns holds the same BEV maps.
 
