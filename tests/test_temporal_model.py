@@ -344,3 +344,21 @@ def test_integration_script_passes_on_tiny_temporal(opts, capsys):
     out = capsys.readouterr().out
     assert "temporal: past frames aligned" in out and "temporal: sequential history" in out
     assert ("SemanticInjector" in out) == (not opts)
+
+
+def test_checkpoint_round_trip_keeps_the_temporal_model_and_its_history_key(model_and_frames, tmp_path):
+    """A temporal checkpoint rebuilds the same network (config, pre-process weights) and the same
+    history key: a history survives reloading the same weights, and continues bitwise.
+
+    Mutation tried: history_key hashing id(model) -> the reloaded model refuses the history."""
+    from priorocc_core.checkpoint import load_checkpoint, save_checkpoint
+
+    model, cfg, frames = model_and_frames
+    save_checkpoint(tmp_path / "ck", model, cfg)
+    loaded, cfg2, _ = load_checkpoint(tmp_path / "ck")
+    assert cfg2.model.temporal == cfg.model.temporal and loaded.history_key() == model.history_key()
+    with torch.no_grad():
+        hist = model(current(frames[0]), history=tp.reset_history())["history"]
+        a = model(current(frames[1]), history=hist)["occ_logits"]
+        b = loaded(current(frames[1]), history=hist)["occ_logits"]
+    assert torch.equal(a, b)

@@ -112,7 +112,7 @@ def history_key(model_cfg: dict, weight: torch.Tensor) -> str:
     return h.hexdigest()[:16]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: identity comparison (tensor fields have no plain ==)
 class BEVHistory:
     """Past frames' BEV features for the sequential mode, most recent first, at most num_adj.
 
