@@ -1,8 +1,8 @@
 """priorocc_config_from_flashocc: FlashOCC / BEVDet config files -> this project's YAML configs.
 
 The fixtures in tests/fixtures/flashocc/ are written for this project in FlashOCC's format and carry
-the values of FlashOCC's flashocc-r50-M0.py / flashocc-r50.py / flashocc-r50-4d-stereo.py (read from
-FlashOCC's repository); priorocc-r50.py is PriorOcc's own config in that format (docs/design.md).
+the values of FlashOCC's flashocc-r50-M0.py / flashocc-r50.py / flashocc-r50-4d-stereo.py /
+flashocc-stbase-4d-stereo-512x1408_4x4_2e-4.py (read from FlashOCC's repository); priorocc-r50.py is PriorOcc's own config in that format (docs/design.md).
 
 Mutations tried (each made a test here fail, then restored): FPN_LSS out_channels taken from the
 BEV backbone's second stage; occ_z step = the pooling z step instead of range / Dz; the depth bins

@@ -329,7 +329,7 @@ def test_stereo_and_inconsistent_temporal_configs_are_refused():
         build_model(temporal_cfg(num_adj=0, pre_process=True).model)
 
 
-@pytest.mark.parametrize("opts", [[], ["model.injector.enabled=false", "model.temporal.align_after_view_transformation=true"]])
+@pytest.mark.parametrize("opts", [[], ["model.injector.enabled=false", "model.temporal.align_after_view_transformation=false"]])
 def test_integration_script_passes_on_tiny_temporal(opts, capsys):
     """PriorOcc-4D (injector on) and FlashOCC-4D (off) through training/integration_test.py: every
     stage's shape, the temporal ones included, training forward + backward, two sequential frames.
