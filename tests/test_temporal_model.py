@@ -101,6 +101,49 @@ def test_whole_cell_shift_is_exact(motion, flip):
     assert torch.allclose(tp.warp_bev(prev, t, GRID_LOWER[:2], GRID_STEP[:2]), curr, atol=1e-4)
 
 
+def flashocc_shift_feature(feat, curr_sensor2keyego, prev_sensor2keyego, bda, lower, interval):
+    """FlashOCC's BEVDet4D.gen_grid + shift_feature (bevdet4d.py), re-derived step by step from its
+    definition for this test: the first camera's sensor -> current key ego of both frames, the 3x3
+    BEV augmentation, feat2bev from the view transformer's grid_lower_bound / grid_interval."""
+    b, c, h, w = feat.shape
+    xs = torch.linspace(0, w - 1, w).view(1, w).expand(h, w)
+    ys = torch.linspace(0, h - 1, h).view(h, 1).expand(h, w)
+    grid = torch.stack((xs, ys, torch.ones_like(xs)), -1).view(1, h, w, 3).expand(b, h, w, 3).view(b, h, w, 3, 1)
+    bda_ = torch.zeros(b, 1, 4, 4)
+    bda_[:, :, :3, :3] = bda.unsqueeze(1)
+    bda_[:, :, 3, 3] = 1
+    keyego2adjego = (bda_ @ curr_sensor2keyego[:, None]) @ torch.inverse(bda_ @ prev_sensor2keyego[:, None])
+    keyego2adjego = keyego2adjego.unsqueeze(1)[..., [True, True, False, True], :][..., [True, True, False, True]]
+    feat2bev = torch.zeros(3, 3)
+    feat2bev[0, 0], feat2bev[1, 1] = interval[0], interval[1]
+    feat2bev[0, 2], feat2bev[1, 2] = lower[0], lower[1]
+    feat2bev[2, 2] = 1
+    tf = torch.inverse(feat2bev).view(1, 3, 3) @ keyego2adjego @ feat2bev.view(1, 3, 3)
+    grid = (tf @ grid)[:, :, :, :2, 0] / torch.tensor([w - 1.0, h - 1.0]).view(1, 1, 1, 2) * 2.0 - 1.0
+    return torch.nn.functional.grid_sample(feat, grid, align_corners=True)
+
+
+@pytest.mark.parametrize("flip", FLIPS)
+def test_warp_equals_flashocc_shift_feature(flip):
+    """warp_bev with curr2adj from two ego poses gives FlashOCC's shift_feature fed with the first
+    camera's sensor2keyego of both frames (prev: through the global frame into the current key
+    ego, as prepare_inputs builds it) and the same BEV flip, to 1e-3 on a random feature map: the
+    two conventions (cell corner, align_corners, transform direction) are FlashOCC's.
+
+    Mutation tried: curr2adj_cells with the cell centre (x_min + (x + 0.5) step) -> fails (yaw 0.2)."""
+    g = torch.Generator().manual_seed(0)
+    feat = torch.randn(1, 5, 200, 200, generator=g)
+    e_prev, e_curr = pose(*START), pose(*START) @ pose(x=2.7, y=-1.1, yaw=0.2)
+    cam0 = torch.tensor([[0.0, 0, 1, 1.5], [-1, 0, 0, 0.5], [0, -1, 0, 1.6], [0, 0, 0, 1]], dtype=torch.float64)
+    curr_s2k = (torch.linalg.inv(e_curr[0]) @ e_curr[0] @ cam0).float()[None]
+    prev_s2k = (torch.linalg.inv(e_curr[0]) @ e_prev[0] @ cam0).float()[None]
+    bev_aug = FLIPS[flip]
+    ref = flashocc_shift_feature(feat, curr_s2k, prev_s2k, bev_aug[:, :3, :3], GRID_LOWER, GRID_STEP)
+    t = tp.augment_curr2adj(tp.curr2adj_from_poses(e_curr, e_prev), bev_aug)
+    got = tp.warp_bev(feat, t, GRID_LOWER[:2], GRID_STEP[:2])
+    assert (got - ref).abs().max() < 1e-3  # float32 rounding of FlashOCC's matrices; a 0.1-cell offset gives ~0.3
+
+
 def test_outside_the_past_grid_is_zero():
     """A 10 m forward move: the current cells the past grid never covered (the last 25 columns)
     are zero after the warp, the others carry the past values.
