@@ -33,6 +33,7 @@ from .checkpoint import load_checkpoint, read_config
 from .cli import OptionError, resolve_choice
 from .artifacts import KEY_FILE, GraphKey, cache_root, graph_key, key_difference, read_key, write_key
 from .config import Config
+from .export import HistoryGraph, graph_history
 from .inference import Predictor
 from .model.bev_pool import PoolingIndices
 from .model.postprocess import seg_labels
@@ -100,7 +101,8 @@ class TorchRunner:
         self._forward = torch.compile(self.model, dynamic=False) if compile else self.model
 
     @torch.no_grad()
-    def __call__(self, imgs: torch.Tensor, plan: PoolingIndices) -> dict:
+    def __call__(self, imgs: torch.Tensor, plan: PoolingIndices, history=None, ego2global=None, stamp=None) -> dict:
+        """history / ego2global (1, 4, 4) / stamp: temporal models (sequential mode), see inference.py."""
         x = imgs.to(self.device, self.dtype)
         if self.channels_last:
             # (B, N, 3, H, W) -> the backbone sees (B*N, 3, H, W) in NHWC memory order
@@ -108,10 +110,16 @@ class TorchRunner:
             x = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (b, n))
         if plan.ranks_bev.device != self.device:
             plan = plan.to(self.device)
-        out = self._forward({"imgs": x}, plan)
+        if history is None:
+            out = self._forward({"imgs": x}, plan)
+        else:
+            batch = {"imgs": x, "ego2global": ego2global.to(self.device), "stamp": stamp,
+                     "bev_aug": torch.eye(4, device=self.device)[None]}
+            out = self._forward(batch, plan, history=history)
         seg = out["seg_logits"]
         return dict(occ=out["occ"].to(torch.uint8).cpu().numpy(),
-                    seg=None if seg is None else seg_labels(seg, self.input_size).to(torch.uint8).cpu().numpy())
+                    seg=None if seg is None else seg_labels(seg, self.input_size).to(torch.uint8).cpu().numpy(),
+                    history=out.get("history"))
 
 
 # --------------------------------------------------------------------------- exported graph (ORT / OpenVINO)
@@ -119,14 +127,22 @@ class GraphRunner:
     """An exported graph (see export.py for its inputs and outputs): ``run`` maps a dict of numpy
     inputs to a dict of numpy outputs."""
 
-    def __init__(self, run, engine: Any = None):
+    def __init__(self, run, engine: Any = None, history: HistoryGraph | None = None):
         self._run = run
         self.engine = engine  # the onnxruntime session / OpenVINO compiled model, for inspection
+        self.history = history  # temporal models: how the graph's history inputs / output are laid out
 
-    def __call__(self, imgs: torch.Tensor, plan: PoolingIndices) -> dict:
+    def __call__(self, imgs: torch.Tensor, plan: PoolingIndices, history=None, ego2global=None, stamp=None) -> dict:
         feeds = {"imgs": imgs.cpu().numpy(), **{k: getattr(plan, k).cpu().numpy() for k in PLAN_INPUTS}}
+        if history is None:
+            out = self._run(feeds)
+            return {"occ": out["occ"], "seg": out.get("seg")}
+        h = self.history
+        if h is None:
+            raise BackendError("this graph has no history inputs (exported from a single-frame model)")
+        feeds.update(h.feeds(history, ego2global))
         out = self._run(feeds)
-        return {"occ": out["occ"], "seg": out.get("seg")}
+        return {"occ": out["occ"], "seg": out.get("seg"), "history": h.push(history, out["bev"], ego2global, stamp)}
 
 
 def _onnx_file(checkpoint, model, cfg, onnx_path, cache_dir) -> Path:
@@ -181,13 +197,14 @@ def _ort_session(path: Path, device: str, threads: int | None):
 
 def _make_onnxruntime(checkpoint, model, cfg, precision, device, onnx_path=None, cache_dir=None,
                       threads=None) -> GraphRunner:
-    sess = _ort_session(_onnx_file(checkpoint, model, cfg, onnx_path, cache_dir), device, threads)
+    path = _onnx_file(checkpoint, model, cfg, onnx_path, cache_dir)
+    sess = _ort_session(path, device, threads)
     names = [o.name for o in sess.get_outputs()]
 
     def run(feeds):
         return dict(zip(names, sess.run(names, feeds)))
 
-    return GraphRunner(run, sess)
+    return GraphRunner(run, sess, graph_history(cfg, model, path))
 
 
 def _make_openvino(checkpoint, model, cfg, precision, device, onnx_path=None, cache_dir=None,
@@ -212,7 +229,8 @@ def _make_openvino(checkpoint, model, cfg, precision, device, onnx_path=None, ca
                     f"(differs in: {', '.join(stale)}); run `priorocc_quantize {checkpoint} --world DIR` again")
         ov_model = core.read_model(str(p))
     elif source == "onnx":
-        ov_model = core.read_model(str(_onnx_file(checkpoint, model, cfg, onnx_path, cache_dir)))
+        path = _onnx_file(checkpoint, model, cfg, onnx_path, cache_dir)
+        ov_model = core.read_model(str(path))
     elif source == "torch":
         from .export import ExportWrapper, example_inputs
 
@@ -221,7 +239,7 @@ def _make_openvino(checkpoint, model, cfg, precision, device, onnx_path=None, ca
         wrapper = ExportWrapper(model, cfg).eval()
         with torch.no_grad():
             ov_model = ov.convert_model(wrapper, example_input=example_inputs(cfg))
-        for port, name in zip(ov_model.inputs, ExportWrapper.INPUT_NAMES):
+        for port, name in zip(ov_model.inputs, wrapper.input_names):
             port.get_tensor().set_names({name})
         for port, name in zip(ov_model.outputs, wrapper.output_names):
             port.get_tensor().set_names({name})
@@ -233,14 +251,19 @@ def _make_openvino(checkpoint, model, cfg, precision, device, onnx_path=None, ca
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
     compiled = core.compile_model(ov_model, ov_device, config)
-    names = [o.get_any_name() for o in compiled.outputs]
+    names = [o.get_any_name() for o in ov_model.outputs]  # compiled outputs may add internal names (bev)
     request = compiled.create_infer_request()
 
     def run(feeds):
         res = request.infer(feeds)
         return {n: res[compiled.output(n)] for n in names}
 
-    return GraphRunner(run, compiled)
+    history = None
+    if cfg.model.temporal.num_adj:
+        if precision == "int8":
+            raise BackendError("openvino int8: temporal models are not quantised (priorocc_quantize is single-frame)")
+        history = graph_history(cfg, model, path if source == "onnx" else None)
+    return GraphRunner(run, compiled, history)
 
 
 # --------------------------------------------------------------------------- factory

@@ -134,6 +134,31 @@ class HeadConfig:
 
 
 @dataclass
+class PreProcessConfig:
+    """FlashOCC's ``pre_process``: a CustomResNet of ``num_layer`` stride-1 BasicBlocks on each
+    frame's BEV features (C_bev -> C_bev) before the frames are concatenated."""
+
+    enabled: bool = False
+    num_layer: int = 1
+
+
+@dataclass
+class TemporalConfig:
+    """BEVDet4D / FlashOCC-4D history: ``num_adj`` previous keyframes' BEV features, aligned to the
+    current key ego and concatenated ((num_adj + 1) x C_bev channels into the BEV encoder).
+    num_adj 0 is the single-frame network (no temporal module, today's checkpoint layout).
+    Past frames always run without gradient (BEVDet4D's ``with_prev=True``); docs/design.md."""
+
+    num_adj: int = 0  # FlashOCC's len(range(*multi_adj_frame_id_cfg))
+    # False (FlashOCC's 4D configs): past cameras are lifted straight into the current key ego;
+    # True: each past frame is lifted into its own key ego and its BEV map warped (shift_feature).
+    # The sequential (cached) mode always warps, as BEVDet's benchmark_sequential does.
+    align_after_view_transformation: bool = False
+    pre_process: PreProcessConfig = field(default_factory=PreProcessConfig)
+    stereo: bool = False  # BEVStereo4D's cost volume: not implemented, refused when true
+
+
+@dataclass
 class ModelConfig:
     grid: GridConfig = field(default_factory=GridConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
@@ -143,6 +168,7 @@ class ModelConfig:
     view_transformer: ViewTransformerConfig = field(default_factory=ViewTransformerConfig)
     bev_encoder: BEVEncoderConfig = field(default_factory=BEVEncoderConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)
 
 
 @dataclass

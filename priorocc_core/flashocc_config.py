@@ -7,11 +7,15 @@ which evaluates literals and arithmetic only and never runs the file. Mapped: ``
 input size, augmentation ranges), ``grid_config`` (grid, depth bins), ``bda_aug_conf`` (BEV flips),
 the model (ResNet backbone, CustomFPN neck, LSS view transformer, CustomResNet + FPN_LSS BEV encoder,
 BEVOCCHead2D, PriorOcc's ``semantic_injector``), optimiser, lr schedule, runner length, batch size,
-info files, EMA hook, fp16 and ``load_from``. Everything else that would change the network or the
-training (4D / stereo / panoptic parts, other backbones, other heads or losses, BEV rotation / scale
+info files, EMA hook, fp16 and ``load_from``; the 4D part (``num_adj``, ``align_after_view_transfromation``,
+``pre_process``) becomes ``model.temporal``. Everything else that would change the network or the
+training (the stereo depth module, panoptic parts, other heads or losses, BEV rotation / scale
 augmentation, ...) is listed in the output, on stdout and as comments at the top of the YAML; settings
-with no meaning here (detection class names, pipelines, evaluation) are listed by name. A model type
-that is not a FlashOCC / BEVDet occupancy detector is an error naming it.
+with no meaning here (detection class names, pipelines, evaluation) are listed by name. A 4D-stereo
+config (FlashOCC M2 / M3) converts to its 4D network WITHOUT the stereo depth module, which is not
+implemented: a ``WARNING`` line says so first. A config this project cannot build at all (a model type
+that is not a FlashOCC / BEVDet occupancy detector, a Swin or other non-ResNet backbone, another image
+neck) is an error naming the key: one line, exit 2, nothing written.
 """
 from __future__ import annotations
 
@@ -32,19 +36,21 @@ MODEL_TYPES = {
     "BEVDetOCC": "",
     "BEVDepthOCC": "",
     "BEVDepthPano": "panoptic FlashOCC (instance centres, panoptic output)",
-    "BEVDet4DOCC": "temporal fusion of adjacent frames (BEVDet4D)",
-    "BEVDepth4DOCC": "temporal fusion of adjacent frames (BEVDepth4D)",
-    "BEVDepth4DPano": "temporal fusion of adjacent frames and panoptic FlashOCC",
-    "BEVStereo4DOCC": "temporal fusion of adjacent frames and the stereo depth module (BEVStereo4D)",
+    "BEVDet4DOCC": "",
+    "BEVDepth4DOCC": "",
+    "BEVDepth4DPano": "panoptic FlashOCC",
+    "BEVStereo4DOCC": "the stereo depth module (BEVStereo4D's cost volume)",
 }
-MODEL_KEYS_TEMPORAL = ("num_adj", "align_after_view_transfromation", "pre_process", "with_prev",
-                       "multi_adj_frame_id_cfg")
+TEMPORAL_TYPES = ("BEVDet4DOCC", "BEVDepth4DOCC", "BEVDepth4DPano", "BEVStereo4DOCC")
+STEREO_WARNING = ("WARNING: {src} is a 4D-stereo config (model.type={mtype}): the stereo depth module is not "
+                  "implemented here; converted WITHOUT it (FlashOCC-4D: the same past frames, plain LSS depth), "
+                  "which is not FlashOCC's published network and cannot import its checkpoint's depth net")
 # top-level names of a FlashOCC file that carry nothing this project's config can hold
 NO_MEANING_HERE = ("plugin", "plugin_dir", "point_cloud_range", "class_names", "voxel_size", "numC_Trans",
                    "dataset_type", "file_client_args", "train_pipeline", "test_pipeline", "eval_pipeline",
                    "input_modality", "share_data_config", "test_data_config", "evaluation", "dist_params",
                    "log_level", "workflow", "resume_from", "opencv_num_threads", "mp_start_method", "occ_class_names",
-                   "multi_adj_frame_id_cfg", "key", "metainfo", "backend_args", "custom_imports", "train_pipeline_extra",
+                   "key", "metainfo", "backend_args", "custom_imports", "train_pipeline_extra",
                    "train_dataset", "val_dataset")
 _MISSING = object()
 
@@ -126,8 +132,9 @@ class _Converter:
         elif mtype in MODEL_TYPES:
             if MODEL_TYPES[mtype]:
                 self.unmapped(f"model.type={mtype}: {MODEL_TYPES[mtype]} is not in PriorOcc; the converted "
-                              "network is the single-frame part")
+                              "network is without it")
             self.flashocc_model(model)
+            self.temporal(model, mtype in TEMPORAL_TYPES)
         else:
             raise FlashOCCConfigError(f"model type {mtype!r} is not supported (FlashOCC / BEVDet occupancy "
                                       f"detectors: {', '.join(MODEL_TYPES)}; or the plug-in's 'PriorOcc')")
@@ -139,7 +146,8 @@ class _Converter:
                 self.unmapped(f"optim_wrapper: {_short(ow)}: only its optimizer and clip_grad are mapped")
         self.schedule()
         used = {"optim_wrapper", "model", "data_config", "grid_config", "bda_aug_conf", "data", "optimizer", "optimizer_config",
-                "lr_config", "runner", "custom_hooks", "fp16", "load_from", "checkpoint_config", "log_config", "data_root"}
+                "lr_config", "runner", "custom_hooks", "fp16", "load_from", "checkpoint_config", "log_config", "data_root",
+                "multi_adj_frame_id_cfg"}
         ignored = sorted(k for k in self.v if k not in used and not k.startswith("_"))
         meaningless = [k for k in ignored if k in NO_MEANING_HERE]
         if meaningless:
@@ -181,9 +189,8 @@ class _Converter:
         # backbone and neck
         bb = model.sub("img_backbone")
         if bb.get("type", "ResNet") != "ResNet":
-            self.unmapped(f"model.img_backbone.type={bb.d['type']}: only ResNet backbones (torchvision) here; "
-                          "the default ResNet-50 is written, and its neck channels are those of the source")
-            bb.used.update(bb.d)
+            raise FlashOCCConfigError(f"model.img_backbone.type={bb.d['type']!r} is not supported (only torchvision "
+                                      "ResNet backbones here); nothing written")
         else:
             out_idx = list(bb.get("out_indices", (2, 3)))
             if stereo and out_idx and out_idx[0] == 0:
@@ -203,7 +210,9 @@ class _Converter:
             bb.expect("norm_cfg", {"type": "BN", "requires_grad": True}, "BatchNorm here")
             bb.rest()
         neck = model.sub("img_neck")
-        neck.expect("type", "CustomFPN", "the image neck here is CustomFPN")
+        if neck.get("type", "CustomFPN") != "CustomFPN":
+            raise FlashOCCConfigError(f"model.img_neck.type={neck.d['type']!r} is not supported (the image neck here "
+                                      "is CustomFPN); nothing written")
         m["neck"] = {"in_channels": list(neck.get("in_channels")), "out_channels": int(neck.get("out_channels"))}
         neck.expect("num_outs", 1, "one output level here")
         neck.expect("start_level", 0, "start level 0 here")
@@ -229,7 +238,9 @@ class _Converter:
         be = model.sub("img_bev_encoder_backbone")
         be.expect("type", "CustomResNet", "the BEV backbone here is CustomResNet")
         c_bev = m["view_transformer"]["out_channels"]
-        be.expect("numC_input", c_bev, "the BEV backbone here takes the view transformer's single-frame output")
+        frames = int(model.d.get("num_adj", 0)) + 1 if model.d.get("type") in TEMPORAL_TYPES else 1
+        be.expect("numC_input", c_bev * frames, "the BEV backbone here takes (num_adj + 1) frames of the view "
+                  "transformer's output")
         nch = [int(c) for c in be.get("num_channels", [c_bev * 2, c_bev * 4, c_bev * 8])]
         be.expect("stride", [2, 2, 2], "strides 2, 2, 2 here")
         be.expect("backbone_output_ids", None, "all stages are outputs here")
@@ -274,13 +285,49 @@ class _Converter:
             inj.rest()
         else:
             m["injector"] = {"enabled": False}
-        for k in MODEL_KEYS_TEMPORAL:
-            if k in model:
-                self.unmapped(f"model.{k}={_short(model.get(k))}: temporal / stereo part, not mapped")
         for k in ("train_cfg", "test_cfg"):
             if model.d.get(k):
                 self.unmapped(f"model.{k}: detection settings, not mapped")
                 model.get(k)
+
+    def temporal(self, model: _Section, temporal: bool) -> None:
+        """BEVDet4D's keys -> model.temporal; then what is left of the model is listed."""
+        keys = ("num_adj", "align_after_view_transfromation", "pre_process", "with_prev")
+        if not temporal:
+            for k in keys:
+                if k in model:
+                    self.unmapped(f"model.{k}={_short(model.get(k))}: a temporal key in a single-frame model "
+                                  f"({model.d.get('type')}), not used by it")
+            model.rest("not mapped (no counterpart in PriorOcc)")
+            return
+        c_bev = self.out["model"]["view_transformer"]["out_channels"]
+        num_adj = model.get("num_adj", 1)  # BEVDet4D's default
+        if not isinstance(num_adj, int) or num_adj < 1:
+            raise FlashOCCConfigError(f"model.num_adj={_short(num_adj)}: expected an integer >= 1")
+        t = {"num_adj": num_adj, "align_after_view_transformation": bool(model.get("align_after_view_transfromation", False))}
+        ids = self.v.get("multi_adj_frame_id_cfg")
+        if ids is not None and (not isinstance(ids, (list, tuple)) or len(ids) != 3 or ids[0] != 1 or ids[2] != 1
+                                or len(range(*ids)) != num_adj):
+            self.unmapped(f"multi_adj_frame_id_cfg={_short(ids)}: past keyframes here are t-1 ... t-num_adj "
+                          f"(num_adj {num_adj}), consecutive")
+        if not model.get("with_prev", True):
+            self.unmapped("model.with_prev=False: past frames are always computed here (without gradient), "
+                          "not zeroed")
+        pre = _Section(self, model.get("pre_process", None), "model.pre_process")
+        if pre.d:
+            pre.expect("type", "CustomResNet", "the pre-process net here is CustomResNet")
+            nl = pre.get("num_layer", [1])
+            if not (isinstance(nl, (list, tuple)) and len(nl) == 1 and isinstance(nl[0], int) and nl[0] >= 1):
+                raise FlashOCCConfigError(f"model.pre_process.num_layer={_short(nl)}: one stage of >= 1 blocks here")
+            pre.expect("numC_input", c_bev, "the pre-process net takes one frame's BEV map")
+            pre.expect("num_channels", [c_bev], "the pre-process net keeps C_bev channels")
+            pre.expect("stride", [1], "stride 1 here")
+            pre.expect("backbone_output_ids", [0], "its one stage is the output")
+            pre.expect("block_type", "Basic", "basic residual blocks here")
+            pre.get("with_cp", None)
+            pre.rest()
+            t["pre_process"] = {"enabled": True, "num_layer": int(nl[0])}
+        self.out["model"]["temporal"] = t
         model.rest("not mapped (no counterpart in PriorOcc)")
 
     # ------------------------------------------------------------------ data and schedule
@@ -380,7 +427,8 @@ def _fill(defaults: dict, given: dict) -> dict:
 
 
 def convert_flashocc_config(path: str | Path) -> tuple[Config, list[str]]:
-    """The project's Config for the FlashOCC config file at ``path``, and the list of what was not mapped."""
+    """The project's Config for the FlashOCC config file at ``path``, and the list of what was not
+    mapped (a 4D-stereo source: the first note is :data:`STEREO_WARNING`)."""
     path = Path(path)
     try:
         variables, notes = read_mmcv_config(path)
@@ -388,6 +436,9 @@ def convert_flashocc_config(path: str | Path) -> tuple[Config, list[str]]:
         raise FlashOCCConfigError(str(e)) from None
     conv = _Converter(variables, path.stem.lower())
     given = conv.convert()
+    mtype = variables["model"].get("type") if isinstance(variables.get("model"), dict) else None
+    if mtype == "BEVStereo4DOCC":
+        conv.notes.insert(0, STEREO_WARNING.format(src=path.name, mtype=mtype))
     try:
         cfg = Config.from_dict(_fill(Config().to_dict(), given))
     except ConfigError as e:
@@ -422,6 +473,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"wrote {args.out} ({cfg.name}: {cfg.model.grid.num_depth_bins} depth bins, C_enc "
           f"{cfg.model.bev_encoder.out_channels}, injector {'on' if cfg.model.injector.enabled else 'off'})")
+    for n in notes:
+        if n.startswith("WARNING"):
+            print(n)
+    if cfg.model.temporal.num_adj:
+        print(f"temporal: {cfg.model.temporal.num_adj} past frame(s), align_after_view_transformation "
+              f"{cfg.model.temporal.align_after_view_transformation}, pre_process "
+              f"{'on' if cfg.model.temporal.pre_process.enabled else 'off'}")
     if notes:
         print(f"not mapped ({len(notes)}):")
         for n in notes:

@@ -27,7 +27,9 @@ from .config import Config, load_config
 from .errors import PriorOccError
 
 # (source regex, target template, what it is). First match wins. Source names are those of
-# FlashOCC's BEVDetOCC (projects/mmdet3d_plugin/models/detectors/bevdet_occ.py) and PriorOcc's
+# FlashOCC's BEVDetOCC / BEVDet4DOCC (projects/mmdet3d_plugin/models/detectors/bevdet_occ.py,
+# bevdet4d.py: the 4D model adds only ``pre_process_net``; its BEV encoder takes (num_adj + 1) x C_bev
+# channels, which the shapes check) and PriorOcc's
 # SemanticInjector (projects/mmdet3d_plugin/models/model_utils/semantic_injector.py).
 NAME_TABLE: list[tuple[str, str, str]] = [
     # image backbone: mmdet ResNet uses torchvision's layer names
@@ -43,6 +45,8 @@ NAME_TABLE: list[tuple[str, str, str]] = [
     (r"^semantic_injector\.fusion_layer\.1\.(.+)$", r"injector.fusion.bn.\1", "FusionLayer BN"),
     # view transformer: one 1x1 conv, depth logits first then context
     (r"^img_view_transformer\.depth_net\.(weight|bias)$", r"view_transformer.depth_net.\1", "LSS depth/context conv"),
+    # BEVDet4D's pre-process net (model.temporal.pre_process): a stride-1 CustomResNet per frame
+    (r"^pre_process_net\.layers\.(.+)$", r"pre_process_net.layers.\1", "BEVDet4D pre-process CustomResNet"),
     # BEV encoder
     (r"^img_bev_encoder_backbone\.layers\.(.+)$", r"bev_backbone.layers.\1", "CustomResNet BEV backbone"),
     (r"^img_bev_encoder_neck\.((?:conv|up2)\..+)$", r"bev_neck.\1", "FPN_LSS BEV neck"),
@@ -135,10 +139,11 @@ def map_name(name: str) -> tuple[str | None, str]:
 def detect_layout(names, container: str = "state dict") -> str:
     """Which published network a source's tensor names come from."""
     prefixes = {n.split(".", 1)[0] for n in names}
+    temporal = ", temporal (BEVDet4D pre_process_net)" if "pre_process_net" in prefixes else ""
     if "semantic_injector" in prefixes and "occ_head" in prefixes:
-        net = "PriorOcc (FlashOCC BEVDetOCC + SemanticInjector)"
+        net = f"PriorOcc (FlashOCC BEVDetOCC + SemanticInjector{temporal})"
     elif "occ_head" in prefixes:
-        net = "FlashOCC BEVDetOCC (BEVOCCHead2D)"
+        net = f"FlashOCC BEVDetOCC (BEVOCCHead2D{temporal})"
     elif "pts_bbox_head" in prefixes:
         net = "BEVDet (CenterHead detector)"
     elif "img_backbone" in prefixes:

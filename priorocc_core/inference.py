@@ -10,6 +10,13 @@ the pooling plan comes from :class:`priorocc_core.model.plan.PoolingPlanner`; a 
 :mod:`priorocc_core.backends`) maps (normalised images, plan) to labels; labels come from
 :mod:`priorocc_core.model.postprocess` wherever the network runs. cam2ego is camera -> key
 ego (docs/design.md: the ego at the first camera's timestamp for FlashOCC-exact models).
+
+A temporal model (``model.temporal.num_adj`` > 0) runs in the sequential mode: each call also takes
+``ego2global`` (4, 4) (the pose of the key ego) and the ``history`` the previous call returned
+(None or ``reset_history()`` to start, e.g. at a scene change), and its Prediction carries the next
+``history``: explicit state, never kept by the predictor (docs/design.md, "Temporal").
+
+    pred = predictor.predict(images, K, cam2ego, ego2global=pose, history=pred.history)
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ import torch
 from .config import Config
 from .model.bev_pool import PoolingIndices
 from .model.plan import PoolingPlanner
+from .model.temporal import BEVHistory, TemporalError, check_pose, reset_history
 from .preprocess import prepare_camera
 
 
@@ -32,6 +40,7 @@ class Prediction:
     seg2d: np.ndarray | None  # (N, H_in, W_in) uint8 labels at network-input size, or None
     img_aug: np.ndarray  # (N, 3, 3) original pixels -> network-input pixels
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    history: BEVHistory | None = None  # temporal models: the history to pass to the next call
 
 
 @dataclass
@@ -41,6 +50,8 @@ class Prepared:
     plan: PoolingIndices
     img_aug: torch.Tensor  # (1, N, 3, 3)
     preprocess_s: float
+    ego2global: torch.Tensor | None = None  # (1, 4, 4) float64, temporal models
+    stamp: float | None = None  # seconds, temporal models (stored in the history)
 
 
 def preprocess(images: Sequence[np.ndarray], K: np.ndarray, cam2ego: np.ndarray, cfg: Config,
@@ -75,8 +86,9 @@ def preprocess(images: Sequence[np.ndarray], K: np.ndarray, cam2ego: np.ndarray,
     )
 
 
-# A runner: (imgs (1, N, 3, H, W) float32, plan) -> dict(occ (1, Dx, Dy, Dz) uint8, seg (1, N, H, W) uint8 | None)
-Runner = Callable[[torch.Tensor, PoolingIndices], dict]
+# A runner: (imgs (1, N, 3, H, W) float32, plan) -> dict(occ (1, Dx, Dy, Dz) uint8, seg (1, N, H, W) uint8 | None);
+# temporal models: also history=, ego2global= (1, 4, 4), stamp= keywords -> also "history" (the next one)
+Runner = Callable[..., dict]
 
 
 class Predictor:
@@ -98,30 +110,55 @@ class Predictor:
     def cameras(self) -> tuple[str, ...]:
         return tuple(self.cfg.model.image.cameras)
 
+    @property
+    def temporal(self) -> bool:
+        """True when the model fuses past frames (sequential mode: ego2global and history per call)."""
+        return self.cfg.model.temporal.num_adj > 0
+
     def preprocess(self, images: Sequence[np.ndarray], K: np.ndarray, cam2ego: np.ndarray) -> dict:
         return preprocess(images, K, cam2ego, self.cfg, self.device, fused=self.fused_resize)
 
     @torch.no_grad()
-    def prepare(self, images: Sequence[np.ndarray], K: np.ndarray, cam2ego: np.ndarray) -> Prepared:
+    def prepare(self, images: Sequence[np.ndarray], K: np.ndarray, cam2ego: np.ndarray,
+                ego2global: np.ndarray | None = None, stamp: float | None = None) -> Prepared:
         """Preprocessing and the pooling plan: what a pipelined caller runs before the network
-        (node_core's decode stage), so that it overlaps the previous set's inference."""
+        (node_core's decode stage), so that it overlaps the previous set's inference.
+        ego2global (4, 4) and stamp (seconds): temporal models only (ignored otherwise)."""
         t0 = time.perf_counter()
+        e = None
+        if self.temporal:
+            e = None if ego2global is None else torch.as_tensor(np.asarray(ego2global, dtype=np.float64))[None]
+            e = check_pose(e, "predict: ego2global", 1)  # TemporalError: missing, not (4, 4), not finite
         batch = self.preprocess(images, K, cam2ego)
         plan = self.planner(batch["cam2ego"], batch["K"], batch["img_aug"], batch["bev_aug"])
-        return Prepared(batch["imgs"], plan, batch["img_aug"], time.perf_counter() - t0)
+        return Prepared(batch["imgs"], plan, batch["img_aug"], time.perf_counter() - t0, e, stamp)
 
     @torch.no_grad()
-    def run(self, prepared: Prepared) -> Prediction:
-        """The network and postprocessing of a prepared set."""
+    def run(self, prepared: Prepared, history: BEVHistory | None = None) -> Prediction:
+        """The network and postprocessing of a prepared set; temporal models: ``history`` the
+        previous Prediction's (None: start afresh) -> Prediction.history."""
         t1 = time.perf_counter()
-        out = self.runner(prepared.imgs, prepared.plan)
+        if self.temporal:
+            if prepared.ego2global is None:
+                raise TemporalError("predict: ego2global missing (this model fuses past frames)")
+            out = self.runner(prepared.imgs, prepared.plan, history=reset_history() if history is None else history,
+                              ego2global=prepared.ego2global, stamp=prepared.stamp)
+        elif history is not None:
+            raise TemporalError("predict: history given to a single-frame model (model.temporal.num_adj is 0)")
+        else:
+            out = self.runner(prepared.imgs, prepared.plan)
         t2 = time.perf_counter()
         occ = np.asarray(out["occ"])[0].astype(np.uint8, copy=False)
         seg = out.get("seg")
         seg = None if seg is None else np.asarray(seg)[0].astype(np.uint8, copy=False)
         return Prediction(occ, seg, prepared.img_aug[0].cpu().numpy().astype(np.float64),
-                          {"preprocess": prepared.preprocess_s, "model": t2 - t1, "postprocess": time.perf_counter() - t2})
+                          {"preprocess": prepared.preprocess_s, "model": t2 - t1, "postprocess": time.perf_counter() - t2},
+                          out.get("history"))
 
-    def predict(self, images: Sequence[np.ndarray], K: np.ndarray, cam2ego: np.ndarray) -> Prediction:
-        """N (H, W, 3) uint8 RGB images, (N, 3, 3) K of those images, (N, 4, 4) cam2ego -> Prediction."""
-        return self.run(self.prepare(images, K, cam2ego))
+    def predict(self, images: Sequence[np.ndarray], K: np.ndarray, cam2ego: np.ndarray,
+                ego2global: np.ndarray | None = None, history: BEVHistory | None = None,
+                stamp: float | None = None) -> Prediction:
+        """N (H, W, 3) uint8 RGB images, (N, 3, 3) K of those images, (N, 4, 4) cam2ego -> Prediction.
+        Temporal models: ego2global (4, 4) of the key ego, the previous Prediction's history (None
+        to start), stamp seconds -> Prediction.history for the next call."""
+        return self.run(self.prepare(images, K, cam2ego, ego2global, stamp), history)

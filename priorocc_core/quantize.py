@@ -106,6 +106,9 @@ def _main(argv) -> int:
     from .checkpoint import load_checkpoint
 
     model, cfg, _ = load_checkpoint(a.checkpoint)
+    if cfg.model.temporal.num_adj:
+        raise SystemExit(f"{a.checkpoint}: a temporal model (model.temporal.num_adj {cfg.model.temporal.num_adj}); "
+                         "int8 calibration covers single-frame graphs only")
     frames: list[dict] = []
     budget = a.frames - (1 if a.real else 0)  # the real keyframe always gets a place
     for w in a.world:

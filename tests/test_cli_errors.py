@@ -73,18 +73,12 @@ def _tools() -> dict[str, str]:
     return eps
 
 
-NOT_YET = {"priorocc_config_from_flashocc": "priorocc_core/flashocc_config.py is being rewritten by the temporal-"
-                                            "model work (issue 31 item 1 is theirs)"}
-
-
 @pytest.mark.parametrize("name", sorted(_tools()))
 def test_every_tool_lists_debug_in_help(name, capsys):
     """Issue 31: every tool's --help lists the --debug its errors point to (before: train.py and
     most others did not). Mutation: cli.add_debug_arg removed from a tool's parser fails its case."""
     import importlib
 
-    if name in NOT_YET:
-        pytest.xfail(NOT_YET[name])
     main = importlib.import_module(_tools()[name]).main
     with pytest.raises(SystemExit) as e:
         main(["--help"])

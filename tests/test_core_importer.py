@@ -20,8 +20,11 @@ def cfg_of(name: str, small_images=True) -> Config:
     return cfg.with_overrides(["model.image.input_size=[128, 352]"]) if small_images else cfg
 
 
-@pytest.mark.parametrize("layout,config", [(L.flashocc_m0, "flashocc-r50-m0"), (L.priorocc_r50, "priorocc-r50")])
+@pytest.mark.parametrize("layout,config", [(L.flashocc_m0, "flashocc-r50-m0"), (L.priorocc_r50, "priorocc-r50"),
+                                           (L.flashocc_4d, "flashocc-r50-4d")])
 def test_published_layout_maps_every_tensor_once(tmp_path, layout, config):
+    """Mutation tried (4D): the pre_process_net rule removed from NAME_TABLE -> its tensors are
+    skipped and the test fails."""
     src = tmp_path / "src.pth"
     L.save_mmcv_checkpoint(src, layout())
     cfg = cfg_of(config)

@@ -1,15 +1,15 @@
 """priorocc_config_from_flashocc: FlashOCC / BEVDet config files -> this project's YAML configs.
 
 The fixtures in tests/fixtures/flashocc/ are written for this project in FlashOCC's format and carry
-the values of FlashOCC's flashocc-r50-M0.py / flashocc-r50.py / flashocc-r50-4d-stereo.py (read from
-FlashOCC's repository); priorocc-r50.py is PriorOcc's own config in that format (docs/design.md).
+the values of FlashOCC's flashocc-r50-M0.py / flashocc-r50.py / flashocc-r50-4d-stereo.py /
+flashocc-stbase-4d-stereo-512x1408_4x4_2e-4.py (read from FlashOCC's repository); priorocc-r50.py is PriorOcc's own config in that format (docs/design.md).
 
 Mutations tried (each made a test here fail, then restored): FPN_LSS out_channels taken from the
 BEV backbone's second stage; occ_z step = the pooling z step instead of range / Dz; the depth bins
 replaced by M1's; the temporal keys dropped without a note; the `sid` check dropped; the _base_
 merge letting the base win; `for` bodies not run (data[...].update); calls of any builtin allowed
 (open() writes the marker file); the unsupported-type check removed; the injector's mid_channels
-fixed at 256; a non-ResNet backbone not listed.
+fixed at 256. The temporal tests carry their own mutations.
 """
 from __future__ import annotations
 
@@ -108,24 +108,75 @@ def test_injector_settings_are_taken_from_the_file(tmp_path):
         True, 128, 11, 0.5, True)
 
 
-def test_4d_stereo_parts_are_listed_not_dropped():
+def test_4d_stereo_converts_to_a_temporal_config_with_a_loud_stereo_warning(capsys, tmp_path):
+    """FlashOCC's M2 file (flashocc-r50-4d-stereo.py) -> FlashOCC-4D: num_adj 1, pre-process, past
+    cameras lifted into the current ego, i.e. our flashocc-r50-4d.yaml network tensor for tensor;
+    the stereo depth module (not implemented) is the first note and a WARNING line on stdout.
+
+    Mutations tried: the temporal keys dropped (the old single-frame conversion) -> fails on
+    num_adj; the BEV encoder's numC_input expected as one frame -> a numC_input note appears;
+    the WARNING note not inserted -> fails."""
     cfg, notes = convert_flashocc_config(FIX / "flashocc-r50-4d-stereo.py")
+    t = cfg.model.temporal
+    assert (t.num_adj, t.align_after_view_transformation, t.pre_process.enabled, t.pre_process.num_layer, t.stereo) == (
+        1, False, True, 1, False)
+    assert notes[0].startswith("WARNING: flashocc-r50-4d-stereo.py is a 4D-stereo config") and "WITHOUT" in notes[0]
     text = "\n".join(notes)
-    for part in ("model.type=BEVStereo4DOCC", "model.num_adj=1", "model.pre_process=", "numC_input=160",
-                 "LSSViewTransformerBEVStereo", "sid=True", "out_indices=[0, 2, 3]", "align_after_view_transfromation"):
+    for part in ("model.type=BEVStereo4DOCC", "LSSViewTransformerBEVStereo", "sid=True", "out_indices=[0, 2, 3]"):
         assert part in text, part
-    # the single-frame part is converted: C_bev 80, FPN_LSS from 160 + 640
+    assert "numC_input" not in text and "num_adj" not in text and "pre_process" not in text
     assert cfg.model.view_transformer.out_channels == 80 and cfg.model.backbone.out_indices == (2, 3)
-    assert cfg.model.bev_encoder.num_channels == (160, 320, 640)
-    _shapes(cfg)  # and it builds
+    assert _shapes(cfg) == _shapes(load_config(CONFIGS / "flashocc-r50-4d.yaml"))
+    assert main([str(FIX / "flashocc-r50-4d-stereo.py"), "--out", str(tmp_path / "m2.yaml")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith("WARNING:") and "stereo depth module is not implemented" in out[1]
+    assert out[2].startswith("temporal: 1 past frame(s)")
+    assert load_config(tmp_path / "m2.yaml").model.temporal.num_adj == 1
 
 
-def test_other_backbone_is_listed(tmp_path):
-    src = (FIX / "flashocc-r50.py").read_text().replace(
-        "img_backbone=dict(type='ResNet', depth=50,", "img_backbone=dict(type='SwinTransformer', depth=50,")
-    (tmp_path / "swin.py").write_text(src)
-    cfg, notes = convert_flashocc_config(tmp_path / "swin.py")
-    assert any("img_backbone.type=SwinTransformer" in n for n in notes)
+def test_4d_without_stereo_maps_whole(tmp_path):
+    """A BEVDet4D-OCC file (the M2 file with a plain LSS view transformer): every model key maps,
+    other pre-process depths and frame settings are taken or listed."""
+    src = (FIX / "flashocc-r50-4d-stereo.py").read_text()
+    src = src.replace("type='BEVStereo4DOCC'", "type='BEVDet4DOCC'").replace(
+        "type='LSSViewTransformerBEVStereo'", "type='LSSViewTransformer'").replace("sid=True, ", "").replace(
+        "out_indices=(0, 2, 3)", "out_indices=(2, 3)")
+    (tmp_path / "bevdet4d.py").write_text(src)
+    cfg, notes = convert_flashocc_config(tmp_path / "bevdet4d.py")
+    assert cfg.model.temporal.num_adj == 1 and not any(n.startswith("WARNING") for n in notes)
+    assert [n for n in notes if n.startswith("model.")] == [n for n in notes if "pretrained=" in n], notes
+    src2 = src.replace("num_layer=[1, ]", "num_layer=[2, ]").replace(
+        "align_after_view_transfromation=False", "align_after_view_transfromation=True, with_prev=False").replace(
+        "multi_adj_frame_id_cfg = (1, 1 + 1, 1)", "multi_adj_frame_id_cfg = (1, 2 + 1, 2)").replace(
+        "num_adj=len(range(*multi_adj_frame_id_cfg))", "num_adj=1").replace(
+        "numC_input=numC_Trans * (len(range(*multi_adj_frame_id_cfg)) + 1)", "numC_input=numC_Trans * 2")
+    (tmp_path / "variant.py").write_text(src2)
+    cfg, notes = convert_flashocc_config(tmp_path / "variant.py")
+    t = cfg.model.temporal
+    assert (t.num_adj, t.align_after_view_transformation, t.pre_process.num_layer) == (1, True, 2)
+    text = "\n".join(notes)
+    assert "model.with_prev=False" in text and "multi_adj_frame_id_cfg=(1, 3, 2)" in text
+
+
+@pytest.mark.parametrize("fixture, key", [("flashocc-stbase-4d-stereo.py", "model.img_backbone.type='SwinTransformer'"),
+                                          ("flashocc-r50.py", "model.img_neck.type='FPN_LSS'")])
+def test_config_we_cannot_build_is_refused_in_one_line(tmp_path, fixture, key):
+    """FlashOCC's M3 (Swin-B backbone, FPN_LSS image neck; a TypeError traceback before) and a
+    ResNet model with another image neck: one line naming the key, exit 2, nothing written.
+
+    Mutation tried: the backbone check back to a note -> the Swin file ends in a TypeError
+    traceback (its neck's in_channels is one int), exit 1."""
+    src = (FIX / fixture).read_text()
+    if fixture == "flashocc-r50.py":
+        src = src.replace("img_neck=dict(type='CustomFPN',", "img_neck=dict(type='FPN_LSS',")
+        assert "type='FPN_LSS', in_channels=[1024" in src
+    (tmp_path / "src.py").write_text(src)
+    out = tmp_path / "x.yaml"
+    r = subprocess.run([sys.executable, "-m", "priorocc_core.flashocc_config", str(tmp_path / "src.py"),
+                        "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stdout == "", r.stderr
+    assert r.stderr.count("\n") == 1 and key in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == [tmp_path / "src.py"]
 
 
 def test_base_files_merge_as_mmcv_does(tmp_path):

@@ -5,10 +5,15 @@ mismatch with the shapes in docs/design.md.
 
     python training/integration_test.py --config training/configs/priorocc-r50.yaml
     python training/integration_test.py --checkpoint CKPT_DIR     # e.g. an imported FlashOCC model
+    python training/integration_test.py --config training/configs/flashocc-r50-4d.yaml   # temporal
+
+A temporal model (model.temporal.num_adj > 0) also gets num_adj past frames of a moving ego, the
+shapes of its pre-process net, aligned past frames and encoder input, and two sequential frames.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -23,6 +28,7 @@ from priorocc_core.checkpoint import load_checkpoint  # noqa: E402
 from priorocc_core.config import load_config  # noqa: E402
 from priorocc_core.geometry import surround_rig  # noqa: E402
 from priorocc_core.model import build_model  # noqa: E402
+from priorocc_core.model.temporal import reset_history  # noqa: E402
 
 
 def random_inputs(cfg, b: int, seed: int = 0) -> dict:
@@ -40,7 +46,28 @@ def random_inputs(cfg, b: int, seed: int = 0) -> dict:
         mask_camera=(torch.rand(b, dx, dy, dz, generator=g) > 0.3).to(torch.uint8),
         seg_labels=torch.randint(0, 17, (b, n, h, w), generator=g).to(torch.uint8),
         depth_target=torch.rand(b, n, h, w, generator=g) * 50,
+        **(past_frames(cfg, b, g) if cfg.temporal.num_adj else {}),
     )
+
+
+def ego_pose(b: int, t: int) -> torch.Tensor:
+    """(B, 4, 4) ego2global of a car driving 2 m forward and turning 0.05 rad per frame."""
+    yaw = 0.05 * t
+    e = torch.eye(4)
+    e[:2, :2] = torch.tensor([[math.cos(yaw), -math.sin(yaw)], [math.sin(yaw), math.cos(yaw)]])
+    e[0, 3], e[1, 3] = 2.0 * t, 0.1 * t
+    return e.repeat(b, 1, 1)
+
+
+def past_frames(cfg, b: int, g: torch.Generator) -> dict:
+    """The current frame's ego2global and num_adj past frames (t-1 first), same rig, random images."""
+    n = len(cfg.image.cameras)
+    h, w = cfg.image.input_size
+    cam2ego, K = surround_rig(n, (h, w), focal=w * 0.9, height=1.6)
+    adj = [dict(imgs=torch.randn(b, n, 3, h, w, generator=g), cam2ego=cam2ego.repeat(b, 1, 1, 1),
+                K=K.repeat(b, 1, 1, 1), img_aug=torch.eye(3).repeat(b, n, 1, 1), ego2global=ego_pose(b, -i - 1))
+           for i in range(cfg.temporal.num_adj)]
+    return dict(ego2global=ego_pose(b, 0), adj=adj)
 
 
 def expected_shapes(cfg, b: int) -> dict:
@@ -56,12 +83,20 @@ def expected_shapes(cfg, b: int) -> dict:
         "view transformer: depth": (b * n, cfg.grid.num_depth_bins, fh, fw),
         "BEV (lift-splat)": (b, cfg.view_transformer.out_channels, dy, dx),
         "BEV encoder": (b, cfg.bev_encoder.out_channels, dy, dx),
+        "BEV encoder input": (b, cfg.view_transformer.out_channels * (cfg.temporal.num_adj + 1), dy, dx),
         "occupancy logits": (b, dx, dy, dz, cfg.head.num_classes),
         "occupancy labels": (b, dx, dy, dz),
     }
     if cfg.injector.enabled:
         exp["SemanticInjector: 2D logits"] = (b * n, cfg.injector.num_classes, fh, fw)
         exp["SemanticInjector: fused features"] = (b * n, c, fh, fw)
+    k, c_bev = cfg.temporal.num_adj, cfg.view_transformer.out_channels
+    if cfg.temporal.pre_process.enabled:
+        exp["temporal: pre-process (each frame)"] = (b, c_bev, dy, dx)
+    if k:
+        exp["temporal: past frames aligned"] = (b, k * c_bev, dy, dx)
+        exp["temporal: sequential history (each frame)"] = (b, c_bev, dy, dx)
+        exp["temporal: sequential occupancy labels"] = (b, dx, dy, dz)
     return exp
 
 
@@ -82,16 +117,33 @@ def run(model, cfg, b: int) -> list[str]:
         bev, depth = model.features_to_bev(fused, model.planner(batch["cam2ego"], batch["K"], batch["img_aug"], batch["bev_aug"]))
         shapes["view transformer: depth"] = tuple(depth.shape)
         shapes["BEV (lift-splat)"] = tuple(bev.shape)
+        if model.pre_process_net is not None:
+            bev = model.pre_process_net(bev)[0]
+            shapes["temporal: pre-process (each frame)"] = tuple(bev.shape)
+        if cfg.temporal.num_adj:
+            past = torch.cat(model.past_bevs(batch, batch["imgs"], batch["ego2global"].double()), dim=1)
+            shapes["temporal: past frames aligned"] = tuple(past.shape)
+            bev = torch.cat([bev, past], dim=1)
+        shapes["BEV encoder input"] = tuple(bev.shape)
         enc = model.bev_neck(model.bev_backbone(bev))
         shapes["BEV encoder"] = tuple(enc.shape)
         logits = model.occ_head(enc)
         shapes["occupancy logits"] = tuple(logits.shape)
         shapes["occupancy labels"] = tuple(model(batch)["occ"].shape)
         t_inf = time.perf_counter() - t0
+        if cfg.temporal.num_adj:
+            hist = reset_history()
+            for t in range(2):  # two frames of the sequential mode: the second one takes the first's history
+                frame = {k: v for k, v in batch.items() if k != "adj"}
+                frame["ego2global"] = ego_pose(b, t)
+                out = model(frame, history=hist)
+                hist = out["history"]
+            shapes["temporal: sequential history (each frame)"] = tuple(hist.feats[0].shape)
+            shapes["temporal: sequential occupancy labels"] = tuple(out["occ"].shape)
     exp = expected_shapes(model.cfg, b)
     for name, shape in shapes.items():
         ok = exp.get(name) == shape
-        print(f"  {name:36s} {str(shape):28s} {'ok' if ok else f'EXPECTED {exp.get(name)}'}")
+        print(f"  {name:42s} {str(shape):28s} {'ok' if ok else f'EXPECTED {exp.get(name)}'}")
         if not ok:
             errors.append(f"{name}: got {shape}, expected {exp.get(name)}")
     for name in set(exp) - set(shapes):
@@ -136,7 +188,8 @@ def _main(argv) -> int:
     else:
         cfg = load_config(args.config, args.cfg_options)
         model = build_model(cfg.model)
-        print(f"config {args.config} ({cfg.name}), injector {'on' if cfg.model.injector.enabled else 'off'}")
+        print(f"config {args.config} ({cfg.name}), injector {'on' if cfg.model.injector.enabled else 'off'}, "
+              f"past frames {cfg.model.temporal.num_adj}")
     errors = run(model, cfg.model, args.batch)
     if errors:
         print("FAILED:\n  " + "\n  ".join(errors))

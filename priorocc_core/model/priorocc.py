@@ -4,25 +4,33 @@ images (B, N, 3, H, W) -> (B*N, 3, H, W)   the one (B, N) -> (B*N) reshape
   -> backbone + FPN                       (B*N, 256, H/16, W/16)     image_encoder.py
   -> SemanticInjector (optional)           (B*N, 256, H/16, W/16)     semantic_injector.py
   -> lift-splat view transformer          (B, C_bev, 200, 200)        view_transformer.py, bev_pool.py, plan.py
+  -> temporal (num_adj > 0): pre-process, past frames aligned and concatenated
+                                          (B, (num_adj+1) C_bev, 200, 200)  temporal.py
   -> BEV encoder                          (B, C_enc, 200, 200)        bev_encoder.py
   -> channel-to-height head               (B, 200, 200, 16, 18)       occ_head.py
 seg logits (B*N, K, h, w) -> (B, N, K, h, w)   the one (B*N) -> (B, N) reshape
 
-One contract in training and evaluation: ``forward(batch, plan=None)`` returns the outputs;
-``losses(outputs, batch)`` is a separate call.
+One contract in training and evaluation: ``forward(batch, plan=None, history=None)`` returns the
+outputs; ``losses(outputs, batch)`` is a separate call. A temporal model (model.temporal.num_adj > 0)
+takes its past frames from ``batch["adj"]`` (non-sequential: recomputed from their images, without
+gradient) or from ``history`` (sequential: a :class:`~.temporal.BEVHistory`, returned updated as
+``outputs["history"]``); docs/design.md, "Temporal".
 """
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import ConfigError, ModelConfig
 from .bev_encoder import BEVResNet, FPNLSS
 from .bev_pool import PoolingIndices
 from .image_encoder import CustomFPN, ResNetBackbone
 from .occ_head import OccHead2D
 from .postprocess import occ_labels
 from .semantic_injector import SemanticInjector, loss_2d_seg
+from . import temporal as tp
 from .view_transformer import LSSViewTransformer
 
 GEOMETRY_KEYS = ("cam2ego", "K", "img_aug", "bev_aug")
@@ -45,8 +53,18 @@ class PriorOcc(nn.Module):
         if vt.in_channels != cfg.neck.out_channels:
             raise ValueError(f"view_transformer.in_channels {vt.in_channels} != neck.out_channels {cfg.neck.out_channels}")
         self.view_transformer = LSSViewTransformer(cfg.grid, cfg.image.input_size, vt.in_channels, vt.out_channels, vt.downsample)
+        tc = cfg.temporal
+        if tc.stereo:
+            raise ConfigError("model.temporal.stereo: the stereo depth module (BEVStereo4D's cost volume) is not "
+                              "implemented; set it false")
+        if tc.num_adj < 0 or (tc.num_adj == 0 and tc.pre_process.enabled) or tc.pre_process.num_layer < 1:
+            raise ConfigError(f"model.temporal: num_adj {tc.num_adj} must be >= 0, pre_process needs num_adj >= 1 "
+                              f"and num_layer >= 1 (got pre_process {tc.pre_process})")
+        self.num_adj = tc.num_adj
+        c_frame = vt.out_channels * cfg.grid.size_xyz[2]  # one frame's BEV channels, z collapsed
+        self.pre_process_net = tp.build_pre_process(c_frame, tc.pre_process.num_layer) if tc.pre_process.enabled else None
         enc = cfg.bev_encoder
-        self.bev_backbone = BEVResNet(vt.out_channels * cfg.grid.size_xyz[2], enc.num_channels, enc.num_layer)
+        self.bev_backbone = BEVResNet(c_frame * (tc.num_adj + 1), enc.num_channels, enc.num_layer)
         self.bev_neck = FPNLSS(enc.num_channels[0] + enc.num_channels[-1], enc.out_channels)
         dz = cfg.grid.occ_size[2]
         self.occ_head = OccHead2D(enc.out_channels, cfg.head.out_dim, dz, cfg.head.num_classes, cfg.head.use_mask,
@@ -74,12 +92,16 @@ class PriorOcc(nn.Module):
         """(B, C_bev, Dy, Dx) -> occupancy logits (B, Dx, Dy, Dz, K)."""
         return self.occ_head(self.bev_neck(self.bev_backbone(bev)))
 
-    def forward(self, batch: dict, plan: PoolingIndices | None = None) -> dict:
+    def forward(self, batch: dict, plan: PoolingIndices | None = None, history: tp.BEVHistory | None = None) -> dict:
         """batch: imgs (B, N, 3, H, W) and, unless ``plan`` is given, the geometry cam2ego (B, N, 4, 4),
-        K (B, N, 3, 3), img_aug (B, N, 3, 3), bev_aug (B, 4, 4).
+        K (B, N, 3, 3), img_aug (B, N, 3, 3), bev_aug (B, 4, 4). Temporal models: see :meth:`forward_temporal`.
 
         -> occ_logits (B, Dx, Dy, Dz, K), occ (B, Dx, Dy, Dz) labels (outside training),
         seg_logits (B, N, K2d, h, w) or None, depth (B*N, D, h, w)."""
+        if self.num_adj:
+            return self.forward_temporal(batch, plan, history)
+        if history is not None:
+            raise tp.TemporalError("history: given to a single-frame model (model.temporal.num_adj is 0)")
         imgs = batch["imgs"]
         b, n = imgs.shape[:2]
         if plan is None:
@@ -88,6 +110,98 @@ class PriorOcc(nn.Module):
         bev, depth = self.features_to_bev(feats, plan)  # (B, C_bev, Dy, Dx)
         logits = self.bev_to_logits(bev)  # (B, Dx, Dy, Dz, K)
         out = dict(occ_logits=logits, depth=depth, seg_logits=None if seg is None else seg.unflatten(0, (b, n)))
+        if not self.training:
+            out["occ"] = occ_labels(logits)
+        return out
+
+    # ------------------------------------------------------------------ temporal (num_adj > 0)
+    def history_key(self) -> str:
+        """Identity of the BEV features this model produces (config + depth net weights)."""
+        return tp.history_key(dataclasses.asdict(self.cfg), self.view_transformer.depth_net.weight)
+
+    @property
+    def bev_lower_step(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        """((x_min, y_min), (step_x, step_y)) of the BEV grid: cell index <-> metres."""
+        g = self.cfg.grid
+        return (g.x[0], g.y[0]), (g.x[2], g.y[2])
+
+    def frame_to_bev(self, imgs: torch.Tensor, plan: PoolingIndices):
+        """One frame: (B, N, 3, H, W) -> (bev (B, C_bev, Dy, Dx) after the pre-process net,
+        depth (B*N, D, h, w), seg logits (B*N, K, h, w) or None)."""
+        feats, seg = self.inject(self.encode_images(imgs.flatten(0, 1)))  # (B*N, C, h, w)
+        bev, depth = self.features_to_bev(feats, plan)  # (B, C_bev, Dy, Dx)
+        if self.pre_process_net is not None:
+            bev = self.pre_process_net(bev)[0]
+        return bev, depth, seg
+
+    def bev_shape(self, b: int) -> tuple[int, int, int, int]:
+        """(B, C_bev * Dz, Dy, Dx) of one frame's BEV map."""
+        dx, dy, dz = self.cfg.grid.size_xyz
+        return (b, self.cfg.view_transformer.out_channels * dz, dy, dx)
+
+    def forward_sequential(self, imgs: torch.Tensor, plan: PoolingIndices, prev: torch.Tensor, valid: torch.Tensor,
+                           curr2adj: torch.Tensor):
+        """The sequential mode's network, also the exported temporal graph's: the current images
+        (B, N, 3, H, W) and the history as tensors (:func:`.temporal.history_inputs`: prev
+        (B, A, C, Dy, Dx), valid (A,), curr2adj (B, A, 4, 4)) -> (occ logits (B, Dx, Dy, Dz, K),
+        seg logits (B*N, K2d, h, w) or None, depth (B*N, D, h, w), this frame's bev (B, C, Dy, Dx))."""
+        bev, depth, seg = self.frame_to_bev(imgs, plan)
+        logits = self.bev_to_logits(tp.fuse_past(bev, prev, valid, curr2adj, *self.bev_lower_step))
+        return logits, seg, depth, bev
+
+    def past_bevs(self, batch: dict, imgs: torch.Tensor, ego2global: torch.Tensor) -> list[torch.Tensor]:
+        """Non-sequential mode: the num_adj past frames of ``batch["adj"]`` (index 0 = t-1), computed
+        without gradient and aligned to the current key ego -> num_adj x (B, C, Dy, Dx)."""
+        adj = batch.get("adj")
+        if not isinstance(adj, (list, tuple)) or len(adj) != self.num_adj:
+            got = f"{len(adj)} frames" if isinstance(adj, (list, tuple)) else repr(type(adj).__name__)
+            raise tp.TemporalError(f"batch['adj']: expected a list of {self.num_adj} past frames (t-1 first), got {got}")
+        b = imgs.shape[0]
+        bev_aug = batch["bev_aug"]
+        lower, step = self.bev_lower_step
+        out = []
+        for i, a in enumerate(adj):
+            where = f"batch['adj'][{i}]"
+            for k, shape in (("imgs", imgs.shape), ("cam2ego", batch["cam2ego"].shape), ("K", batch["K"].shape),
+                             ("img_aug", batch["img_aug"].shape)):
+                if not isinstance(a.get(k), torch.Tensor) or a[k].shape != shape:
+                    got = tuple(a[k].shape) if isinstance(a.get(k), torch.Tensor) else "missing"
+                    raise tp.TemporalError(f"{where}['{k}']: {got}, expected {tuple(shape)} as the current frame's "
+                                           "(same cameras, same image size)")
+            e_adj = tp.check_pose(a.get("ego2global"), f"{where}['ego2global']", b)
+            with torch.no_grad():
+                if self.cfg.temporal.align_after_view_transformation:
+                    plan = self.planner(a["cam2ego"], a["K"], a["img_aug"], bev_aug)
+                    f = self.frame_to_bev(a["imgs"], plan)[0]
+                    f = tp.warp_bev(f, tp.augment_curr2adj(tp.curr2adj_from_poses(ego2global, e_adj), bev_aug),
+                                    lower, step)
+                else:
+                    cam2curr = tp.adjcam2currego(a["cam2ego"], e_adj, ego2global)
+                    f = self.frame_to_bev(a["imgs"], self.planner(cam2curr, a["K"], a["img_aug"], bev_aug))[0]
+            out.append(f)
+        return out
+
+    def forward_temporal(self, batch: dict, plan: PoolingIndices | None, history: tp.BEVHistory | None) -> dict:
+        """batch: the current frame's keys as :meth:`forward` plus ego2global (B, 4, 4) (the pose of
+        its key ego), optional stamp (B,) seconds and, without ``history``, adj: num_adj dicts (t-1
+        first) of imgs, cam2ego, K, img_aug, ego2global. With ``history`` (sequential mode): only
+        the current images are encoded; outputs["history"] is the history after this frame."""
+        imgs = batch["imgs"]
+        b, n = imgs.shape[:2]
+        if plan is None:
+            plan = self.planner(*(batch[k] for k in GEOMETRY_KEYS))
+        ego2global = tp.check_pose(batch.get("ego2global"), "batch['ego2global']", b)
+        out = {}
+        if history is None:
+            bev, depth, seg = self.frame_to_bev(imgs, plan)  # (B, C, Dy, Dx)
+            logits = self.bev_to_logits(torch.cat([bev] + self.past_bevs(batch, imgs, ego2global), dim=1))
+        else:  # missing past frames (a scene's start, a reset): the current frame stands in
+            key, bev_aug = self.history_key(), batch["bev_aug"]
+            prev, valid, curr2adj = tp.history_inputs(history, key, self.num_adj, self.bev_shape(b), ego2global, bev_aug)
+            logits, seg, depth, bev = self.forward_sequential(imgs, plan, prev, valid, curr2adj)
+            out["history"] = tp.push_history(history, key, self.num_adj, bev, ego2global,
+                                             tp.frame_stamp(batch.get("stamp"), b, bev.device), bev_aug)
+        out.update(occ_logits=logits, depth=depth, seg_logits=None if seg is None else seg.unflatten(0, (b, n)))
         if not self.training:
             out["occ"] = occ_labels(logits)
         return out
