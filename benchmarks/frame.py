@@ -67,7 +67,8 @@ def time_outputs(pipe, occ: np.ndarray, repeats: int) -> dict:
 def work_frame(spec: dict) -> dict:
     import resource
 
-    from benchmarks.run import frame_inputs, matmul_peaks
+    from benchmarks.inputs import frame_inputs
+    from benchmarks.measure import matmul_peaks
     from priorocc_core.backends import make_predictor
     from priorocc_ros.msgs import header, new_msg, serialize
     from priorocc_ros.pipeline import OccupancyPipeline, PipelineOptions

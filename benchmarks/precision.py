@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     for w in a.calib_world:
         calib.extend(world_frames(w, cfg, a.version, limit=a.frames - len(calib)))
     if a.real:
-        from benchmarks.inputs import load_real_keyframe
+        from priorocc_core.data.real_keyframe import load_real_keyframe
 
         calib.append(load_real_keyframe(a.real))
     calib = calib[: a.frames]
@@ -133,7 +133,7 @@ def main(argv=None) -> int:
                         mask=s["mask_camera"].numpy().astype(bool)))
     timing_frames = list(val)
     if a.real:
-        from benchmarks.inputs import load_real_keyframe
+        from priorocc_core.data.real_keyframe import load_real_keyframe
 
         timing_frames.append(load_real_keyframe(a.real))
     res["matmul_openvino"] = openvino_matmul_rates()

@@ -25,7 +25,6 @@ from priorocc_core.classes import CAMERAS
 from priorocc_ros.bagio import AtomicBagWriter
 from priorocc_ros.calibration import make_camera_info, matrix_to_transform_stamped
 from priorocc_ros.msgs import header, new_msg
-from tests.ros_helpers import REPO
 from priorocc_ros.transport.base import SENSOR_DATA_QOS, TF_STATIC_QOS
 
 
@@ -89,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from priorocc_ros.occupancy_node import _parse_param
     from priorocc_ros.replay import replay
-    from tests.ros_helpers import make_tiny_checkpoint
+    from benchmarks.inputs import make_tiny_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="priorocc_bench_") as tmp:
         tmp = Path(tmp)

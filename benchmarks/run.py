@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.measure import matmul_peaks, timeit  # noqa: E402
 from priorocc_core.autoselect import cpu_flags, cpu_name  # noqa: E402
 
 CONFIG_DIR = ROOT / "training" / "configs"
@@ -44,41 +45,6 @@ def loadavg() -> list[float]:
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-
-
-def timeit(fn, repeats: int, warmup: int = 2) -> dict:
-    """Median / min / all of ``repeats`` wall-clock runs after ``warmup`` runs."""
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return {"median_s": statistics.median(ts), "min_s": min(ts), "runs_s": ts}
-
-
-def matmul_peaks(size: int, repeats: int) -> dict:
-    """Achieved GFLOP/s of one (size x size) @ (size x size) torch.mm in fp32 and in bf16."""
-    import torch
-
-    out = {"size": size, "torch_threads": torch.get_num_threads()}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        a = torch.randn(size, size).to(dtype)
-        b = torch.randn(size, size).to(dtype)
-        t = timeit(lambda: torch.mm(a, b), repeats, warmup=1)
-        out[f"{name}_gflops"] = 2 * size ** 3 / t["min_s"] / 1e9
-    return out
-
-
-def frame_inputs(kind: str) -> dict:
-    from benchmarks.inputs import REAL_ROOT, load_real_keyframe, synthetic_frame
-
-    if kind == "real":
-        if not (REAL_ROOT / "v1.0-mini").is_dir():
-            raise FileNotFoundError(f"{REAL_ROOT}: the real keyframe is absent")
-        return load_real_keyframe()
-    return synthetic_frame(seed=0)
 
 
 def decode_jpegs(jpegs) -> list:
@@ -105,6 +71,7 @@ def decode_jpegs_draft(jpegs, input_hw) -> list:
 # =========================================================================== workers
 def work_stages(spec: dict) -> dict:
     """Per-stage latency and FLOPs of one config, torch eager fp32 NCHW, 1 x N x 3 x H x W."""
+    from benchmarks.inputs import frame_inputs
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -171,6 +138,7 @@ def work_stages(spec: dict) -> dict:
 
 def work_backend(spec: dict) -> dict:
     """One backend / precision: frame latency from 1600x900 JPEGs, node overhead, labels, RSS."""
+    from benchmarks.inputs import frame_inputs
     import numpy as np
     import torch
 
@@ -227,6 +195,7 @@ def work_backend(spec: dict) -> dict:
 
 def work_pool(spec: dict) -> dict:
     """BEV pooling vs the cumulative-sum reference on identical inputs (R50 geometry)."""
+    from benchmarks.inputs import frame_inputs
     import numpy as np
     import torch
 

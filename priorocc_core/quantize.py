@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     ap.add_argument("checkpoint", help="checkpoint directory")
     ap.add_argument("--world", action="append", default=[], help="nuScenes-format world for calibration (repeatable)")
     ap.add_argument("--version", default="v1.0-mini", help="table version of the worlds")
-    ap.add_argument("--real", default=None, help="folder of the real nuScenes keyframe (benchmarks.inputs layout)")
+    ap.add_argument("--real", default=None, help="folder of the real nuScenes keyframe (v1.0-mini tables of one sample, as ../shared/data/nuscenes-real)")
     ap.add_argument("--frames", type=int, default=300, help="calibration frames at most (default 300)")
     ap.add_argument("-o", "--output", default=None, help="IR to write (default <checkpoint>/openvino/int8.xml)")
     a = ap.parse_args(argv)
@@ -112,8 +112,7 @@ def main(argv=None) -> int:
             return 2
         frames.extend(world_frames(w, cfg, a.version, limit=max(0, budget - len(frames))))
     if a.real:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from benchmarks.inputs import load_real_keyframe
+        from .data.real_keyframe import load_real_keyframe
 
         try:
             frames.append(load_real_keyframe(a.real))

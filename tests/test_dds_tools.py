@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
-from priorocc_ros.dds.local_only import loopback_env, unique_domain_id
+from benchmarks.local_dds import loopback_env, unique_domain_id
 from priorocc_ros.msgs import new_msg, typestore
 
 PY = sys.executable
