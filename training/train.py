@@ -25,7 +25,10 @@ What it does
   renamed into place.
 - --resume continues exactly: the data order and the augmentation of every sample are a function of
   (seed, epoch, position) only, and all states above are restored, so N steps in one go and
-  N/2 + resume + N/2 give the same loss curve on CPU.
+  N/2 + resume + N/2 give the same loss curve, bitwise on CPU on one machine at one torch thread
+  count, whatever the load (no training op sums in an order set by thread timing: see
+  model/bev_pool.py). Another thread count or CPU (ISA) splits reductions differently: close, not
+  bitwise; the log says so when the thread count changed.
 """
 from __future__ import annotations
 
@@ -331,6 +334,7 @@ def save_training_checkpoint(ckpt_dir: Path, model, cfg: Config, opt, ema: Optio
             "epoch": epoch,
             "iter_in_epoch": iter_in_epoch,
             "world_size": world,
+            "torch_threads": torch.get_num_threads(),
             "seed": cfg.train.seed,
             "optimizer": opt_json,
             "ema": ema.meta() if ema is not None else None,
@@ -492,6 +496,9 @@ def train(cfg: Config, work_dir: Path, resume: Optional[str] = None, load_from: 
             scaler.load_state_dict(js["scaler"])
         step, epoch, start_in_epoch = js["step"], js["epoch"], js["iter_in_epoch"]
         rank_key = f"rank{dd.rank}." if js["world_size"] == dd.world else "rank0."
+        if js.get("torch_threads", torch.get_num_threads()) != torch.get_num_threads():
+            log(f"note: the run had {js['torch_threads']} torch threads, this one {torch.get_num_threads()}: "
+                "reductions split differently, so the losses follow the run closely but not bitwise")
         if js["world_size"] != dd.world:
             log(f"warning: resuming a {js['world_size']}-process run on {dd.world} processes; "
                 "data order and RNG streams will differ from an uninterrupted run")
