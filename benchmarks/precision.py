@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from priorocc_core.atomic import atomic_write_bytes  # noqa: E402
+
 
 def openvino_matmul_rates(n: int = 1024, repeats: int = 5) -> dict:
     """GFLOP/s of an (n x n) @ (n x n) product compiled by OpenVINO for the CPU, as a 1x1
@@ -182,7 +184,7 @@ def main(argv=None) -> int:
     res["int8_speedup_vs_openvino_bf16"] = statistics.median(
         x / y for x, y in zip(net["openvino-bf16"], net["openvino-int8"]))
     res["loadavg_end"] = load()
-    Path(a.out).write_text(json.dumps(res, indent=1))
+    atomic_write_bytes(a.out, json.dumps(res, indent=1).encode())
     print(json.dumps({k: v for k, v in res.items() if k != "rows"}, indent=1))
     return 0
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from priorocc_core.atomic import atomic_write_bytes
 from priorocc_core.classes import CAMERAS
 from priorocc_ros.bagio import AtomicBagWriter
 from priorocc_ros.calibration import make_camera_info, matrix_to_transform_stamped
@@ -121,12 +122,12 @@ def main(argv: list[str] | None = None) -> int:
                           f"output); network p50 {net:.3f} s; steady throughput x network {steady * net:.3f}",
                           flush=True)
             if args.json:
-                Path(args.json).write_text(json.dumps(runs, indent=2))
+                atomic_write_bytes(args.json, json.dumps(runs, indent=2).encode())
             return 0
         s = replay(tmp / "in", tmp / "out", predictor=predictor, parameters=params)
     print(s.text())
     if args.json:
-        Path(args.json).write_text(json.dumps(s.as_dict(), indent=2))
+        atomic_write_bytes(args.json, json.dumps(s.as_dict(), indent=2).encode())
     return 0
 
 

@@ -30,6 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.measure import matmul_peaks, timeit  # noqa: E402
+from priorocc_core.atomic import atomic_write_bytes  # noqa: E402
 from priorocc_core.autoselect import cpu_flags, cpu_name  # noqa: E402
 
 CONFIG_DIR = ROOT / "training" / "configs"
@@ -432,10 +433,7 @@ def main(argv=None) -> int:
     def save():
         results["elapsed_s"] = time.perf_counter() - t_start
         results["loadavg_end"] = loadavg()
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_path.with_name(f".{out_path.name}.tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        os.replace(tmp, out_path)
+        atomic_write_bytes(out_path, json.dumps(results, indent=1).encode())
 
     if "stages" in sections:
         log(f"[stages] {stage_config}, torch eager fp32, {frame} frame")

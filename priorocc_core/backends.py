@@ -80,13 +80,15 @@ class TorchRunner:
 
     Reduced precision casts the weights (not autocast: on CPU, autocast re-casts every weight
     per call and measured barely faster than fp32). The geometry and the pooling plan stay fp32
-    (model/plan.py), the BEV pooling sums too (view_transformer.py).
+    (model/plan.py), the BEV pooling sums too (view_transformer.py). ``logits``: the output also
+    holds the occupancy logits (B, Dx, Dy, Dz, K) as float16 (training/evaluate.py --save-logits).
     """
 
     def __init__(self, model: torch.nn.Module, cfg: Config, device: str | torch.device = "cpu",
                  precision: str = "fp32", channels_last: bool = True, compile: bool = False,
-                 threads: int | None = None):
+                 threads: int | None = None, logits: bool = False):
         set_threads(threads)
+        self.logits = bool(logits)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.dtype = _DTYPES[precision]
@@ -109,8 +111,11 @@ class TorchRunner:
             plan = plan.to(self.device)
         out = self._forward({"imgs": x}, plan)
         seg = out["seg_logits"]
-        return dict(occ=out["occ"].to(torch.uint8).cpu().numpy(),
-                    seg=None if seg is None else seg_labels(seg, self.input_size).to(torch.uint8).cpu().numpy())
+        res = dict(occ=out["occ"].to(torch.uint8).cpu().numpy(),
+                   seg=None if seg is None else seg_labels(seg, self.input_size).to(torch.uint8).cpu().numpy())
+        if self.logits:
+            res["logits"] = out["occ_logits"].to(torch.float16).cpu().numpy()
+        return res
 
 
 # --------------------------------------------------------------------------- exported graph (ORT / OpenVINO)

@@ -23,6 +23,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from .atomic import atomic_write_files
 from .backends import default_int8_path  # noqa: F401  (the IR this tool writes and backends reads)
 from .config import Config
 
@@ -74,15 +75,9 @@ def quantize_openvino(onnx_path, cfg: Config, frames: Iterable[dict], out_xml, s
                       preset=nncf.QuantizationPreset.PERFORMANCE, fast_bias_correction=fast_bias_correction,
                       ignored_scope=nncf.IgnoredScope(patterns=list(keep_float), validate=False))
     out = Path(out_xml)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".tmp.xml")
-    try:
-        ov.save_model(q, str(tmp), compress_to_fp16=False)
-        tmp.with_suffix(".bin").replace(out.with_suffix(".bin"))
-        tmp.replace(out)
-    finally:
-        for t in (tmp, tmp.with_suffix(".bin")):
-            t.unlink(missing_ok=True)
+    # the weights first, the .xml that readers open last
+    atomic_write_files([out.with_suffix(".bin"), out],
+                       lambda folder: ov.save_model(q, str(folder / out.name), compress_to_fp16=False))
     return out
 
 

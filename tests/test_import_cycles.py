@@ -192,3 +192,33 @@ def test_every_module_imports_alone():
     assert res.returncode == 0, res.stderr[-3000:]
     failed = json.loads(res.stdout.strip().splitlines()[-1])
     assert not failed, failed
+
+
+def renames_outside_atomic() -> list[str]:
+    """Calls that move a file into place (os.replace / os.rename / shutil.move, ``path.replace(x)`` /
+    ``path.rename(x)`` with one argument) anywhere but priorocc_core/atomic.py."""
+    found = []
+    for mod, path in modules(("priorocc_core", "priorocc_ros", "training", "benchmarks")).items():
+        if mod == "priorocc_core.atomic":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            f, owner = node.func.attr, node.func.value
+            named = isinstance(owner, ast.Name) and (owner.id, f) in {("os", "replace"), ("os", "rename"),
+                                                                      ("shutil", "move")}
+            method = f in ("replace", "rename") and len(node.args) == 1 and not node.keywords
+            if named or method:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return found
+
+
+def test_every_atomic_write_goes_through_the_one_helper():
+    """Files are moved into place only in priorocc_core/atomic.py (atomic_write_bytes / _with / _files,
+    replace_dir): no writer renames a temporary file of its own.
+
+    Mutation caught: save_calibration_yaml written back as ``tmp.write_text(...)`` +
+    ``os.replace(tmp, p)`` (names priorocc_ros/calibration.py and its line); the tree of issue 24
+    failed it in quantize.py, calibration.py, bagio.py, ablation.py and benchmarks/run.py."""
+    found = renames_outside_atomic()
+    assert not found, "moved into place outside priorocc_core/atomic.py: " + ", ".join(found)

@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
 from ablation import GROUPS, fmt, group_miou, write_section  # noqa: E402
+from priorocc_core.atomic import atomic_write_bytes  # noqa: E402
 from priorocc_core.classes import OCC_CLASSES  # noqa: E402
 
 MARK_BEGIN, MARK_END = "<!-- demo_report.py:begin -->", "<!-- demo_report.py:end -->"
@@ -128,7 +129,7 @@ def main(argv=None) -> int:
     if a.train_command:
         L += ["", "Training command:", "", "```bash", a.train_command, "```"]
     text = "\n".join(L) + "\n"
-    (out / "demo_report.md").write_text(text)
+    atomic_write_bytes(out / "demo_report.md", text.encode())
     if a.results_md:
         write_section(Path(a.results_md), text, MARK_BEGIN, MARK_END)
     print(text)

@@ -44,10 +44,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from priorocc_core import cli  # noqa: E402
-from priorocc_core.checkpoint import atomic_write_bytes, load_checkpoint  # noqa: E402
+from priorocc_core.atomic import atomic_write_bytes  # noqa: E402
+from priorocc_core.checkpoint import load_checkpoint  # noqa: E402
 from priorocc_core.config import Config, GridConfig, load_config  # noqa: E402
 from priorocc_core.metrics import OccMIoU, RayIoU, SegMIoU, format_table  # noqa: E402
-from priorocc_core.model.postprocess import seg_labels  # noqa: E402
 
 EMA_TENSORS = "ema.safetensors"
 
@@ -142,24 +142,25 @@ def load_model(ckpt: str, device: torch.device, weights: str = "auto"):
     return model.to(device).eval(), cfg, which
 
 
-class TorchRunner:
-    """Runs the network on dataset batches (already preprocessed at test-time augmentation)."""
+class BatchRunner:
+    """Dataset batches (already preprocessed at test-time augmentation) through the one torch runner,
+    :class:`priorocc_core.backends.TorchRunner` (fp32, NCHW as the model trains), with the model's own
+    pooling planner for each batch's geometry."""
 
-    def __init__(self, model, device, keep_logits: bool = False):
-        self.model, self.device, self.keep_logits = model, device, keep_logits
+    def __init__(self, model, cfg: Config, device, keep_logits: bool = False):
+        from priorocc_core.backends import TorchRunner
+
+        self.runner = TorchRunner(model, cfg, device, precision="fp32", channels_last=False, logits=keep_logits)
+        self.planner = model.planner
         self.logits = None  # (B, Dx, Dy, Dz, K) float16 of the last batch, when keep_logits
 
-    @torch.no_grad()
     def __call__(self, batch: dict):
-        x = {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-        out = self.model(x)
-        if self.keep_logits:
-            self.logits = out["occ_logits"].to(torch.float16).cpu().numpy()
-        occ = out["occ"].to(torch.uint8).cpu().numpy()
-        seg = None
-        if out.get("seg_logits") is not None and "seg_labels" in batch:
-            seg = seg_labels(out["seg_logits"], tuple(batch["seg_labels"].shape[-2:])).to(torch.uint8).cpu().numpy()
-        return occ, seg
+        from priorocc_core.model.priorocc import GEOMETRY_KEYS
+
+        plan = self.planner(*(batch[k].to(self.runner.device) for k in GEOMETRY_KEYS))
+        out = self.runner(batch["imgs"], plan)
+        self.logits = out.get("logits")
+        return out["occ"], (out["seg"] if "seg_labels" in batch else None)
 
 
 class PredictorRunner:
@@ -238,7 +239,7 @@ def evaluate_model(cfg: Config, ckpt: str, split: str, backend: str = "torch", d
     if save_logits and not in_process:
         raise cli.OptionError("--save-logits: only with --backend torch --precision fp32 without --via-predictor")
     if in_process:
-        runner = TorchRunner(model, dev, keep_logits=save_logits)
+        runner = BatchRunner(model, model_cfg, dev, keep_logits=save_logits)
     else:
         runner = PredictorRunner(model, model_cfg, ckpt, backend, str(dev), precision)
     loader = DataLoader(Subset(ds, range(n)), batch_size=batch_size, shuffle=False, collate_fn=collate,

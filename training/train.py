@@ -55,10 +55,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from priorocc_core.atomic import remove_stale_temps, replace_dir, temp_dir_for  # noqa: E402
+from priorocc_core.atomic import atomic_write_bytes, remove_stale_temps, replace_dir, temp_dir_for  # noqa: E402
 from priorocc_core.checkpoint import (  # noqa: E402
     CheckpointError,
-    atomic_write_bytes,
     read_checkpoint,
     save_checkpoint,
     save_tensors_atomic,
@@ -341,12 +340,12 @@ def save_training_checkpoint(ckpt_dir: Path, model, cfg: Config, opt, ema: Optio
             "scaler": scaler.state_dict() if scaler is not None else None,
             "rng": rng_json,
         }
-        atomic_write_bytes(tmp / STATE_JSON, json.dumps(js).encode())
+        atomic_write_bytes(tmp / STATE_JSON, json.dumps(js).encode(), fsync=True)
         replace_dir(tmp, ckpt_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    atomic_write_bytes(ckpt_dir.parent / "latest", ckpt_dir.name.encode())
+    atomic_write_bytes(ckpt_dir.parent / "latest", ckpt_dir.name.encode(), fsync=True)
     return ckpt_dir
 
 
@@ -433,7 +432,7 @@ def train(cfg: Config, work_dir: Path, resume: Optional[str] = None, load_from: 
         # what a run killed while writing left behind (e.g. a half-written .iter_*.tmp-* folder)
         for stale in [p for d in (work_dir, work_dir / "checkpoints", work_dir / "final") for p in remove_stale_temps(d)]:
             log(f"removed {stale} (left by an interrupted write)")
-        atomic_write_bytes(work_dir / "config.yaml", cfg.to_yaml().encode())
+        atomic_write_bytes(work_dir / "config.yaml", cfg.to_yaml().encode(), fsync=True)
     dd.barrier()
     tc = cfg.train
 
@@ -507,7 +506,7 @@ def train(cfg: Config, work_dir: Path, resume: Optional[str] = None, load_from: 
         if dd.main and (work_dir / "losses.jsonl").is_file():  # drop records past the checkpoint
             lines = [ln for ln in (work_dir / "losses.jsonl").read_text().splitlines()
                      if ln.strip() and json.loads(ln)["step"] <= step]
-            atomic_write_bytes(work_dir / "losses.jsonl", ("\n".join(lines) + ("\n" if lines else "")).encode())
+            atomic_write_bytes(work_dir / "losses.jsonl", ("\n".join(lines) + ("\n" if lines else "")).encode(), fsync=True)
 
     writer = None
     if dd.main:
@@ -641,7 +640,7 @@ def train(cfg: Config, work_dir: Path, resume: Optional[str] = None, load_from: 
     summary = {"steps": step, "final": str(work_dir / "final"), "last_checkpoint": str(final_ck) if final_ck else None,
                "last_losses": last_losses, "wall_s": wall, "world_size": dd.world}
     if dd.main:
-        atomic_write_bytes(work_dir / "train_summary.json", json.dumps(summary, indent=1).encode())
+        atomic_write_bytes(work_dir / "train_summary.json", json.dumps(summary, indent=1).encode(), fsync=True)
     dd.close()
     return summary
 
