@@ -82,10 +82,10 @@ def parse_args(argv=None):
 class Evaluator:
     """Accumulates every metric; add() takes one sample."""
 
-    def __init__(self, rayiou: bool = True, no_mask: bool = False, device: Optional[str] = None):
+    def __init__(self, grid: GridConfig, rayiou: bool = True, no_mask: bool = False, device: Optional[str] = None):
         self.occ = OccMIoU()
         self.occ_all = OccMIoU() if no_mask else None
-        self.ray = RayIoU(device=device) if rayiou else None  # ray casting on CUDA when given
+        self.ray = RayIoU(device=device, grid=grid) if rayiou else None  # ray casting on CUDA when given
         self.seg = SegMIoU()
         self.n = 0
         self.origin_source: set[str] = set()
@@ -244,7 +244,7 @@ def evaluate_model(cfg: Config, ckpt: str, split: str, backend: str = "torch", d
         runner = PredictorRunner(model, model_cfg, ckpt, backend, str(dev), precision)
     loader = DataLoader(Subset(ds, range(n)), batch_size=batch_size, shuffle=False, collate_fn=collate,
                         num_workers=cfg.data.num_workers)
-    ev = Evaluator(rayiou=rayiou, no_mask=no_mask, device=str(dev) if dev.type == "cuda" else None)
+    ev = Evaluator(model_cfg.model.grid, rayiou=rayiou, no_mask=no_mask, device=str(dev) if dev.type == "cuda" else None)
     origins = OriginFinder(ds)
     bar = None
     if progress:
@@ -295,9 +295,11 @@ def _save_npz(path: Path, arrays: dict) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def evaluate_pred_dir(pred_dir: str, gt_root: str, rayiou: bool = True, no_mask: bool = False,
-                      max_samples: int = 0, occ_size: tuple[int, int, int] = GridConfig().occ_size) -> dict:
-    """Score ``<pred_dir>/<token>.npz`` files against ``<gt_root>/<scene>/<token>/labels.npz``."""
+def evaluate_pred_dir(pred_dir: str, gt_root: str, grid: GridConfig, rayiou: bool = True, no_mask: bool = False,
+                      max_samples: int = 0) -> dict:
+    """Score ``<pred_dir>/<token>.npz`` files on ``grid`` (the config's) against
+    ``<gt_root>/<scene>/<token>/labels.npz``."""
+    occ_size = tuple(grid.occ_size)
     from priorocc_core.data.io import load_occ_gt
 
     pred_dir, gt_root = Path(pred_dir), Path(gt_root)
@@ -311,7 +313,7 @@ def evaluate_pred_dir(pred_dir: str, gt_root: str, rayiou: bool = True, no_mask:
         files = files[:max_samples]
     if not files:
         raise SystemExit(f"--pred-dir {pred_dir}: no .npz predictions")
-    ev = Evaluator(rayiou=rayiou, no_mask=no_mask)
+    ev = Evaluator(grid, rayiou=rayiou, no_mask=no_mask)
     for f in files:
         token = f.stem
         if token not in gts:
@@ -371,8 +373,8 @@ def _main(argv) -> int:
     split = args.split or "val"
     if args.pred_dir:
         gt_root = args.gt_root or cfg.data.occ_root or str(Path(cfg.data.dataroot) / "gts")
-        r = evaluate_pred_dir(args.pred_dir, gt_root, not args.no_rayiou, args.also_no_mask, args.max_samples,
-                              cfg.model.grid.occ_size)
+        r = evaluate_pred_dir(args.pred_dir, gt_root, cfg.model.grid, not args.no_rayiou, args.also_no_mask,
+                              args.max_samples)
         out = Path(args.out) if args.out else Path(args.pred_dir) / "eval.json"
     else:
         if not args.checkpoint:
