@@ -155,9 +155,11 @@ def test_resume_continues_exactly(tiny_data, tmp_path):
     resume: two uninterrupted runs in one process already differed from step 2 on, in the gradients of
     everything upstream of the BEV pooling, because the backward of ``x[ranks]`` in
     bev_pool_index_add adds with atomics across threads (order set by thread timing, so by load).
-    index_select's backward sums in a fixed order. Not guaranteed, and not asserted: resuming at
-    another thread count or on another ISA (avx2 vs avx512 / AMX kernels, bf16 autocast) -- reductions
-    split differently there.
+    index_select's backward sums in a fixed order. Seen bitwise on an avx512_bf16 EPYC (2 threads,
+    loaded): fp32, bf16 autocast (train.amp=true), and avx2 kernels (ATEN_CPU_CAPABILITY=avx2
+    ONEDNN_MAX_CPU_ISA=AVX2). Not guaranteed, and not asserted: resuming at another thread count or on
+    another ISA -- reductions split differently there (the avx2 and avx512 runs differ from each
+    other in the 7th digit of loss_2d_seg).
 
     Mutation caught: bev_pool_index_add gathering with ``x[ranks]`` again (2 threads, loaded 2-core
     machine: loss_occ differed at step 3 by 8e-8 relative, 11 M final weight values differed)."""
