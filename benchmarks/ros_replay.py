@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.inputs import REAL_ROOT
 from priorocc_core.atomic import atomic_write_bytes
 from priorocc_core.classes import CAMERAS
 from priorocc_ros.bagio import AtomicBagWriter
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.ros_replay")
     ap.add_argument("--checkpoint", default=None, help="default: a tiny model (training/configs/tiny.yaml)")
     ap.add_argument("--sets", type=int, default=20)
-    ap.add_argument("--real-root", default=str(REPO.parent / "shared" / "data" / "nuscenes-real"))
+    ap.add_argument("--real-root", default=str(REAL_ROOT))
     ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE")
     ap.add_argument("--json", default=None)
     ap.add_argument("--gt-occupancy", default=None, metavar="LABELS_NPZ",
