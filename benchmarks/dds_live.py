@@ -35,7 +35,7 @@ import numpy as np
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
 from priorocc_core.classes import CAMERAS
-from priorocc_ros.dds.local_only import loopback_env
+from benchmarks.local_dds import loopback_env
 from priorocc_ros.msgs import typestore
 
 PY = sys.executable

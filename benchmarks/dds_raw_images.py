@@ -49,7 +49,7 @@ def main(argv=None):
                     help="subscriber history depth (5 = the node's sensor-data QoS; deeper separates transport loss "
                          "from samples overwritten while the subscriber is busy)")
     a = ap.parse_args(argv)
-    from priorocc_ros.dds import local_only as loopback
+    from benchmarks import local_dds as loopback
 
     env = loopback.loopback_env(domain_id=loopback.unique_domain_id(os.getpid() + 77))
     if a.config == "documented":

@@ -22,18 +22,19 @@ ROOT = Path(__file__).resolve().parents[1]
 OCC3D_REAL = ROOT.parent / "shared" / "data" / "occ3d-real"
 
 
-def fixed_volume(n: int = 40_000, seed: int = 0) -> tuple[np.ndarray, str]:
-    """The real Occ3D labels when present, else ``n`` random occupied voxels; -> (occ, what)."""
+def fixed_volume(occ_size: tuple[int, int, int], n: int = 40_000, seed: int = 0) -> tuple[np.ndarray, str]:
+    """On the model's grid ``occ_size``: the real Occ3D labels when present, else ``n`` random occupied
+    voxels; -> (occ, what)."""
     files = sorted(OCC3D_REAL.glob("*/labels.npz"))
     if files:
         from priorocc_core.data.io import load_occ_gt
 
-        occ = np.asarray(load_occ_gt(files[0])["semantics"]).astype(np.uint8)
+        occ = np.asarray(load_occ_gt(files[0], tuple(occ_size))["semantics"]).astype(np.uint8)
         return occ, f"real Occ3D labels {files[0].parent.name}"
     from priorocc_core.classes import FREE, NUM_OCC_CLASSES
 
     rng = np.random.default_rng(seed)
-    occ = np.full((200, 200, 16), FREE, np.uint8)
+    occ = np.full(tuple(occ_size), FREE, np.uint8)
     occ.reshape(-1)[rng.choice(occ.size, n, replace=False)] = rng.integers(0, NUM_OCC_CLASSES - 1, n)
     return occ, f"{n} random occupied voxels"
 
@@ -67,7 +68,8 @@ def time_outputs(pipe, occ: np.ndarray, repeats: int) -> dict:
 def work_frame(spec: dict) -> dict:
     import resource
 
-    from benchmarks.run import frame_inputs, matmul_peaks
+    from benchmarks.inputs import frame_inputs
+    from benchmarks.measure import matmul_peaks
     from priorocc_core.backends import make_predictor
     from priorocc_ros.msgs import header, new_msg, serialize
     from priorocc_ros.pipeline import OccupancyPipeline, PipelineOptions
@@ -107,7 +109,7 @@ def work_frame(spec: dict) -> dict:
                               "decoded_hw": list(pipe.decode(msgs, frame["K"])[0][0].shape[:2]),
                               "output_bytes": sum(outputs_bytes), "occupied": r.num_occupied}
     res["fast_vs_exact_voxel_agreement"] = float((occs["fast"] == occs["exact"]).mean())
-    vol, what = fixed_volume()
+    vol, what = fixed_volume(pred.cfg.model.grid.occ_size)
     res["outputs_fixed_volume"] = dict(time_outputs(pipe, vol, reps), volume=what)
     best_net = min(m["network_s"] for m in res["modes"].values())
     res["outputs_fixed_volume"]["build_fraction_of_network"] = res["outputs_fixed_volume"]["build_total_s"] / best_net

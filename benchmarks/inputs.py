@@ -1,4 +1,5 @@
-"""Benchmark / test inputs: the real nuScenes keyframe in ../shared/data, or a synthetic rig."""
+"""Benchmark / test inputs: the real nuScenes keyframe in ../shared/data (loaded by
+:mod:`priorocc_core.data.real_keyframe`), a synthetic rig, a tiny random checkpoint."""
 from __future__ import annotations
 
 import io
@@ -7,34 +8,32 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from priorocc_core.classes import CAMERAS
-from priorocc_core.geometry import transform_from_quat
+from priorocc_core.data.real_keyframe import load_real_keyframe
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_ROOT = ROOT.parent / "shared" / "data" / "nuscenes-real"
+TINY_CONFIG = ROOT / "training" / "configs" / "tiny.yaml"
 
 
-def load_real_keyframe(dataroot: str | Path = REAL_ROOT) -> dict:
-    """The one real keyframe: dict(jpegs list of 6 bytes, images list of 6 (900, 1600, 3) uint8 RGB,
-    K (6, 3, 3), cam2ego (6, 4, 4) float64), cameras in CAMERAS order."""
-    from nuscenes.nuscenes import NuScenes
+def frame_inputs(kind: str) -> dict:
+    """The benchmark frame: ``"real"`` (the real keyframe, FileNotFoundError when absent) or synthetic."""
+    if kind == "real":
+        return load_real_keyframe(REAL_ROOT)
+    return synthetic_frame(seed=0)
 
-    dataroot = Path(dataroot)
-    if not (dataroot / "v1.0-mini").is_dir():
-        raise FileNotFoundError(f"{dataroot}: expected the nuScenes v1.0-mini tables of the real keyframe "
-                                "(see ../shared/data/README.md)")
-    nusc = NuScenes(version="v1.0-mini", dataroot=str(dataroot), verbose=False)
-    sample = nusc.sample[0]
-    jpegs, images, Ks, c2e = [], [], [], []
-    for cam in CAMERAS:
-        sd = nusc.get("sample_data", sample["data"][cam])
-        cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
-        data = (dataroot / sd["filename"]).read_bytes()
-        jpegs.append(data)
-        images.append(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
-        Ks.append(np.asarray(cs["camera_intrinsic"], dtype=np.float64))
-        c2e.append(transform_from_quat(cs["translation"], cs["rotation"]))
-    return dict(jpegs=jpegs, images=images, K=np.stack(Ks), cam2ego=np.stack(c2e), token=sample["token"])
+
+def make_tiny_checkpoint(out: str | Path, seed: int = 0) -> Path:
+    """Randomly initialised model from training/configs/tiny.yaml, saved as a checkpoint."""
+    import torch
+
+    from priorocc_core.checkpoint import save_checkpoint
+    from priorocc_core.config import load_config
+    from priorocc_core.model import build_model
+
+    torch.manual_seed(seed)
+    cfg = load_config(TINY_CONFIG)
+    save_checkpoint(out, build_model(cfg.model), cfg)
+    return Path(out)
 
 
 def synthetic_frame(n: int = 6, hw: tuple[int, int] = (900, 1600), seed: int = 0) -> dict:

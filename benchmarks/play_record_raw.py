@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     from rosbags.rosbag2 import Reader
 
-    from priorocc_ros.dds.local_only import loopback_env, unique_domain_id
+    from benchmarks.local_dds import loopback_env, unique_domain_id
 
     env = loopback_env(domain_id=unique_domain_id(os.getpid() + 91))
     tool = [sys.executable, "-m"]

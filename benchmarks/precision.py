@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from priorocc_core.atomic import atomic_write_bytes  # noqa: E402
+
 
 def openvino_matmul_rates(n: int = 1024, repeats: int = 5) -> dict:
     """GFLOP/s of an (n x n) @ (n x n) product compiled by OpenVINO for the CPU, as a 1x1
@@ -111,7 +113,7 @@ def main(argv=None) -> int:
     for w in a.calib_world:
         calib.extend(world_frames(w, cfg, a.version, limit=a.frames - len(calib)))
     if a.real:
-        from benchmarks.inputs import load_real_keyframe
+        from priorocc_core.data.real_keyframe import load_real_keyframe
 
         calib.append(load_real_keyframe(a.real))
     calib = calib[: a.frames]
@@ -133,7 +135,7 @@ def main(argv=None) -> int:
                         mask=s["mask_camera"].numpy().astype(bool)))
     timing_frames = list(val)
     if a.real:
-        from benchmarks.inputs import load_real_keyframe
+        from priorocc_core.data.real_keyframe import load_real_keyframe
 
         timing_frames.append(load_real_keyframe(a.real))
     res["matmul_openvino"] = openvino_matmul_rates()
@@ -182,7 +184,7 @@ def main(argv=None) -> int:
     res["int8_speedup_vs_openvino_bf16"] = statistics.median(
         x / y for x, y in zip(net["openvino-bf16"], net["openvino-int8"]))
     res["loadavg_end"] = load()
-    Path(a.out).write_text(json.dumps(res, indent=1))
+    atomic_write_bytes(a.out, json.dumps(res, indent=1).encode())
     print(json.dumps({k: v for k, v in res.items() if k != "rows"}, indent=1))
     return 0
 

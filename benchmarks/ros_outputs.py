@@ -27,12 +27,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_set(seed: int = 0):
+def make_set(occ_size: tuple[int, int, int], seed: int = 0):
+    """An occupancy of the model's grid ``occ_size`` with one full layer (z = 4) of classes 1..10."""
     from priorocc_core.classes import FREE
 
     rng = np.random.default_rng(seed)
-    occ = np.full((200, 200, 16), FREE, np.uint8)
-    occ[:, :, 4] = rng.integers(1, 11, size=(200, 200))  # classes 1..10, never FREE
+    dx, dy, dz = occ_size
+    occ = np.full((dx, dy, dz), FREE, np.uint8)
+    occ[:, :, min(4, dz - 1)] = rng.integers(1, 11, size=(dx, dy))  # never FREE
     return occ
 
 
@@ -52,6 +54,8 @@ def timed(fn, reps):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--config", default=str(ROOT / "training" / "configs" / "priorocc-r50.yaml"),
+                    help="model config whose grid the outputs are built on (default: PriorOcc R50)")
     ap.add_argument("--cpu", action="store_true", help="time with the process CPU clock (time.process_time) "
                     "instead of wall time: the figure a loaded machine does not inflate")
     ap.add_argument("--old", default=None, help="git revision whose per-field converter to time as well")
@@ -65,12 +69,16 @@ def main() -> int:
     from priorocc_ros.msgs import header, serialize
     from priorocc_ros.transport.rclpy_transport import rclpy_type_support
 
-    occ = make_set()
+    from priorocc_core.config import load_config
+
+    grid_cfg = load_config(args.config).model.grid
+    grid = outputs.VoxelGrid.from_grid_config(grid_cfg)
+    occ = make_set(tuple(grid_cfg.occ_size))
     hdr = header(1_700_000_000_000_000_000, "base_link")
     builders = {
-        "voxels": ("sensor_msgs/msg/PointCloud2", lambda: outputs.voxels_to_pointcloud2(occ, hdr)),
-        "markers": ("visualization_msgs/msg/MarkerArray", lambda: outputs.voxels_to_markers(occ, hdr)),
-        "bev": ("nav_msgs/msg/OccupancyGrid", lambda: outputs.voxels_to_occupancy_grid(occ, hdr)),
+        "voxels": ("sensor_msgs/msg/PointCloud2", lambda: outputs.voxels_to_pointcloud2(occ, hdr, grid)),
+        "markers": ("visualization_msgs/msg/MarkerArray", lambda: outputs.voxels_to_markers(occ, hdr, grid)),
+        "bev": ("nav_msgs/msg/OccupancyGrid", lambda: outputs.voxels_to_occupancy_grid(occ, hdr, grid)),
         "diagnostics": ("diagnostic_msgs/msg/DiagnosticArray",
                         lambda: outputs.diagnostics(hdr, "priorocc: occupancy", "priorocc", 0, "ok",
                                                     {f"k{i}": float(i) for i in range(40)})),

@@ -21,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.inputs import REAL_ROOT
+from priorocc_core.atomic import atomic_write_bytes
 from priorocc_core.classes import CAMERAS
 from priorocc_ros.bagio import AtomicBagWriter
 from priorocc_ros.calibration import make_camera_info, matrix_to_transform_stamped
 from priorocc_ros.msgs import header, new_msg
-from tests.ros_helpers import REPO
 from priorocc_ros.transport.base import SENSOR_DATA_QOS, TF_STATIC_QOS
 
 
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.ros_replay")
     ap.add_argument("--checkpoint", default=None, help="default: a tiny model (training/configs/tiny.yaml)")
     ap.add_argument("--sets", type=int, default=20)
-    ap.add_argument("--real-root", default=str(REPO.parent / "shared" / "data" / "nuscenes-real"))
+    ap.add_argument("--real-root", default=str(REAL_ROOT))
     ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE")
     ap.add_argument("--json", default=None)
     ap.add_argument("--gt-occupancy", default=None, metavar="LABELS_NPZ",
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from priorocc_ros.occupancy_node import _parse_param
     from priorocc_ros.replay import replay
-    from tests.ros_helpers import make_tiny_checkpoint
+    from benchmarks.inputs import make_tiny_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="priorocc_bench_") as tmp:
         tmp = Path(tmp)
@@ -122,12 +123,12 @@ def main(argv: list[str] | None = None) -> int:
                           f"output); network p50 {net:.3f} s; steady throughput x network {steady * net:.3f}",
                           flush=True)
             if args.json:
-                Path(args.json).write_text(json.dumps(runs, indent=2))
+                atomic_write_bytes(args.json, json.dumps(runs, indent=2).encode())
             return 0
         s = replay(tmp / "in", tmp / "out", predictor=predictor, parameters=params)
     print(s.text())
     if args.json:
-        Path(args.json).write_text(json.dumps(s.as_dict(), indent=2))
+        atomic_write_bytes(args.json, json.dumps(s.as_dict(), indent=2).encode())
     return 0
 
 

@@ -29,10 +29,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.measure import WARMUP, matmul_peaks, timeit  # noqa: E402
+from priorocc_core.atomic import atomic_write_bytes  # noqa: E402
 from priorocc_core.autoselect import cpu_flags, cpu_name  # noqa: E402
 
 CONFIG_DIR = ROOT / "training" / "configs"
-WARMUP = 3  # calls before the timed ones, per backend and per stage (docs/speed.md): the first build kernels and plans
 
 
 # =========================================================================== helpers (worker side)
@@ -45,41 +46,6 @@ def loadavg() -> list[float]:
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-
-
-def timeit(fn, repeats: int, warmup: int = WARMUP) -> dict:
-    """Median / min / all of ``repeats`` wall-clock runs after ``warmup`` runs."""
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return {"median_s": statistics.median(ts), "min_s": min(ts), "runs_s": ts}
-
-
-def matmul_peaks(size: int, repeats: int) -> dict:
-    """Achieved GFLOP/s of one (size x size) @ (size x size) torch.mm in fp32 and in bf16."""
-    import torch
-
-    out = {"size": size, "torch_threads": torch.get_num_threads()}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        a = torch.randn(size, size).to(dtype)
-        b = torch.randn(size, size).to(dtype)
-        t = timeit(lambda: torch.mm(a, b), repeats, warmup=1)
-        out[f"{name}_gflops"] = 2 * size ** 3 / t["min_s"] / 1e9
-    return out
-
-
-def frame_inputs(kind: str) -> dict:
-    from benchmarks.inputs import REAL_ROOT, load_real_keyframe, synthetic_frame
-
-    if kind == "real":
-        if not (REAL_ROOT / "v1.0-mini").is_dir():
-            raise FileNotFoundError(f"{REAL_ROOT}: the real keyframe is absent")
-        return load_real_keyframe()
-    return synthetic_frame(seed=0)
 
 
 def decode_jpegs(jpegs) -> list:
@@ -106,6 +72,7 @@ def decode_jpegs_draft(jpegs, input_hw) -> list:
 # =========================================================================== workers
 def work_stages(spec: dict) -> dict:
     """Per-stage latency and FLOPs of one config, torch eager fp32 NCHW, 1 x N x 3 x H x W."""
+    from benchmarks.inputs import frame_inputs
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -172,6 +139,7 @@ def work_stages(spec: dict) -> dict:
 
 def work_backend(spec: dict) -> dict:
     """One backend / precision: frame latency from 1600x900 JPEGs, node overhead, labels, RSS."""
+    from benchmarks.inputs import frame_inputs
     import numpy as np
     import torch
 
@@ -228,6 +196,7 @@ def work_backend(spec: dict) -> dict:
 
 def work_pool(spec: dict) -> dict:
     """BEV pooling vs the cumulative-sum reference on identical inputs (R50 geometry)."""
+    from benchmarks.inputs import frame_inputs
     import numpy as np
     import torch
 
@@ -481,10 +450,7 @@ def main(argv=None) -> int:
     def save():
         results["elapsed_s"] = time.perf_counter() - t_start
         results["loadavg_end"] = loadavg()
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_path.with_name(f".{out_path.name}.tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        os.replace(tmp, out_path)
+        atomic_write_bytes(out_path, json.dumps(results, indent=1).encode())
 
     if "stages" in sections:
         log(f"[stages] {stage_config}, torch eager fp32, {frame} frame")

@@ -1,6 +1,9 @@
 """Atomic file writes: a temporary file in the same folder, then ``os.replace``.
 
-A reader never sees a half-written file; a crash leaves the previous version (or nothing).
+A reader never sees a half-written file; a crash leaves the previous version (or nothing). The one
+place the project writes files atomically: bytes (:func:`atomic_write_bytes`), a file a library
+writes by name (:func:`atomic_write_with`), a set of files written together (:func:`atomic_write_files`)
+and folders (:func:`temp_dir_for` + :func:`replace_dir`).
 """
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable, Sequence
 
 
 def default_mode(base: int = 0o666) -> int:
@@ -92,3 +96,32 @@ def atomic_write_bytes(path: str | Path, data: bytes, fsync: bool = False) -> No
     except BaseException:
         discard_temp(tmp)
         raise
+
+
+def atomic_write_with(path: str | Path, write: Callable[[str], object]) -> Path:
+    """``write(tmp)`` fills a fresh temporary file beside ``path`` (a library that writes by file name:
+    safetensors, torch.onnx); it replaces ``path`` only when ``write`` returns."""
+    path = Path(path)
+    tmp = temp_path_for(path)
+    try:
+        write(tmp)
+        commit_temp(tmp, path)
+    except BaseException:
+        discard_temp(tmp)
+        raise
+    return path
+
+
+def atomic_write_files(paths: Sequence[str | Path], write: Callable[[Path], object]) -> list[Path]:
+    """``write(folder)`` writes files named as ``paths`` into a temporary folder beside the first; each
+    then replaces its target, in the order given (put the file readers open first last: an OpenVINO
+    IR's .bin before its .xml)."""
+    paths = [Path(p) for p in paths]
+    tmp = temp_dir_for(paths[0])
+    try:
+        write(tmp)
+        for p in paths:
+            commit_temp(str(tmp / p.name), p)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return paths

@@ -82,13 +82,15 @@ class TorchRunner:
 
     Reduced precision casts the weights (not autocast: on CPU, autocast re-casts every weight
     per call and measured barely faster than fp32). The geometry and the pooling plan stay fp32
-    (model/plan.py), the BEV pooling sums too (view_transformer.py).
+    (model/plan.py), the BEV pooling sums too (view_transformer.py). ``logits``: the output also
+    holds the occupancy logits (B, Dx, Dy, Dz, K) as float16 (training/evaluate.py --save-logits).
     """
 
     def __init__(self, model: torch.nn.Module, cfg: Config, device: str | torch.device = "cpu",
                  precision: str = "fp32", channels_last: bool = True, compile: bool = False,
-                 threads: int | None = None):
+                 threads: int | None = None, logits: bool = False):
         set_threads(threads)
+        self.logits = bool(logits)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.dtype = _DTYPES[precision]
@@ -116,10 +118,23 @@ class TorchRunner:
             batch = {"imgs": x, "ego2global": ego2global.to(self.device), "stamp": stamp,
                      "bev_aug": torch.eye(4, device=self.device)[None]}
             out = self._forward(batch, plan, history=history)
+        return self._labels(out)
+
+    @torch.no_grad()
+    def run_batch(self, batch: dict, plan: PoolingIndices) -> dict:
+        """A whole dataset batch (evaluation: a temporal batch's ``adj`` frames included, the
+        non-sequential mode), already on this runner's device, through the same network -> the
+        same outputs as ``__call__``."""
+        return self._labels(self._forward(batch, plan))
+
+    def _labels(self, out: dict) -> dict:
         seg = out["seg_logits"]
-        return dict(occ=out["occ"].to(torch.uint8).cpu().numpy(),
-                    seg=None if seg is None else seg_labels(seg, self.input_size).to(torch.uint8).cpu().numpy(),
-                    history=out.get("history"))
+        res = dict(occ=out["occ"].to(torch.uint8).cpu().numpy(),
+                   seg=None if seg is None else seg_labels(seg, self.input_size).to(torch.uint8).cpu().numpy(),
+                   history=out.get("history"))
+        if self.logits:
+            res["logits"] = out["occ_logits"].to(torch.float16).cpu().numpy()
+        return res
 
 
 # --------------------------------------------------------------------------- exported graph (ORT / OpenVINO)

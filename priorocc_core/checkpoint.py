@@ -18,8 +18,7 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .atomic import atomic_write_bytes as _atomic_write_bytes
-from .atomic import commit_temp, discard_temp, temp_path_for
+from .atomic import atomic_write_bytes, atomic_write_with
 from .classes import OCC_CLASSES
 from .config import Config, ConfigError
 from .errors import PriorOccError
@@ -32,20 +31,10 @@ class CheckpointError(PriorOccError):
     """A checkpoint that cannot be read or does not fit its model."""
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    _atomic_write_bytes(path, data, fsync=True)
-
-
 def save_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """safetensors file written atomically; tensors are made contiguous CPU copies."""
-    path = Path(path)
-    tmp = temp_path_for(path)
-    try:
-        save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        commit_temp(tmp, path)
-    except BaseException:
-        discard_temp(tmp)
-        raise
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    atomic_write_with(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def weights_path(path: str | Path) -> Path:
@@ -73,7 +62,7 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: Config, step:
     }
     save_tensors_atomic(target, sd, meta)
     if target.name == WEIGHTS_NAME:
-        atomic_write_bytes(target.parent / "config.yaml", cfg.to_yaml().encode())
+        atomic_write_bytes(target.parent / "config.yaml", cfg.to_yaml().encode(), fsync=True)
     return target
 
 

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import yaml
 
+from .atomic import atomic_write_bytes
 from .classes import CAMERAS
 from .errors import PriorOccError
 
@@ -236,7 +237,7 @@ class Config:
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
         if path is not None:
-            Path(path).write_text(text)
+            atomic_write_bytes(path, text.encode())
         return text
 
     @classmethod

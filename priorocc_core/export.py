@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .atomic import commit_temp, discard_temp, temp_path_for
+from .atomic import atomic_write_with
 from .config import Config
 from .geometry import surround_rig
 from .model.bev_pool import PoolingIndices
@@ -154,8 +154,8 @@ def export_onnx(model: nn.Module, cfg: Config, path: str | Path, logits: bool = 
     model = model.float().eval()
     wrapper = ExportWrapper(model, cfg, logits).eval()
     args = example_inputs(cfg)
-    tmp = temp_path_for(path)
-    try:
+
+    def write(tmp: str) -> None:
         with torch.no_grad():
             torch.onnx.export(
                 wrapper, args, tmp, dynamo=False, opset_version=opset,
@@ -163,11 +163,8 @@ def export_onnx(model: nn.Module, cfg: Config, path: str | Path, logits: bool = 
                 dynamic_axes={k: {0: "points"} for k in ExportWrapper.INPUT_NAMES[1:]},
                 do_constant_folding=True)
         onnx.checker.check_model(tmp)
-        commit_temp(tmp, path)
-    except BaseException:
-        discard_temp(tmp)
-        raise
-    return path
+
+    return atomic_write_with(path, write)
 
 
 def verify_onnx(model: nn.Module, cfg: Config, path: str | Path, seed: int = 1) -> dict:

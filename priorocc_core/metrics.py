@@ -333,14 +333,15 @@ def scene_lidar_origins(
 
 def render_rays(
     semantics, origins: np.ndarray, directions: Optional[np.ndarray] = None, free: int = FREE,
-    device: Optional[str] = None,
+    device: Optional[str] = None, grid: Optional[GridConfig] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cast rays from every origin through a label grid.
 
-    semantics: (X, Y, Z) labels (free = ``free``); origins: (T, 3) metres, ego frame;
-    directions: (R, 3) or None for ``lidar_rays()``. Returns labels (T*R,) int64 and depth
-    (T*R,) float64 metres, origin-major.
+    semantics: (X, Y, Z) labels (free = ``free``) on ``grid`` (None: Occ3D's, GridConfig's defaults);
+    origins: (T, 3) metres, ego frame; directions: (R, 3) or None for ``lidar_rays()``. Returns labels
+    (T*R,) int64 and depth (T*R,) float64 metres, origin-major.
     """
+    grid = grid or GridConfig()
     semantics = _np(semantics)
     _check_grid("semantics", semantics)
     if directions is None:
@@ -349,15 +350,17 @@ def render_rays(
     origins = np.asarray(origins, dtype=np.float32).reshape(-1, 3)
     t = origins.shape[0]
     per_ray_origin = np.repeat(origins, directions.shape[0], axis=0)
-    depth, idx = cast_rays(semantics != free, per_ray_origin, np.tile(directions, (t, 1)), device=device)
+    depth, idx = cast_rays(semantics != free, per_ray_origin, np.tile(directions, (t, 1)), grid.occ_range,
+                           grid.voxel_size, device=device)
     return semantics[idx[:, 0], idx[:, 1], idx[:, 2]].astype(np.int64), depth
 
 
 class RayIoU:
     """RayIoU accumulator (SparseOcc's definition, see the module docstring).
 
-    add(pred, gt, origins): pred, gt (200, 200, 16) labels 0-17; origins (T, 3) lidar origins in
-    the ego frame (None: the nuScenes LIDAR_TOP mounting position, one origin).
+    add(pred, gt, origins): pred, gt (Dx, Dy, Dz) labels 0-17 on ``grid`` (the model's; None: Occ3D's
+    200 x 200 x 16, GridConfig's defaults); origins (T, 3) lidar origins in the ego frame (None: the
+    nuScenes LIDAR_TOP mounting position, one origin).
     """
 
     def __init__(
@@ -367,8 +370,10 @@ class RayIoU:
         class_names: Sequence[str] = OCC_CLASSES,
         directions: Optional[np.ndarray] = None,
         device: Optional[str] = None,
+        grid: Optional[GridConfig] = None,
     ):
         self.device = device
+        self.grid = grid or GridConfig()
         self.thresholds = tuple(float(t) for t in thresholds)
         self.num_classes = num_classes
         self.class_names = tuple(class_names)
@@ -386,8 +391,9 @@ class RayIoU:
         if origins is None:
             origins = np.asarray([DEFAULT_LIDAR_ORIGIN], dtype=np.float32)
         origins = _np(origins).reshape(-1, 3)
-        lp, dp = render_rays(pred, origins, self.directions, self.free, self.device)
-        lg, dg = render_rays(gt, origins, self.directions, self.free, self.device)
+        _check_grid("pred", pred, tuple(self.grid.occ_size))
+        lp, dp = render_rays(pred, origins, self.directions, self.free, self.device, self.grid)
+        lg, dg = render_rays(gt, origins, self.directions, self.free, self.device, self.grid)
         valid = lg != self.free
         lp, dp, lg, dg = lp[valid], dp[valid], lg[valid], dg[valid]
         err = np.abs(dp - dg)

@@ -24,6 +24,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from . import cli
+from .atomic import atomic_write_files
 from .backends import default_int8_path  # noqa: F401  (the IR this tool writes and backends reads)
 from .config import Config
 
@@ -75,15 +76,9 @@ def quantize_openvino(onnx_path, cfg: Config, frames: Iterable[dict], out_xml, s
                       preset=nncf.QuantizationPreset.PERFORMANCE, fast_bias_correction=fast_bias_correction,
                       ignored_scope=nncf.IgnoredScope(patterns=list(keep_float), validate=False))
     out = Path(out_xml)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".tmp.xml")
-    try:
-        ov.save_model(q, str(tmp), compress_to_fp16=False)
-        tmp.with_suffix(".bin").replace(out.with_suffix(".bin"))
-        tmp.replace(out)
-    finally:
-        for t in (tmp, tmp.with_suffix(".bin")):
-            t.unlink(missing_ok=True)
+    # the weights first, the .xml that readers open last
+    atomic_write_files([out.with_suffix(".bin"), out],
+                       lambda folder: ov.save_model(q, str(folder / out.name), compress_to_fp16=False))
     return out
 
 
@@ -97,7 +92,7 @@ def _main(argv) -> int:
     ap.add_argument("checkpoint", help="checkpoint directory")
     ap.add_argument("--world", action="append", default=[], help="nuScenes-format world for calibration (repeatable)")
     ap.add_argument("--version", default="auto", help="table folder of the worlds (default auto: the only one there)")
-    ap.add_argument("--real", default=None, help="folder of the real nuScenes keyframe (benchmarks.inputs layout)")
+    ap.add_argument("--real", default=None, help="folder of the real nuScenes keyframe (v1.0-mini tables of one sample, as ../shared/data/nuscenes-real)")
     ap.add_argument("--frames", type=int, default=300, help="calibration frames at most (default 300)")
     ap.add_argument("-o", "--output", default=None, help="IR to write (default <checkpoint>/openvino/int8.xml)")
     a = ap.parse_args(argv)
@@ -116,8 +111,7 @@ def _main(argv) -> int:
             raise SystemExit(f"--world {w}: no such folder (make one with training/make_synthetic.py)")
         frames.extend(world_frames(w, cfg, a.version, limit=max(0, budget - len(frames))))
     if a.real:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from benchmarks.inputs import load_real_keyframe
+        from .data.real_keyframe import load_real_keyframe
 
         try:
             frames.append(load_real_keyframe(a.real))

@@ -15,6 +15,7 @@ from rosbags.interfaces import QosDurability, QosHistory, QosLiveliness, QosReli
 from rosbags.interfaces import Qos
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
 
+from priorocc_core.atomic import replace_dir
 from priorocc_ros.msgs import deserialize, serialize, typestore
 from priorocc_ros.transport.base import QoSProfile
 
@@ -102,14 +103,7 @@ class AtomicBagWriter:
         if exc_type is not None:
             shutil.rmtree(self._tmp.parent, ignore_errors=True)
             return
-        if self.out.exists():
-            old = self.out.with_name(f".{self.out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(self.out, old)
-            os.replace(self._tmp, self.out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self._tmp, self.out)
+        replace_dir(self._tmp, self.out)
         shutil.rmtree(self._tmp.parent, ignore_errors=True)
 
 
@@ -138,12 +132,13 @@ def _pid_alive(pid: int) -> bool:
 
 
 def clean_partials(out: str | os.PathLike) -> list[Path]:
-    """Remove ``.<name>.<pid>.*.partial`` folders that a killed writer of ``out`` left behind
-    (their process is gone); returns what was removed."""
+    """Remove ``.<name>.<pid>.*.partial`` folders and ``.<name>.old-<pid>`` folders (an old bag moved aside
+    by :func:`priorocc_core.atomic.replace_dir`) that a killed writer of ``out`` left behind (their process
+    is gone); returns what was removed."""
     out = Path(out)
     removed = []
-    for d in out.parent.glob(f".{out.name}.*.partial"):
-        parts = d.name[len(out.name) + 2:].split(".")
+    for d in [*out.parent.glob(f".{out.name}.*.partial"), *out.parent.glob(f".{out.name}.old-*")]:
+        parts = d.name[len(out.name) + 2:].removeprefix("old-").split(".")
         pid = int(parts[0]) if parts and parts[0].isdigit() else None
         if d.is_dir() and (pid is None or (pid != os.getpid() and not _pid_alive(pid))):
             shutil.rmtree(d, ignore_errors=True)

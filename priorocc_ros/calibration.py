@@ -16,6 +16,7 @@ import numpy as np
 import yaml
 from pyquaternion import Quaternion
 
+from priorocc_core.atomic import atomic_write_bytes
 from priorocc_ros.msgs import new_msg, ns_to_stamp, stamp_to_ns
 
 
@@ -338,7 +339,4 @@ def save_calibration_yaml(calib: StaticCalibration, path: str | os.PathLike) -> 
         if c.width:
             d["width"], d["height"] = int(c.width), int(c.height)
         cams[cam] = d
-    p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(yaml.safe_dump({"base_frame": calib.base_frame, "cameras": cams}, sort_keys=False))
-    os.replace(tmp, p)
+    atomic_write_bytes(path, yaml.safe_dump({"base_frame": calib.base_frame, "cameras": cams}, sort_keys=False).encode())

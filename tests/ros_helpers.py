@@ -7,6 +7,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from benchmarks.inputs import make_tiny_checkpoint  # noqa: F401  (tests import it from here too)
 from priorocc_core.classes import CAMERAS
 from priorocc_ros.bagio import AtomicBagWriter
 from priorocc_ros.calibration import make_camera_info, matrix_to_transform_stamped
@@ -16,20 +17,6 @@ from priorocc_ros.transport.base import SENSOR_DATA_QOS, TF_STATIC_QOS
 
 REPO = Path(__file__).resolve().parents[1]  # the repository root
 TINY_CONFIG = REPO / "training" / "configs" / "tiny.yaml"
-
-
-def make_tiny_checkpoint(out: str | Path, seed: int = 0) -> Path:
-    """Randomly initialised model from training/configs/tiny.yaml, saved as a checkpoint."""
-    import torch
-
-    from priorocc_core.checkpoint import save_checkpoint
-    from priorocc_core.config import load_config
-    from priorocc_core.model import build_model
-
-    torch.manual_seed(seed)
-    cfg = load_config(TINY_CONFIG)
-    save_checkpoint(out, build_model(cfg.model), cfg)
-    return Path(out)
 
 
 def nuscenes_like_rig(hw: tuple[int, int] = (900, 1600)) -> tuple[np.ndarray, np.ndarray]:

@@ -13,8 +13,9 @@ import os
 import numpy as np
 import pytest
 
-from benchmarks.inputs import REAL_ROOT, load_real_keyframe, synthetic_frame
+from benchmarks.inputs import REAL_ROOT, synthetic_frame
 from priorocc_core.backends import BackendError, GraphRunner, TorchRunner, make_predictor
+from priorocc_core.data.real_keyframe import load_real_keyframe
 from priorocc_core.inference import Prediction
 
 from .conftest import require_shared
@@ -40,7 +41,7 @@ def onnx_file(tiny_checkpoint, tmp_path_factory):
 def _frames():
     frames = [("synthetic", synthetic_frame(seed=3))]
     if (REAL_ROOT / "v1.0-mini").is_dir():
-        frames.append(("real", load_real_keyframe()))
+        frames.append(("real", load_real_keyframe(REAL_ROOT)))
     return frames
 
 

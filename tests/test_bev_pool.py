@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from priorocc_core.model.bev_pool import bev_pool, bev_pool_cumsum_reference, pooling_indices
+from priorocc_core.model.bev_pool import PoolingIndices, bev_pool, bev_pool_cumsum_reference, bev_pool_index_add, pooling_indices
 
 LOWER = torch.tensor([-40.0, -40.0, -1.0])
 INTERVAL = torch.tensor([0.4, 0.4, 6.4])
@@ -109,3 +109,39 @@ def test_sparse_and_index_add_paths_agree_and_training_keeps_gradients():
     d = depth.clone().requires_grad_(True)
     bev_pool(d, feat, plan).sum().backward()
     assert d.grad is not None and d.grad.abs().sum() > 0
+
+
+def test_training_pooling_gradients_repeat_bitwise_on_threads():
+    """The backward of the training pooling (index_add path) gives the same bits every time with two
+    threads: no sum whose order depends on thread timing (what made a resumed training run differ
+    from an uninterrupted one by ~1e-5 on a loaded machine, issue 24).
+
+    Mutation caught: the gathers written ``depth.reshape(-1)[plan.ranks_depth]`` /
+    ``feat.reshape(-1, c)[plan.ranks_feat]`` in bev_pool_index_add (advanced indexing, whose CPU
+    backward adds with atomics across threads): 5 of 5 repeats differed on a 2-core machine."""
+    torch.manual_seed(0)
+    b, n, d, h, w, c = 1, 6, 88, 16, 44, 16
+    n_pts = b * n * d * h * w
+    plan = PoolingIndices(
+        ranks_bev=torch.randint(0, 200 * 200, (n_pts // 2,)).sort().values,
+        ranks_depth=torch.randint(0, n_pts, (n_pts // 2,)),
+        ranks_feat=torch.randint(0, b * n * h * w, (n_pts // 2,)),  # every feature pixel ~ d/2 times
+        out_shape=(b, 1, 200, 200))
+    depth = torch.rand(b, n, d, h, w, requires_grad=True)
+    feat = torch.randn(b, n, h, w, c, requires_grad=True)
+    g = torch.randn(b, c, 1, 200, 200)
+
+    def grads():
+        depth.grad = feat.grad = None
+        (bev_pool_index_add(depth, feat, plan) * g).sum().backward()
+        return depth.grad.clone(), feat.grad.clone()
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ref = grads()
+        for _ in range(5):
+            again = grads()
+            assert torch.equal(again[0], ref[0]) and torch.equal(again[1], ref[1])
+    finally:
+        torch.set_num_threads(threads)

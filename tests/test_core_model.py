@@ -186,3 +186,26 @@ def test_explicit_class_weights_weight_the_occupancy_loss():
         F.cross_entropy(logits[mask], target[mask]).item(), rel=1e-5)
     with pytest.raises(ValueError, match="class_weights"):
         OccHead2D(8, 8, 2, 18, class_weights=[1.0] * 17)
+
+
+def test_backbone_weights_come_from_the_builder_not_the_constructor(tmp_path, tiny_cfg):
+    """build_model loads ``backbone.pretrained`` (a torchvision ResNet file, classifier ignored); the
+    module constructors read no file: PriorOcc(cfg) with a path that does not exist builds.
+
+    Mutation caught: the load_resnet_weights call dropped from build_model (conv1 stays at its random
+    init); moving the file read back into ResNetBackbone.__init__ fails the constructor half."""
+    import torchvision
+
+    from priorocc_core.model import PriorOcc
+
+    torch.manual_seed(1)
+    ref = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "r18.pth"
+    torch.save({"state_dict": ref.state_dict()}, path)
+    cfg = tiny_cfg.with_overrides([f"model.backbone.pretrained={path}"])
+    model = build_model(cfg.model)
+    assert torch.equal(model.backbone.conv1.weight, ref.conv1.weight)
+    assert torch.equal(model.backbone.layer4[1].bn2.running_var, ref.layer4[1].bn2.running_var)
+    PriorOcc(tiny_cfg.with_overrides([f"model.backbone.pretrained={tmp_path / 'absent.pth'}"]).model)
+    with pytest.raises(FileNotFoundError, match="absent.pth"):
+        build_model(tiny_cfg.with_overrides([f"model.backbone.pretrained={tmp_path / 'absent.pth'}"]).model)

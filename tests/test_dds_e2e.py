@@ -17,7 +17,7 @@ import pytest
 
 from priorocc_core.classes import CAMERAS
 from benchmarks.dds_live import OUTPUT_TOPICS, make_live_bag, read_outputs, run_live
-from priorocc_ros.dds.local_only import unique_domain_id
+from benchmarks.local_dds import unique_domain_id
 from priorocc_ros.outputs import diagnostics_values
 from tests.conftest import ROOT, require_shared
 

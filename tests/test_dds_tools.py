@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
-from priorocc_ros.dds.local_only import loopback_env, unique_domain_id
+from benchmarks.local_dds import loopback_env, unique_domain_id
 from priorocc_ros.msgs import new_msg, typestore
 
 PY = sys.executable
@@ -113,6 +113,16 @@ def _stop(proc, sig, timeout=5.0) -> float:
     return time.monotonic() - t0
 
 
+def _wait_for_line(log: Path, text: str, procs, deadline_s: float = 90.0) -> None:
+    """Wait until ``text`` appears in the file ``log`` (a child's output), failing if a child of
+    ``procs`` exits first or ``deadline_s`` passes: a start-up on a loaded machine takes what it takes."""
+    deadline = time.monotonic() + deadline_s
+    while text not in (log.read_text() if log.exists() else ""):
+        assert all(p.poll() is None for p in procs), "a tool exited early:\n" + log.read_text()
+        assert time.monotonic() < deadline, f"no {text!r} within {deadline_s} s:\n" + log.read_text()
+        time.sleep(0.1)
+
+
 def _play_into_recorder(src, out, topics, env, *play_args):
     """priorocc_record on ``topics``, priorocc_play of ``src`` into it (rate 2, waiting for the
     recorder), the recorder stopped by SIGINT; -> (play result, recorder, recorder log), both
@@ -167,14 +177,22 @@ def test_play_reliable_sensors_and_the_recorder_adapts(tmp_path, dds_env):
 
 @pytest.mark.parametrize("play_sig,rec_sig", [(signal.SIGTERM, signal.SIGINT), (signal.SIGINT, signal.SIGTERM)])
 def test_signals_stop_play_and_record_promptly(tmp_path, dds_env, play_sig, rec_sig):
+    """SIGINT / SIGTERM stop a looping player and a recorder within 5 s each, both exit 0, the bag is
+    finalised. Both are signalled once the recorder has subscribed to the player's images and clock
+    (a deadline, not a fixed sleep from the start: under load a tool still importing when signalled
+    died of the signal itself), plus 2 s for samples to flow.
+    Mutation: StopFlag installing no handler -> returncode -15 / -2."""
     src, out = tmp_path / "src", tmp_path / "rec"
     make_bag(src, "mcap", frames=4)
-    rec = subprocess.Popen(_tool("record", "--out", out, "--all", "--quiet"), env=dds_env)
-    play = subprocess.Popen(_tool("play", src, "--loop", "--clock", "--quiet", "--wait-for-subscribers", "0"),
-                            env=dds_env)  # playing at once: the 3 s below are not spent waiting on a loaded machine
+    log = tmp_path / "rec.log"
+    with open(log, "w") as f:
+        rec = subprocess.Popen(_tool("record", "--out", out, "--all"), env=dds_env, stdout=f, stderr=subprocess.STDOUT)
+    play = subprocess.Popen(_tool("play", src, "--loop", "--clock", "--quiet"), env=dds_env)
     try:
-        time.sleep(3.0)  # both started, discovered each other, playing
-        assert play.poll() is None and rec.poll() is None, "a tool exited early"
+        # the recorder subscribes to the player's writers, which the player creates after its handlers
+        _wait_for_line(log, "recording /CAM_FRONT/image_rect_compressed", (play, rec))
+        _wait_for_line(log, "recording /clock", (play, rec))
+        time.sleep(2.0)  # subscribed to both: samples flow (12 Hz images, a 10+ Hz clock) before the signals
         assert _stop(play, play_sig) < 5.0
         assert play.returncode == 0
         assert _stop(rec, rec_sig) < 5.0
@@ -244,12 +262,19 @@ def test_readme_player_then_recorder_records_every_message(tmp_path, dds_env):
 
 
 def test_topics_lists_types_and_rates(tmp_path, dds_env):
+    """priorocc_topics lists the player's topics with type and QoS and counts their samples. Counts,
+    not a rate window: the player is waited for (deadline) and the image rate only bounded above by the
+    bag's 12 Hz (load slows a player, never speeds it up). Mutation: topics.py not counting samples
+    (count += 0) -> count 0 fails."""
     src = tmp_path / "src"
     make_bag(src, "mcap", frames=12)
-    play = subprocess.Popen(_tool("play", src, "--loop", "--quiet", "--wait-for-subscribers", "0"), env=dds_env)
+    log = tmp_path / "play.log"
+    with open(log, "w") as f:
+        play = subprocess.Popen(_tool("play", src, "--loop"), env=dds_env, stdout=f, stderr=subprocess.STDOUT)
     try:
+        _wait_for_line(log, "topics, ", (play,))  # its writers exist; it is publishing
         res = subprocess.run(_tool("topics", "--duration", "2.5", "--json"), env=dds_env,
-                             capture_output=True, text=True, timeout=30)
+                             capture_output=True, text=True, timeout=120)
     finally:
         _stop(play, signal.SIGINT)
     assert res.returncode == 0, res.stderr
@@ -257,6 +282,6 @@ def test_topics_lists_types_and_rates(tmp_path, dds_env):
     img = info["/CAM_FRONT/image_rect_compressed"]
     assert img["type"] == "sensor_msgs/msg/CompressedImage"
     assert img["reliability"] == "best_effort" and img["publishers"] == 1
-    assert 6.0 < img["hz"] < 16.0, img  # recorded at 12 Hz
+    assert img["count"] >= 2 and 0 < img["hz"] < 16.0, img  # recorded at 12 Hz
     assert info["/tf_static"]["durability"] == "transient_local"
     assert info["/tf"]["type"] == "tf2_msgs/msg/TFMessage"

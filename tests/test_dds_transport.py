@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from priorocc_ros.dds.local_only import loopback_env, unique_domain_id
+from benchmarks.local_dds import loopback_env, unique_domain_id
 from priorocc_ros.msgs import new_msg
 from priorocc_ros.transport.base import RELIABLE_QOS, SENSOR_DATA_QOS, TF_STATIC_QOS, QoSProfile
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from priorocc_ros.dds import idl_types, names
-from priorocc_ros.dds.local_only import loopback_config, loopback_env, unique_domain_id
+from benchmarks.local_dds import loopback_config, loopback_env, unique_domain_id
 from priorocc_ros.dds.participant import CodecError, decode, encode, strip_padding
 from priorocc_ros.dds.qos import to_cyclone_qos
 from priorocc_ros.msgs import new_msg, typestore

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from priorocc_core.config import GridConfig
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 TOKEN = "29796060110c4163b07f06eff4af0753"
@@ -74,8 +76,8 @@ def test_pred_dir_errors_name_the_file(tmp_path):
     preds.mkdir()
     np.savez_compressed(preds / f"{TOKEN}.npz", wrong=np.zeros(3))
     with pytest.raises(SystemExit, match="expected an array 'pred'"):
-        evaluate_pred_dir(str(preds), str(gt_root))
+        evaluate_pred_dir(str(preds), str(gt_root), GridConfig())
     (preds / f"{TOKEN}.npz").unlink()
     np.savez_compressed(preds / "unknowntoken.npz", pred=np.zeros((200, 200, 16), np.uint8))
     with pytest.raises(SystemExit, match="no ground truth for sample unknowntoken"):
-        evaluate_pred_dir(str(preds), str(gt_root))
+        evaluate_pred_dir(str(preds), str(gt_root), GridConfig())

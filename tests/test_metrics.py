@@ -296,3 +296,27 @@ def test_torch_traversal_matches_numpy():
     dn, in_ = cast_rays(occ, (0.9, 0.0, 1.8), dirs)
     assert calls.get("torch")
     assert np.array_equal(it, in_) and np.allclose(dt, dn, rtol=0, atol=1e-12)
+
+
+def test_rayiou_reads_the_grid_it_is_given():
+    """RayIoU on a model grid other than Occ3D's (0.8 m voxels, 100 x 100 x 8): a wall at x index 62
+    ([9.6, 10.4) m) is hit at the same 10.2 m as on the 0.4 m grid, and a prediction of another shape
+    than the grid is refused.
+
+    Mutation caught: render_rays casting with the module's Occ3D PC_RANGE / VOXEL_SIZE instead of the
+    grid's (the 100-voxel grid read as 0.4 m voxels: the origin falls outside it, cast_rays refuses)."""
+    from priorocc_core.config import GridConfig
+
+    g = GridConfig(x=(-40.0, 40.0, 0.8), y=(-40.0, 40.0, 0.8), occ_z=(-1.0, 5.4, 0.8))
+    assert tuple(g.occ_size) == (100, 100, 8)
+    gt = np.full(g.occ_size, FREE, np.uint8)
+    gt[62] = 15
+    origin = np.array([[0.2, 0.2, 0.2]], dtype=np.float32)
+    ray = np.array([[1.0, 0.0, 0.0]], dtype=np.float32)
+    labels, depth = render_rays(gt, origin, ray, grid=g)
+    assert labels.tolist() == [15] and depth[0] == pytest.approx(10.2, abs=1e-5)
+    r = RayIoU(directions=ray, grid=g)
+    r.add(gt, gt, origin)
+    assert r.summary()["RayIoU"] == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="expected shape"):
+        RayIoU(directions=ray, grid=g).add(_wall(125), _wall(125), origin)

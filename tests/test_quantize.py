@@ -15,8 +15,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.inputs import REAL_ROOT, load_real_keyframe, synthetic_frame
+from benchmarks.inputs import REAL_ROOT, synthetic_frame
 from priorocc_core.backends import BackendError, make_predictor
+from priorocc_core.data.real_keyframe import load_real_keyframe
 
 from .conftest import require_shared
 
@@ -51,7 +52,7 @@ def test_int8_model_is_quantised(int8_checkpoint):
 def _frames():
     out = [("synthetic", synthetic_frame(seed=3))]
     if (REAL_ROOT / "v1.0-mini").is_dir():
-        out.append(("real", load_real_keyframe()))
+        out.append(("real", load_real_keyframe(REAL_ROOT)))
     return out
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 
 from priorocc_core.classes import CAMERAS
-from priorocc_ros.dds.local_only import loopback_config, unique_domain_id
+from benchmarks.local_dds import loopback_config, unique_domain_id
 from priorocc_ros.occupancy_node import READY_LINE
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -74,7 +74,7 @@ def rclpy_runs(micro):
         if os.environ.get("CI"):
             pytest.fail(msg + " — CI must have it")
         pytest.skip(msg)
-    from priorocc_ros.dds.local_only import loopback_env, unique_domain_id
+    from benchmarks.local_dds import loopback_env, unique_domain_id
 
     repeats = int(os.environ.get("PRIOROCC_DEMO_REPEATS", "2"))
     env = loopback_env(domain_id=unique_domain_id(os.getpid() * 17 + 3))

@@ -145,7 +145,7 @@ _COUNTER = itertools.count(1)
 
 @pytest.fixture
 def dds_env(monkeypatch):
-    from priorocc_ros.dds.local_only import loopback_env, unique_domain_id
+    from benchmarks.local_dds import loopback_env, unique_domain_id
 
     env = loopback_env(domain_id=unique_domain_id(os.getpid() * 7 + 100 + next(_COUNTER)))
     monkeypatch.setenv("CYCLONEDDS_URI", env["CYCLONEDDS_URI"])

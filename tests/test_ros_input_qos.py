@@ -81,7 +81,7 @@ def test_bad_setting_names_the_parameter(predictor):
 
 
 def test_real_dds_reader_becomes_reliable_and_sets_flow(monkeypatch, predictor):
-    from priorocc_ros.dds.local_only import loopback_env, unique_domain_id
+    from benchmarks.local_dds import loopback_env, unique_domain_id
 
     env = loopback_env(domain_id=unique_domain_id(os.getpid() * 13 + next(_COUNTER)))
     monkeypatch.setenv("CYCLONEDDS_URI", env["CYCLONEDDS_URI"])

@@ -412,7 +412,7 @@ def test_13_late_images_are_logged():
 
 
 def test_13_node_cli_prints_one_line_for_a_bad_parameter(tmp_path, micro, capsys, monkeypatch):
-    from priorocc_ros.dds.local_only import loopback_env, unique_domain_id
+    from benchmarks.local_dds import loopback_env, unique_domain_id
     from priorocc_ros.occupancy_node import main
 
     env = loopback_env(domain_id=unique_domain_id(os.getpid() * 13 + 5))

@@ -54,7 +54,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 from priorocc_core import cli  # noqa: E402
-
+from priorocc_core.atomic import atomic_write_bytes  # noqa: E402
 from priorocc_core.classes import OCC_CLASSES  # noqa: E402
 
 # class groups of the report (Occ3D class indices)
@@ -286,11 +286,8 @@ def write_results(out: Path, runs: list[dict], args, commands: list[str]) -> Pat
     lines += ["", "Classes shown as n/a never occur in the validation world's camera-visible ground truth "
               "and are never predicted.", "", "## Commands", "", "```"] + commands + ["```", ""]
     path = out / "RESULTS.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, path)
-    (out / "results.json.tmp").write_text(json.dumps({"runs": runs, "commands": commands}, indent=1))
-    os.replace(out / "results.json.tmp", out / "results.json")
+    atomic_write_bytes(path, "\n".join(lines).encode())
+    atomic_write_bytes(out / "results.json", json.dumps({"runs": runs, "commands": commands}, indent=1).encode())
     if getattr(args, "results_md", None):
         write_section(Path(args.results_md), "\n".join(lines), *study["markers"])
     return path
@@ -304,9 +301,7 @@ def write_section(path: Path, text: str, begin: str, end: str) -> None:
         new = old[: old.index(begin)] + block + old[old.index(end) + len(end):]
     else:
         new = old.rstrip() + ("\n\n" if old.strip() else "") + block + "\n"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, new.encode())
 
 
 def main(argv=None) -> int:

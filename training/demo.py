@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from priorocc_core import cli  # noqa: E402
+from priorocc_core.atomic import atomic_write_bytes  # noqa: E402
 from priorocc_core.checkpoint import read_checkpoint  # noqa: E402
 from priorocc_core.data import OccDataset  # noqa: E402
 from priorocc_core.data.io import read_image_rgb  # noqa: E402
@@ -116,7 +117,7 @@ def _main(argv) -> int:
         "mask_camera": metric.summary(), "all_voxels": metric_all.summary(),
         "latency_s_mean": float(np.mean(latencies)), "wall_s": time.perf_counter() - t0,
     }
-    (out / "metrics.json").write_text(json.dumps(result, indent=1))
+    atomic_write_bytes(out / "metrics.json", json.dumps(result, indent=1).encode())
     print(f"mIoU (mask_camera) {result['mask_camera']['mIoU']:.2f}  (all voxels {result['all_voxels']['mIoU']:.2f}); "
           f"{len(ds)} keyframes, {result['latency_s_mean']:.2f} s per frame; pictures in {out}/")
     return 0

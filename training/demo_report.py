@@ -34,6 +34,7 @@ sys.path.insert(0, str(HERE))
 from priorocc_core import cli  # noqa: E402
 
 from ablation import GROUPS, fmt, group_miou, write_section  # noqa: E402
+from priorocc_core.atomic import atomic_write_bytes  # noqa: E402
 from priorocc_core.classes import OCC_CLASSES  # noqa: E402
 
 MARK_BEGIN, MARK_END = "<!-- demo_report.py:begin -->", "<!-- demo_report.py:end -->"
@@ -135,7 +136,7 @@ def _main(argv) -> int:
     if a.train_command:
         L += ["", "Training command:", "", "```bash", a.train_command, "```"]
     text = "\n".join(L) + "\n"
-    (out / "demo_report.md").write_text(text)
+    atomic_write_bytes(out / "demo_report.md", text.encode())
     if a.results_md:
         write_section(Path(a.results_md), text, MARK_BEGIN, MARK_END)
     print(text)

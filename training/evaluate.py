@@ -47,10 +47,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from priorocc_core import cli  # noqa: E402
-from priorocc_core.checkpoint import atomic_write_bytes, load_checkpoint  # noqa: E402
+from priorocc_core.atomic import atomic_write_bytes  # noqa: E402
+from priorocc_core.checkpoint import load_checkpoint  # noqa: E402
 from priorocc_core.config import Config, GridConfig, load_config  # noqa: E402
 from priorocc_core.metrics import OccMIoU, RayIoU, SegMIoU, format_table  # noqa: E402
-from priorocc_core.model.postprocess import seg_labels  # noqa: E402
 
 EMA_TENSORS = "ema.safetensors"
 
@@ -86,10 +86,10 @@ def parse_args(argv=None):
 class Evaluator:
     """Accumulates every metric; add() takes one sample."""
 
-    def __init__(self, rayiou: bool = True, no_mask: bool = False, device: Optional[str] = None):
+    def __init__(self, grid: GridConfig, rayiou: bool = True, no_mask: bool = False, device: Optional[str] = None):
         self.occ = OccMIoU()
         self.occ_all = OccMIoU() if no_mask else None
-        self.ray = RayIoU(device=device) if rayiou else None  # ray casting on CUDA when given
+        self.ray = RayIoU(device=device, grid=grid) if rayiou else None  # ray casting on CUDA when given
         self.seg = SegMIoU()
         self.n = 0
         self.origin_source: set[str] = set()
@@ -146,26 +146,27 @@ def load_model(ckpt: str, device: torch.device, weights: str = "auto"):
     return model.to(device).eval(), cfg, which
 
 
-class TorchRunner:
-    """Runs the network on dataset batches (already preprocessed at test-time augmentation)."""
+class BatchRunner:
+    """Dataset batches (already preprocessed at test-time augmentation) through the one torch runner,
+    :class:`priorocc_core.backends.TorchRunner` (fp32, NCHW as the model trains), with the model's own
+    pooling planner for each batch's geometry."""
 
-    def __init__(self, model, device, keep_logits: bool = False):
-        self.model, self.device, self.keep_logits = model, device, keep_logits
+    def __init__(self, model, cfg: Config, device, keep_logits: bool = False):
+        from priorocc_core.backends import TorchRunner
+
+        self.runner = TorchRunner(model, cfg, device, precision="fp32", channels_last=False, logits=keep_logits)
+        self.planner = model.planner
         self.logits = None  # (B, Dx, Dy, Dz, K) float16 of the last batch, when keep_logits
 
-    @torch.no_grad()
     def __call__(self, batch: dict):
         from priorocc_core.data import batch_to
+        from priorocc_core.model.priorocc import GEOMETRY_KEYS
 
-        x = batch_to(batch, self.device)  # a temporal batch's adj frames too
-        out = self.model(x)
-        if self.keep_logits:
-            self.logits = out["occ_logits"].to(torch.float16).cpu().numpy()
-        occ = out["occ"].to(torch.uint8).cpu().numpy()
-        seg = None
-        if out.get("seg_logits") is not None and "seg_labels" in batch:
-            seg = seg_labels(out["seg_logits"], tuple(batch["seg_labels"].shape[-2:])).to(torch.uint8).cpu().numpy()
-        return occ, seg
+        x = batch_to(batch, self.runner.device)  # a temporal batch's adj frames too
+        plan = self.planner(*(x[k] for k in GEOMETRY_KEYS))
+        out = self.runner.run_batch(x, plan)
+        self.logits = out.get("logits")
+        return out["occ"], (out["seg"] if "seg_labels" in batch else None)
 
 
 class PredictorRunner:
@@ -249,12 +250,12 @@ def evaluate_model(cfg: Config, ckpt: str, split: str, backend: str = "torch", d
                               "(--backend torch --precision fp32, without --via-predictor): the predictor path "
                               "feeds one image set at a time and holds no history here")
     if in_process:
-        runner = TorchRunner(model, dev, keep_logits=save_logits)
+        runner = BatchRunner(model, model_cfg, dev, keep_logits=save_logits)
     else:
         runner = PredictorRunner(model, model_cfg, ckpt, backend, str(dev), precision)
     loader = DataLoader(Subset(ds, range(n)), batch_size=batch_size, shuffle=False, collate_fn=collate,
                         num_workers=cfg.data.num_workers)
-    ev = Evaluator(rayiou=rayiou, no_mask=no_mask, device=str(dev) if dev.type == "cuda" else None)
+    ev = Evaluator(model_cfg.model.grid, rayiou=rayiou, no_mask=no_mask, device=str(dev) if dev.type == "cuda" else None)
     origins = OriginFinder(ds)
     bar = None
     if progress:
@@ -307,9 +308,11 @@ def _save_npz(path: Path, arrays: dict) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def evaluate_pred_dir(pred_dir: str, gt_root: str, rayiou: bool = True, no_mask: bool = False,
-                      max_samples: int = 0, occ_size: tuple[int, int, int] = GridConfig().occ_size) -> dict:
-    """Score ``<pred_dir>/<token>.npz`` files against ``<gt_root>/<scene>/<token>/labels.npz``."""
+def evaluate_pred_dir(pred_dir: str, gt_root: str, grid: GridConfig, rayiou: bool = True, no_mask: bool = False,
+                      max_samples: int = 0) -> dict:
+    """Score ``<pred_dir>/<token>.npz`` files on ``grid`` (the config's) against
+    ``<gt_root>/<scene>/<token>/labels.npz``."""
+    occ_size = tuple(grid.occ_size)
     from priorocc_core.data.io import load_occ_gt
 
     pred_dir, gt_root = Path(pred_dir), Path(gt_root)
@@ -323,7 +326,7 @@ def evaluate_pred_dir(pred_dir: str, gt_root: str, rayiou: bool = True, no_mask:
         files = files[:max_samples]
     if not files:
         raise SystemExit(f"--pred-dir {pred_dir}: no .npz predictions")
-    ev = Evaluator(rayiou=rayiou, no_mask=no_mask)
+    ev = Evaluator(grid, rayiou=rayiou, no_mask=no_mask)
     for f in files:
         token = f.stem
         if token not in gts:
@@ -387,8 +390,8 @@ def _main(argv) -> int:
     split = args.split or "val"
     if args.pred_dir:
         gt_root = args.gt_root or cfg.data.occ_root or str(Path(cfg.data.dataroot) / "gts")
-        r = evaluate_pred_dir(args.pred_dir, gt_root, not args.no_rayiou, args.also_no_mask, args.max_samples,
-                              cfg.model.grid.occ_size)
+        r = evaluate_pred_dir(args.pred_dir, gt_root, cfg.model.grid, not args.no_rayiou, args.also_no_mask,
+                              args.max_samples)
         out = Path(args.out) if args.out else Path(args.pred_dir) / "eval.json"
     else:
         if not args.checkpoint:

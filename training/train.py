@@ -5,6 +5,11 @@
                              [--cfg-options key=value ...] [--device cpu|cuda]
     torchrun --nproc_per_node N training/train.py CONFIG ...      (or training/dist_train.sh CONFIG N)
 
+The loop (``train``) reads as nanoGPT's: ``setup`` (work dir, seeds, data order, model, optimizer) ->
+``resume_from`` (a training checkpoint's every state) -> per step ``train_step`` (forward, backward,
+update, EMA), ``Reporter`` (the step's losses to losses.jsonl / TensorBoard / the log), ``save`` (a
+resumable checkpoint) -> ``save_final`` (the deployable weights). A ``Run`` holds the state they pass.
+
 What it does
 - DistributedDataParallel when started by torchrun (WORLD_SIZE > 1): gloo on CPU, nccl on CUDA;
   each process reads its own shard of every epoch (DistributedSampler's split).
@@ -25,7 +30,10 @@ What it does
   renamed into place.
 - --resume continues exactly: the data order and the augmentation of every sample are a function of
   (seed, epoch, position) only, and all states above are restored, so N steps in one go and
-  N/2 + resume + N/2 give the same loss curve on CPU.
+  N/2 + resume + N/2 give the same loss curve, bitwise on CPU on one machine at one torch thread
+  count, whatever the load (no training op sums in an order set by thread timing: see
+  model/bev_pool.py). Another thread count or CPU (ISA) splits reductions differently: close, not
+  bitwise; the log says so when the thread count changed.
 """
 from __future__ import annotations
 
@@ -39,6 +47,7 @@ import random
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -52,10 +61,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from priorocc_core.atomic import remove_stale_temps, replace_dir, temp_dir_for  # noqa: E402
+from priorocc_core.atomic import atomic_write_bytes, remove_stale_temps, replace_dir, temp_dir_for  # noqa: E402
 from priorocc_core.checkpoint import (  # noqa: E402
     CheckpointError,
-    atomic_write_bytes,
     read_checkpoint,
     save_checkpoint,
     save_tensors_atomic,
@@ -334,18 +342,19 @@ def save_training_checkpoint(ckpt_dir: Path, model, cfg: Config, opt, ema: Optio
             "epoch": epoch,
             "iter_in_epoch": iter_in_epoch,
             "world_size": world,
+            "torch_threads": torch.get_num_threads(),
             "seed": cfg.train.seed,
             "optimizer": opt_json,
             "ema": ema.meta() if ema is not None else None,
             "scaler": scaler.state_dict() if scaler is not None else None,
             "rng": rng_json,
         }
-        atomic_write_bytes(tmp / STATE_JSON, json.dumps(js).encode())
+        atomic_write_bytes(tmp / STATE_JSON, json.dumps(js).encode(), fsync=True)
         replace_dir(tmp, ckpt_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    atomic_write_bytes(ckpt_dir.parent / "latest", ckpt_dir.name.encode())
+    atomic_write_bytes(ckpt_dir.parent / "latest", ckpt_dir.name.encode(), fsync=True)
     return ckpt_dir
 
 
@@ -397,7 +406,7 @@ def load_initial_weights(model: torch.nn.Module, src: str, cfg: Config, log) -> 
             log(f"  {name}: " + ", ".join(items[:8]) + (" ..." if len(items) > 8 else ""))
 
 
-# ----------------------------------------------------------------------------- main loop
+# ----------------------------------------------------------------------------- command line
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description="Train PriorOcc (single process or torchrun).")
     ap.add_argument("config", help="YAML config (training/configs/*.yaml)")
@@ -415,34 +424,64 @@ def parse_args(argv=None):
     return ap.parse_args(argv)
 
 
-def train(cfg: Config, work_dir: Path, resume: Optional[str] = None, load_from: Optional[str] = None,
-          device: Optional[str] = None, checkpoint_every: int = 0, progress: bool = True,
-          dataset: Optional[Dataset] = None) -> dict:
-    """Run training; returns a summary dict (steps, final checkpoint, last losses, timings)."""
+# ----------------------------------------------------------------------------- a run's state
+class RunLog:
+    """Timestamped lines to stdout and <work_dir>/train.log (rank 0 only)."""
+
+    def __init__(self, work_dir: Path, main: bool):
+        self.path, self.main = work_dir / "train.log", main
+
+    def __call__(self, msg: str) -> None:
+        if self.main:
+            line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+            print(line, flush=True)
+            with open(self.path, "a") as f:
+                f.write(line + "\n")
+
+
+@dataclass
+class Run:
+    """Everything one training run holds, passed explicitly between the phases of :func:`train`."""
+
+    cfg: Config
+    dd: Dist
+    work_dir: Path
+    log: RunLog
+    ds: Dataset
+    sampler: SeededSampler
+    loader_kwargs: dict
+    iters_per_epoch: int
+    total_iters: int
+    model: torch.nn.Module  # DDP-wrapped when distributed; unwrap() for the network
+    opt: torch.optim.Optimizer
+    sched: LRSchedule
+    amp_dtype: Optional[torch.dtype]
+    scaler: Any
+    ema: Optional[ModelEMA]
+    step: int = 0
+    epoch: int = 0
+    start_in_epoch: int = 0  # where the current epoch (re)starts: non-zero after a mid-epoch resume
+    it_in_epoch: int = 0
+
+
+# ----------------------------------------------------------------------------- setup
+def setup(cfg: Config, work_dir: Path, device: Optional[str], dataset: Optional[Dataset],
+          load_from: Optional[str]) -> Run:
+    """Work dir, seeds, data order, model, optimizer, schedule, AMP, EMA: a run at step 0."""
     from priorocc_core.model import build_model
 
     dd = Dist(device)
-    work_dir = Path(work_dir)
-    log_lines = []
-
-    def log(msg: str) -> None:
-        if dd.main:
-            line = f"[{time.strftime('%H:%M:%S')}] {msg}"
-            log_lines.append(line)
-            print(line, flush=True)
-            with open(work_dir / "train.log", "a") as f:
-                f.write(line + "\n")
-
+    log = RunLog(work_dir, dd.main)
     if dd.main:
         work_dir.mkdir(parents=True, exist_ok=True)
         # what a run killed while writing left behind (e.g. a half-written .iter_*.tmp-* folder)
         for stale in [p for d in (work_dir, work_dir / "checkpoints", work_dir / "final") for p in remove_stale_temps(d)]:
             log(f"removed {stale} (left by an interrupted write)")
-        atomic_write_bytes(work_dir / "config.yaml", cfg.to_yaml().encode())
+        atomic_write_bytes(work_dir / "config.yaml", cfg.to_yaml().encode(), fsync=True)
     dd.barrier()
     tc = cfg.train
 
-    # seeds (per rank); exact continuation is handled by restoring the states below
+    # seeds (per rank); exact continuation is handled by restoring the states in resume_from()
     random.seed(tc.seed + dd.rank)
     np.random.seed(tc.seed + dd.rank)
     torch.manual_seed(tc.seed + dd.rank)
@@ -460,9 +499,8 @@ def train(cfg: Config, work_dir: Path, resume: Optional[str] = None, load_from: 
 
     torch.manual_seed(tc.seed)  # identical initial weights on every rank
     model = build_model(cfg.model)
-    src = load_from or tc.load_from
-    if src and not resume:
-        load_initial_weights(model, src, cfg, log)
+    if load_from:
+        load_initial_weights(model, load_from, cfg, log)
     model.to(dd.device)
     if tc.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -481,170 +519,231 @@ def train(cfg: Config, work_dir: Path, resume: Optional[str] = None, load_from: 
     sched = LRSchedule(tc.lr, tc.warmup_iters, tc.warmup_ratio, tc.lr_steps, iters_per_epoch, tc.lr_policy,
                        total_iters, tc.min_lr_ratio)
     amp_dtype = autocast_mode(dd.device, tc.amp)
-    use_amp = amp_dtype is not None
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     ema = ModelEMA(unwrap(model), tc.ema_decay) if tc.ema else None
+    return Run(cfg, dd, work_dir, log, ds, sampler, loader_kwargs, iters_per_epoch, total_iters, model, opt, sched,
+               amp_dtype, scaler, ema)
 
-    step, epoch, start_in_epoch = 0, 0, 0
+
+# ----------------------------------------------------------------------------- resume
+def resume_from(run: Run, ck: Path) -> None:
+    """Continue ``run`` from training checkpoint ``ck``: weights, optimizer moments, EMA, AMP scaler,
+    position (step, epoch, iteration in it), RNG states; drops losses.jsonl records past it."""
+    dd, log = run.dd, run.log
+    tensors, _, _ = read_checkpoint(ck)
+    unwrap(run.model).load_state_dict(tensors, strict=True)
+    js = json.loads((ck / STATE_JSON).read_text())
+    st = load_file(str(ck / STATE_TENSORS))
+    optimizer_from_state(run.opt, {k: v for k, v in st.items() if k.startswith("optim.")}, js["optimizer"])
+    if run.ema is not None:
+        if not (ck / EMA_TENSORS).is_file():
+            raise SystemExit(f"--resume {ck}: EMA enabled but the checkpoint has no {EMA_TENSORS}")
+        run.ema.load(load_file(str(ck / EMA_TENSORS)), js["ema"])
+    if run.scaler is not None and js.get("scaler"):
+        run.scaler.load_state_dict(js["scaler"])
+    run.step, run.epoch, run.start_in_epoch = js["step"], js["epoch"], js["iter_in_epoch"]
+    rank_key = f"rank{dd.rank}." if js["world_size"] == dd.world else "rank0."
+    if js.get("torch_threads", torch.get_num_threads()) != torch.get_num_threads():
+        log(f"note: the run had {js['torch_threads']} torch threads, this one {torch.get_num_threads()}: "
+            "reductions split differently, so the losses follow the run closely but not bitwise")
+    if js["world_size"] != dd.world:
+        log(f"warning: resuming a {js['world_size']}-process run on {dd.world} processes; "
+            "data order and RNG streams will differ from an uninterrupted run")
+    _restore_rng(st, rank_key, js["rng"][rank_key.rstrip(".")])
+    log(f"resumed from {ck} at step {run.step} (epoch {run.epoch}, iteration {run.start_in_epoch} of it)")
+    losses = run.work_dir / "losses.jsonl"
+    if dd.main and losses.is_file():  # drop records past the checkpoint
+        lines = [ln for ln in losses.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= run.step]
+        atomic_write_bytes(losses, ("\n".join(lines) + ("\n" if lines else "")).encode(), fsync=True)
+
+
+# ----------------------------------------------------------------------------- step
+def epoch_batches(run: Run) -> Iterator[dict]:
+    """The batches left in the current epoch (from ``run.start_in_epoch``), on the run's device."""
+    run.sampler.set_epoch(run.epoch, run.start_in_epoch * run.cfg.train.batch_size)
+    run.it_in_epoch = run.start_in_epoch
+    for batch in DataLoader(SeededDataset(run.ds), **run.loader_kwargs):
+        if run.step >= run.total_iters or run.it_in_epoch >= run.iters_per_epoch:
+            return
+        yield to_device(batch, run.dd.device)
+
+
+def train_step(run: Run, batch: dict, lr: float) -> tuple[dict[str, float], torch.Tensor]:
+    """One optimisation step at learning rate ``lr``: forward, losses, backward, clip, update, EMA.
+    Returns (the losses as floats, "loss" their sum; the gradient norm before clipping)."""
+    model, opt, scaler, tc = run.model, run.opt, run.scaler, run.cfg.train
+    for g in opt.param_groups:
+        g["lr"] = lr
+    amp = torch.autocast(run.dd.device.type, dtype=run.amp_dtype) if run.amp_dtype else contextlib.nullcontext()
+    with amp:
+        losses = unwrap(model).losses(model(batch), batch)  # forward returns outputs
+    loss = sum(losses.values())
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"step {run.step}: loss is {loss.item()} ({ {k: v.item() for k, v in losses.items()} })")
+    opt.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+    else:
+        loss.backward()
+    grad_norm = (torch.nn.utils.clip_grad_norm_(unwrap(model).parameters(), tc.grad_clip)
+                 if tc.grad_clip > 0 else torch.tensor(0.0))
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+    if run.ema is not None:
+        run.ema.update(model)
+    vals = {k: float(v.detach()) for k, v in losses.items()}
+    vals["loss"] = float(loss.detach())
+    return vals, grad_norm
+
+
+# ----------------------------------------------------------------------------- evaluate (the step's figures)
+class Reporter:
+    """Where a run's figures go (rank 0): losses.jsonl every step, the tqdm bar, and every
+    ``log_interval`` steps the rank-mean losses to TensorBoard and (without a bar) the log."""
+
+    def __init__(self, run: Run, progress: bool, resumed: bool):
+        self.run, self.writer, self.bar = run, None, None
+        self.losses_file = open(run.work_dir / "losses.jsonl", "a") if run.dd.main else None
+        if run.dd.main:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(run.work_dir / "tb"), purge_step=run.step if resumed else None)
+            except Exception as e:  # tensorboard missing or broken: keep training, say so
+                run.log(f"TensorBoard disabled: {e}")
+        if run.dd.main and progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=run.total_iters, initial=run.step, desc=run.cfg.name, unit="it", dynamic_ncols=True,
+                            smoothing=0.1)
+        self.t_log, self.n_log = time.time(), 0
+
+    def __call__(self, vals: dict[str, float], lr: float, grad_norm: torch.Tensor) -> None:
+        run, tc = self.run, self.run.cfg.train
+        self.n_log += tc.batch_size * run.dd.world
+        if self.losses_file is not None:
+            self.losses_file.write(json.dumps({"step": run.step, "lr": lr, **vals}) + "\n")
+            self.losses_file.flush()
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{vals['loss']:.4f}", lr=f"{lr:.2e}")
+        if run.step % max(1, tc.log_interval) == 0 or run.step == run.total_iters:
+            mean = run.dd.mean(vals)
+            now = time.time()
+            sps = self.n_log / max(now - self.t_log, 1e-9)
+            self.t_log, self.n_log = now, 0
+            if self.writer is not None:
+                for k, v in mean.items():
+                    self.writer.add_scalar(f"train/{k}", v, run.step)
+                self.writer.add_scalar("train/lr", lr, run.step)
+                self.writer.add_scalar("train/samples_per_s", sps, run.step)
+                self.writer.add_scalar("train/grad_norm", float(grad_norm), run.step)
+            if self.bar is None:
+                run.log(f"step {run.step}/{run.total_iters} " + " ".join(f"{k}={v:.4f}" for k, v in mean.items())
+                        + f" lr={lr:.3e} {sps:.2f} samples/s")
+
+    def close(self) -> None:
+        for f in (self.losses_file, self.bar, self.writer):
+            if f is not None:
+                f.close()
+
+
+def log_start(run: Run) -> None:
+    tc, dd = run.cfg.train, run.dd
+    use_amp = run.amp_dtype is not None
+    run.log(f"training {run.cfg.name}: {len(run.ds)} samples, {dd.world} process(es) on {dd.device}, "
+            f"batch {tc.batch_size}/process, {run.iters_per_epoch} it/epoch, {run.total_iters} iterations, "
+            f"lr {tc.lr_policy}, AMP {str(run.amp_dtype).replace('torch.', '') if use_amp else 'off'}"
+            f"{' (no native bf16 on this CPU: fp32)' if tc.amp and not use_amp and dd.device.type == 'cpu' else ''}, "
+            f"{'channels_last, ' if tc.channels_last else ''}"
+            f"EMA {'on' if run.ema else 'off'}")
+
+
+# ----------------------------------------------------------------------------- save
+def save(run: Run, iter_in_epoch: int, epoch: int) -> Optional[Path]:
+    """A resumable training checkpoint ``checkpoints/iter_<step>`` (every rank's RNG states gathered
+    to rank 0, which writes it); its path on rank 0."""
+    dd = run.dd
+    rng_t = _rng_state_tensors("")
+    rng_j = _rng_state_json()
+    gathered = dd.all_gather_object((rng_t, rng_j)) if dd.enabled else [(rng_t, rng_j)]
+    out = None
+    if dd.main:
+        all_t, all_j = {}, {}
+        for r, (t, j) in enumerate(gathered):
+            all_t.update({f"rank{r}.{k}": v.cpu() for k, v in t.items()})
+            all_j[f"rank{r}"] = j
+        out = save_training_checkpoint(run.work_dir / "checkpoints" / f"iter_{run.step:07d}", run.model, run.cfg,
+                                       run.opt, run.ema, run.scaler, run.step, epoch, iter_in_epoch, all_t, all_j,
+                                       dd.world)
+        run.log(f"checkpoint {out}")
+    dd.barrier()
+    return out
+
+
+def save_final(run: Run) -> None:
+    """The deployable weights in final/: the EMA weights when EMA is on."""
+    if run.dd.main:
+        ema = run.ema
+        save_checkpoint(run.work_dir / "final", unwrap(run.model), run.cfg, step=run.step,
+                        extra_meta={"weights": "ema" if ema is not None else "model"},
+                        state_dict=ema.state_dict() if ema is not None else None)
+        run.log(f"final weights ({'EMA' if ema is not None else 'model'}) -> {run.work_dir / 'final'}")
+    run.dd.barrier()
+
+
+# ----------------------------------------------------------------------------- the loop
+def train(cfg: Config, work_dir: Path, resume: Optional[str] = None, load_from: Optional[str] = None,
+          device: Optional[str] = None, checkpoint_every: int = 0, progress: bool = True,
+          dataset: Optional[Dataset] = None) -> dict:
+    """Run training; returns a summary dict (steps, final checkpoint, last losses, timings)."""
+    work_dir = Path(work_dir)
+    # setup: work dir, seeds, data order, model, optimizer, schedule
+    run = setup(cfg, work_dir, device, dataset, None if resume else (load_from or cfg.train.load_from))
+    # resume: every state of the checkpoint, so the run continues as if never stopped
     if resume:
-        ck = resolve_resume(resume, work_dir)
-        tensors, _, _ = read_checkpoint(ck)
-        unwrap(model).load_state_dict(tensors, strict=True)
-        js = json.loads((ck / STATE_JSON).read_text())
-        st = load_file(str(ck / STATE_TENSORS))
-        optimizer_from_state(opt, {k: v for k, v in st.items() if k.startswith("optim.")}, js["optimizer"])
-        if ema is not None:
-            if not (ck / EMA_TENSORS).is_file():
-                raise SystemExit(f"--resume {ck}: EMA enabled but the checkpoint has no {EMA_TENSORS}")
-            ema.load(load_file(str(ck / EMA_TENSORS)), js["ema"])
-        if scaler is not None and js.get("scaler"):
-            scaler.load_state_dict(js["scaler"])
-        step, epoch, start_in_epoch = js["step"], js["epoch"], js["iter_in_epoch"]
-        rank_key = f"rank{dd.rank}." if js["world_size"] == dd.world else "rank0."
-        if js["world_size"] != dd.world:
-            log(f"warning: resuming a {js['world_size']}-process run on {dd.world} processes; "
-                "data order and RNG streams will differ from an uninterrupted run")
-        _restore_rng(st, rank_key, js["rng"][rank_key.rstrip(".")])
-        log(f"resumed from {ck} at step {step} (epoch {epoch}, iteration {start_in_epoch} of it)")
-        if dd.main and (work_dir / "losses.jsonl").is_file():  # drop records past the checkpoint
-            lines = [ln for ln in (work_dir / "losses.jsonl").read_text().splitlines()
-                     if ln.strip() and json.loads(ln)["step"] <= step]
-            atomic_write_bytes(work_dir / "losses.jsonl", ("\n".join(lines) + ("\n" if lines else "")).encode())
-
-    writer = None
-    if dd.main:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(work_dir / "tb"), purge_step=step if resume else None)
-        except Exception as e:  # tensorboard missing or broken: keep training, say so
-            log(f"TensorBoard disabled: {e}")
-    bar = None
-    if dd.main and progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total_iters, initial=step, desc=cfg.name, unit="it", dynamic_ncols=True, smoothing=0.1)
-    log(f"training {cfg.name}: {len(ds)} samples, {dd.world} process(es) on {dd.device}, batch {tc.batch_size}/process, "
-        f"{iters_per_epoch} it/epoch, {total_iters} iterations, lr {tc.lr_policy}, "
-        f"AMP {str(amp_dtype).replace('torch.', '') if use_amp else 'off'}"
-        f"{' (no native bf16 on this CPU: fp32)' if tc.amp and not use_amp and dd.device.type == 'cpu' else ''}, "
-        f"{'channels_last, ' if tc.channels_last else ''}"
-        f"EMA {'on' if ema else 'off'}")
-
-    def checkpoint(name: str, iter_in_epoch: int, ep: int) -> Optional[Path]:
-        rng_t = _rng_state_tensors("")
-        rng_j = _rng_state_json()
-        gathered = dd.all_gather_object((rng_t, rng_j)) if dd.enabled else [(rng_t, rng_j)]
-        out = None
-        if dd.main:
-            all_t, all_j = {}, {}
-            for r, (t, j) in enumerate(gathered):
-                all_t.update({f"rank{r}.{k}": v.cpu() for k, v in t.items()})
-                all_j[f"rank{r}"] = j
-            out = save_training_checkpoint(work_dir / "checkpoints" / name, model, cfg, opt, ema, scaler, step, ep,
-                                           iter_in_epoch, all_t, all_j, dd.world)
-            log(f"checkpoint {out}")
-        dd.barrier()
-        return out
-
-    last_losses: dict[str, float] = {}
+        resume_from(run, resolve_resume(resume, work_dir))
+    run.it_in_epoch = run.start_in_epoch
+    report = Reporter(run, progress, resumed=bool(resume))
+    log_start(run)
+    tc, last_losses, final_ck = cfg.train, {}, None
     t_start = time.time()
-    t_log, n_log = time.time(), 0
-    losses_file = open(work_dir / "losses.jsonl", "a") if dd.main else None
-    it_in_epoch, final_ck = start_in_epoch, None
     try:
-        while step < total_iters:
-            sampler.set_epoch(epoch, start_in_epoch * tc.batch_size)
-            loader = DataLoader(SeededDataset(ds), **loader_kwargs)
-            it_in_epoch = start_in_epoch
-            for batch in loader:
-                if step >= total_iters or it_in_epoch >= iters_per_epoch:
+        while run.step < run.total_iters:
+            for batch in epoch_batches(run):
+                # step: forward, backward, update at this step's learning rate
+                lr = run.sched(run.step)
+                last_losses, grad_norm = train_step(run, batch, lr)
+                run.step += 1
+                run.it_in_epoch += 1
+                # evaluate: the step's losses to losses.jsonl, TensorBoard, the log
+                report(last_losses, lr, grad_norm)
+                # save: a resumable checkpoint every checkpoint_every steps
+                if checkpoint_every and run.step % checkpoint_every == 0 and run.step < run.total_iters:
+                    save(run, run.it_in_epoch, run.epoch)
+                if run.step >= run.total_iters:
                     break
-                lr = sched(step)
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                batch = to_device(batch, dd.device)
-                with torch.autocast(dd.device.type, dtype=amp_dtype) if use_amp else contextlib.nullcontext():
-                    losses = unwrap(model).losses(model(batch), batch)  # forward returns outputs
-                loss = sum(losses.values())
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"step {step}: loss is {loss.item()} ({ {k: v.item() for k, v in losses.items()} })")
-                opt.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(opt)
-                else:
-                    loss.backward()
-                grad_norm = (torch.nn.utils.clip_grad_norm_(unwrap(model).parameters(), tc.grad_clip)
-                             if tc.grad_clip > 0 else torch.tensor(0.0))
-                if scaler is not None:
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    opt.step()
-                if ema is not None:
-                    ema.update(model)
-                step += 1
-                it_in_epoch += 1
-                n_log += tc.batch_size * dd.world
-                vals = {k: float(v.detach()) for k, v in losses.items()}
-                vals["loss"] = float(loss.detach())
-                last_losses = vals
-                if losses_file is not None:
-                    losses_file.write(json.dumps({"step": step, "lr": lr, **vals}) + "\n")
-                    losses_file.flush()
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{vals['loss']:.4f}", lr=f"{lr:.2e}")
-                if step % max(1, tc.log_interval) == 0 or step == total_iters:
-                    mean = dd.mean(vals)
-                    now = time.time()
-                    sps = n_log / max(now - t_log, 1e-9)
-                    t_log, n_log = now, 0
-                    if writer is not None:
-                        for k, v in mean.items():
-                            writer.add_scalar(f"train/{k}", v, step)
-                        writer.add_scalar("train/lr", lr, step)
-                        writer.add_scalar("train/samples_per_s", sps, step)
-                        writer.add_scalar("train/grad_norm", float(grad_norm), step)
-                    if bar is None:
-                        log(f"step {step}/{total_iters} " + " ".join(f"{k}={v:.4f}" for k, v in mean.items())
-                            + f" lr={lr:.3e} {sps:.2f} samples/s")
-                if checkpoint_every and step % checkpoint_every == 0 and step < total_iters:
-                    checkpoint(f"iter_{step:07d}", it_in_epoch, epoch)
-                if step >= total_iters:
-                    break
-            if it_in_epoch >= iters_per_epoch:  # epoch finished
-                epoch += 1
-                start_in_epoch = 0
-                if tc.checkpoint_interval > 0 and epoch % tc.checkpoint_interval == 0 and step < total_iters:
-                    checkpoint(f"iter_{step:07d}", 0, epoch)
+            if run.it_in_epoch >= run.iters_per_epoch:  # epoch finished (save: every checkpoint_interval epochs)
+                run.epoch += 1
+                run.start_in_epoch = 0
+                if tc.checkpoint_interval > 0 and run.epoch % tc.checkpoint_interval == 0 and run.step < run.total_iters:
+                    save(run, 0, run.epoch)
             else:
-                start_in_epoch = it_in_epoch
-        # final: a resumable training checkpoint and the deployable weights
-        if it_in_epoch >= iters_per_epoch:
-            final_ck = checkpoint(f"iter_{step:07d}", 0, epoch)
-        else:
-            final_ck = checkpoint(f"iter_{step:07d}", it_in_epoch, epoch)
-        if dd.main:
-            weights = ema.state_dict() if ema is not None else None
-            save_checkpoint(work_dir / "final", unwrap(model), cfg, step=step,
-                            extra_meta={"weights": "ema" if ema is not None else "model"}, state_dict=weights)
-            log(f"final weights ({'EMA' if ema is not None else 'model'}) -> {work_dir / 'final'}")
-        dd.barrier()
+                run.start_in_epoch = run.it_in_epoch
+        # save: a resumable training checkpoint and the deployable weights
+        final_ck = save(run, 0 if run.it_in_epoch >= run.iters_per_epoch else run.it_in_epoch, run.epoch)
+        save_final(run)
     finally:
-        if losses_file is not None:
-            losses_file.close()
-        if bar is not None:
-            bar.close()
-        if writer is not None:
-            writer.close()
-    wall = time.time() - t_start
-    summary = {"steps": step, "final": str(work_dir / "final"), "last_checkpoint": str(final_ck) if final_ck else None,
-               "last_losses": last_losses, "wall_s": wall, "world_size": dd.world}
-    if dd.main:
-        atomic_write_bytes(work_dir / "train_summary.json", json.dumps(summary, indent=1).encode())
-    dd.close()
+        report.close()
+    summary = {"steps": run.step, "final": str(work_dir / "final"), "last_checkpoint": str(final_ck) if final_ck else None,
+               "last_losses": last_losses, "wall_s": time.time() - t_start, "world_size": run.dd.world}
+    if run.dd.main:
+        atomic_write_bytes(work_dir / "train_summary.json", json.dumps(summary, indent=1).encode(), fsync=True)
+    run.dd.close()
     return summary
 
 

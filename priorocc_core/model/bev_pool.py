@@ -95,7 +95,12 @@ def bev_pool_index_add(depth: torch.Tensor, feat: torch.Tensor, plan: PoolingInd
     """Gather + index_add: writes a (P, C) intermediate. Shapes as :func:`bev_pool`."""
     c = feat.shape[-1]
     b, dz, dy, dx = plan.out_shape
-    vals = depth.reshape(-1)[plan.ranks_depth].unsqueeze(1) * feat.reshape(-1, c)[plan.ranks_feat]  # (P, C)
+    # index_select, not ``x[ranks]``: the backward of advanced indexing on CPU (index_put_ with
+    # accumulate) adds with atomics across threads, so its sums depend on thread timing and a
+    # training run would not repeat bitwise (tests/test_train.py::test_resume_continues_exactly);
+    # index_select's backward (index_add_) sums in a fixed order. Same forward values.
+    d = depth.reshape(-1).index_select(0, plan.ranks_depth)  # (P,)
+    vals = d.unsqueeze(1) * feat.reshape(-1, c).index_select(0, plan.ranks_feat)  # (P, C)
     out = torch.zeros(b * dz * dy * dx, c, dtype=vals.dtype, device=vals.device)
     if torch.onnx.is_in_onnx_export():
         # index_add exports as ScatterElements without reduction (duplicates overwrite);

@@ -30,23 +30,14 @@ class ResNetBackbone(nn.Module):
     """torchvision ResNet without its classifier; returns the stages in ``out_indices``.
 
     Input (B*N, 3, H, W) -> list of (B*N, C_i, H/2^(i+2), W/2^(i+2)); indices 2, 3 = C4, C5.
+    Randomly initialised: weights come from :func:`load_resnet_weights` (the model builder's job).
     """
 
-    def __init__(self, depth: int = 50, out_indices=(2, 3), pretrained: str | None = None, with_cp: bool = False):
+    def __init__(self, depth: int = 50, out_indices=(2, 3), with_cp: bool = False):
         super().__init__()
         if depth not in _RESNETS:
             raise ValueError(f"backbone.depth must be one of {sorted(_RESNETS)}, got {depth}")
         net = _RESNETS[depth](weights=None)
-        if pretrained:
-            path = Path(pretrained)
-            if not path.is_file():
-                raise FileNotFoundError(f"backbone.pretrained: no file {path}")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            state = state.get("state_dict", state)
-            missing, unexpected = net.load_state_dict(state, strict=False)
-            missing = [k for k in missing if not k.startswith("fc.")]
-            if missing:
-                raise ValueError(f"backbone.pretrained {path}: missing tensors {missing[:5]}...")
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         self.out_indices = tuple(out_indices)
@@ -66,6 +57,20 @@ class ResNetBackbone(nn.Module):
             if i >= max(self.out_indices):
                 break
         return outs
+
+
+def load_resnet_weights(backbone: ResNetBackbone, path: str | Path) -> ResNetBackbone:
+    """Load a local torchvision ResNet checkpoint (``state_dict`` or a bare one; its ``fc.*`` classifier
+    is not used) into ``backbone``; every backbone tensor must come from the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"backbone.pretrained: no file {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state)
+    missing, _ = backbone.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")}, strict=False)
+    if missing:
+        raise ValueError(f"backbone.pretrained {path}: missing tensors {missing[:5]}...")
+    return backbone
 
 
 class CustomFPN(nn.Module):

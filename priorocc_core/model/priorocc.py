@@ -40,7 +40,7 @@ class PriorOcc(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.backbone = ResNetBackbone(cfg.backbone.depth, cfg.backbone.out_indices, cfg.backbone.pretrained, cfg.backbone.with_cp)
+        self.backbone = ResNetBackbone(cfg.backbone.depth, cfg.backbone.out_indices, cfg.backbone.with_cp)
         if tuple(self.backbone.out_channels) != tuple(cfg.neck.in_channels):
             raise ValueError(
                 f"neck.in_channels {tuple(cfg.neck.in_channels)} does not match the ResNet-{cfg.backbone.depth} "

@@ -7,7 +7,8 @@
 - ``participant``: participant, topics, raw-CDR writers/readers, codecs.
 - ``graph``: what rmw_cyclonedds_cpp announces to the ROS 2 graph (enclave, type hashes,
   ros_discovery_info).
-- ``local_only``: loopback-only Cyclone configuration for tests and benchmarks.
+
+The loopback-only Cyclone configuration of the tests and benchmarks is theirs: ``benchmarks/local_dds.py``.
 
 Importing this package imports cyclonedds (the ``priorocc_ros.transport`` package does not).
 """

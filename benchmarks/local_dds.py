@@ -1,4 +1,4 @@
-"""Loopback-only Cyclone DDS configuration for tests and benchmarks.
+"""Loopback-only Cyclone DDS configuration for tests and benchmarks (not part of the runtime package).
 
 Tests must never put DDS traffic on a real network. ``loopback_env()`` returns environment
 variables that confine Cyclone to interface ``lo``, switch multicast off, discover peers by
