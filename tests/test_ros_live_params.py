@@ -10,8 +10,10 @@ Mutations tried (each made a test here fail; restored):
   (test_publish_bev_false_stops_bev_at_once).
 - set_refusal ignoring ``live`` -> checkpoint "accepted" (test_read_only_and_out_of_range_refused).
 - sync.set_timing not called for slop -> slop_ns unchanged (test_slop_and_diagnostics_period_apply_live).
-- unknown_parameter_errors skipped in OccupancyNodeCore / replay -> 'slpo' accepted, exit 0
-  (test_unknown_parameter_names_the_closest, test_replay_unknown_parameter_exit_2).
+- unknown_parameter_errors skipped in OccupancyNodeCore -> 'slpo' accepted
+  (test_unknown_parameter_names_the_closest); skipped in both OccupancyNodeCore and replay ->
+  exit 0 (test_replay_unknown_parameter_exit_2; the replay checks before opening the output, the
+  node again, so either check alone keeps it at exit 2).
 """
 import numpy as np
 import pytest
