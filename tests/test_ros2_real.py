@@ -473,12 +473,38 @@ def test_launch_rviz_config_follows_node_name_and_base_frame(install, tmp_path):
             'f = os.path.join(d("priorocc"), "launch", "occupancy.launch.py")\n'
             's = importlib.util.spec_from_file_location("l", f); m = importlib.util.module_from_spec(s)\n'
             's.loader.exec_module(m)\n'
-            'print(m.rviz_config_for("priorocc", "base_link")[0]); print(m.rviz_config_for("robot", "odom")[0])\n')
+            'print(m.rviz_config_for("priorocc", "base_link")[0]); print(m.rviz_config_for("robot", "odom")[0])\n'
+            'print(m.rviz_config_for("priorocc", "base_link", "car1")[0])\n')
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr[-3000:]
-    shipped, moved = res.stdout.split()
+    shipped, moved, in_ns = res.stdout.split()
     text = Path(moved).read_text()
     Path(moved).unlink()
     assert shipped.endswith("share/priorocc/rviz/priorocc.rviz")
     assert "/robot/markers" in text and "/robot/bev" in text and "/priorocc/" not in text
     assert "Fixed Frame: odom" in text and "base_link" not in text
+    text = Path(in_ns).read_text()
+    Path(in_ns).unlink()
+    assert "/car1/priorocc/markers" in text and "/car1/priorocc/seg_overlay/CAM_FRONT" in text, text
+
+
+def test_namespace_moves_the_inputs_and_the_outputs(tmp_path):
+    """Issue 27 item 4: in namespace /car1 (launch namespace:=car1, or -r __ns:=/car1) the node's
+    default camera topics are relative and resolve into the namespace, with the outputs (rcl's
+    resolution, on real rclpy); /tf stays global. Mutation: absolute default patterns
+    ('/{camera}/...') -> the inputs stay at /CAM_* (this test fails)."""
+    env = ros_env(tmp_path)
+    env["PYTHONPATH"] = f"{ROOT}:{env.get('PYTHONPATH', '')}"
+    code = ("import json\n"
+            "from priorocc_ros.params import PARAMETERS, input_topics\n"
+            "from priorocc_ros.transport.rclpy_transport import RclpyTransport\n"
+            "t = RclpyTransport('priorocc', args=['n', '--ros-args', '-r', '__ns:=/car1'])\n"
+            "ins = [t.resolve_topic(x) for pair in input_topics(dict(PARAMETERS)).values() for x in pair]\n"
+            "print(json.dumps({'in': ins, 'out': t.resolve_topic('~/voxels'), 'tf': t.resolve_topic('/tf')}))\n"
+            "t.shutdown()\n")
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert "/car1/CAM_FRONT/image_rect_compressed" in out["in"] and "/car1/CAM_BACK/camera_info" in out["in"], out
+    assert all(t.startswith("/car1/CAM_") for t in out["in"]), out
+    assert out["out"] == "/car1/priorocc/voxels" and out["tf"] == "/tf", out
