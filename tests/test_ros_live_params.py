@@ -129,3 +129,21 @@ def test_replay_unknown_parameter_exit_2(tmp_path, ckpt, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "did you mean 'slop'" in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_dds_transport_unknown_parameter_one_line(ckpt, capsys, monkeypatch):
+    """Issue 31 item 5 over Cyclone DDS: `occupancy_node --transport dds -p slpo:=0.05` was accepted
+    silently; now one line naming the closest parameter, exit 2. It is the check of
+    OccupancyNodeCore mutated in test_unknown_parameter_names_the_closest (here that mutation
+    would leave the node spinning, so it was not run on this test)."""
+    import os
+
+    from priorocc_ros.dds.local_only import loopback_env, unique_domain_id
+    from priorocc_ros.occupancy_node import main
+
+    env = loopback_env(domain_id=unique_domain_id(os.getpid() * 17 + 3))
+    monkeypatch.setenv("CYCLONEDDS_URI", env["CYCLONEDDS_URI"])
+    monkeypatch.setenv("ROS_DOMAIN_ID", env["ROS_DOMAIN_ID"])
+    assert main(["--transport", "dds", "-p", f"checkpoint:={ckpt}", "-p", "slpo:=0.05"]) == 2
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.startswith("occupancy_node:")]
+    assert len(err) == 1 and "unknown parameter 'slpo'; did you mean 'slop'?" in err[0], err
