@@ -15,6 +15,7 @@ Pure Python: imports neither ROS 2 nor torch.
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -111,7 +112,7 @@ def _type_ok(default: Any, value: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if isinstance(default, (list, tuple)):
         return isinstance(value, (list, tuple))
-    return isinstance(value, str)
+    return isinstance(value, (str, os.PathLike))  # paths from Python callers (replay, benchmarks)
 
 
 def check_value(name: str, value: Any) -> str | None:
