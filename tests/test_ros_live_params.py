@@ -82,6 +82,9 @@ def test_publish_bev_false_stops_bev_at_once(predictor):
     core.close()
     assert len(bus.published["/priorocc/bev"]) == 2
     assert any("publish_bev: True -> False (applied)" in m for m in node_t.logger.messages("info"))
+    # issue 27 item 4: /diagnostics belong to no frame (diagnostic_updater's convention);
+    # mutation: the base frame in its header -> this fails
+    assert bus.published["/diagnostics"][-1].header.frame_id == ""
 
 
 def test_read_only_and_out_of_range_refused(predictor):
