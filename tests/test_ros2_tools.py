@@ -49,7 +49,7 @@ import pytest
 from priorocc_core.classes import OCC_COLORS
 from priorocc_ros.dds.local_only import loopback_config, unique_domain_id
 from priorocc_ros.occupancy_node import READY_LINE
-from tests.test_ros2_real import DEMO_BAG, DEMO_CKPT, PROBE, ROOT, Proc, _require, bag_stamps
+from tests.test_ros2_real import COLCON, DEMO_BAG, DEMO_CKPT, PROBE, ROOT, Proc, _pids_started, _require, _running, bag_stamps
 
 ROS2_DIR = ROOT.parent / "shared" / "ros2"
 VIZ = ROS2_DIR / "activate-viz.sh"
@@ -359,3 +359,60 @@ def test_rviz2_shows_the_voxel_classes(tmp_path):
     counts = class_colour_pixels(view)
     seen = {k: v for k, v in counts.items() if v >= 500}
     assert len(seen) >= 3, (counts, rviz.text[-2000:])
+
+
+# ----------------------------------------------------------------------------- the launch file on this tree
+def test_launch_namespace_ros2bag_player_and_rviz(tmp_path):
+    """ros2 launch (colcon install on this tree) with bag:=bags/demo namespace:=car1 rviz:=true under
+    Xvfb: player:=auto is ros2 bag play here; inputs (the player's remapped camera topics), outputs
+    and rviz all in /car1 -> 6 sets out on /car1/priorocc/bev with the bag's stamps; the temporary
+    rviz config (topics under /car1/priorocc/) exists while the launch runs and is gone after it,
+    and no process the launch started is left. Mutations: the player's --remap rules dropped -> no
+    set reaches /car1 (0 out); the OnShutdown removal dropped -> the temp config stays."""
+    env = viz_env(tmp_path)
+    _require(COLCON, "colcon (make venv creates .venv-colcon)")
+    res = subprocess.run([str(COLCON), "--log-base", str(tmp_path / "log"), "build", "--base-paths", str(ROOT),
+                          "--build-base", str(tmp_path / "build"), "--install-base", str(tmp_path / "install")],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    env = dict(env)
+    out = subprocess.run(["bash", "-c", f'. "{tmp_path / "install" / "setup.bash"}" && env -0'], env=env,
+                         capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    env.update(kv.split("=", 1) for kv in out.stdout.decode().split("\0") if "=" in kv)
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    env["TMPDIR"] = str(tmpdir)  # the launch's temporary rviz config goes here
+    fb = tmp_path / "fb"
+    fb.mkdir()
+    display = 700 + os.getpid() % 200
+    xvfb = subprocess.Popen(["Xvfb", f":{display}", "-screen", "0", "1280x800x24", "-fbdir", str(fb), "-nolisten",
+                             "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    env.update(DISPLAY=f":{display}", LIBGL_ALWAYS_SOFTWARE="1")
+    demo = bag_stamps("/CAM_FRONT/image_rect_compressed")
+    launch = Proc(["ros2", "launch", "priorocc", "occupancy.launch.py", f"checkpoint:={DEMO_CKPT}",
+                   f"bag:={DEMO_BAG}", "namespace:=car1", "rviz:=true", "publish_overlay:=false",
+                   "queue_size:=6", "log_level:=info"], env, cwd=tmp_path)
+    try:
+        probe = Probe(env, tmp_path, "--sub=/car1/priorocc/bev=nav_msgs/msg/OccupancyGrid",
+                      f"--until=/car1/priorocc/bev={len(demo)}", timeout=150)
+        recs = probe.wait(180)
+        configs = sorted(tmpdir.glob("*.rviz"))
+        config_text = configs[0].read_text() if configs else ""
+        alive = launch.p.poll() is None
+    finally:
+        launch.stop()
+        xvfb.terminate()
+        xvfb.wait(10)
+    log = launch.text
+    assert alive, log[-3000:]
+    assert sorted(_stamps(recs, "/car1/priorocc/bev")) == sorted(demo), log[-3000:]
+    pids = _pids_started(log)
+    assert any(k.startswith("bag_player") for k in pids) and any(k.startswith("rviz2") for k in pids), pids
+    assert "rosbag2" in log and "priorocc_play" not in log, log[-3000:]  # player:=auto is ros2 bag play here
+    assert "/car1/priorocc/markers" in config_text and "Value: /priorocc/" not in config_text, configs
+    assert not list(tmpdir.glob("*.rviz")), sorted(tmpdir.iterdir())  # removed at shutdown
+    deadline = time.monotonic() + 10
+    while any(_running(p) for p in pids.values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [k for k, p in pids.items() if _running(p)], pids
