@@ -508,3 +508,18 @@ def test_namespace_moves_the_inputs_and_the_outputs(tmp_path):
     assert "/car1/CAM_FRONT/image_rect_compressed" in out["in"] and "/car1/CAM_BACK/camera_info" in out["in"], out
     assert all(t.startswith("/car1/CAM_") for t in out["in"]), out
     assert out["out"] == "/car1/priorocc/voxels" and out["tf"] == "/tf", out
+
+
+def test_rclpy_node_unknown_parameter_names_the_closest(tmp_path):
+    """Issue 31 item 5 on real rclpy: ``--ros-args -p slpo:=0.05`` (rclpy keeps undeclared
+    overrides silently) -> one line naming 'slop', exit 2, before the model loads.
+    Mutation: RclpyTransport.user_parameter_names returning set() -> the node starts (this test
+    times out waiting for the exit and fails)."""
+    env = ros_env(tmp_path)
+    env["PYTHONPATH"] = f"{ROOT}:{env.get('PYTHONPATH', '')}"
+    res = subprocess.run([sys.executable, "-m", "priorocc_ros.occupancy_node", "--transport", "ros", "--ros-args",
+                          "-p", f"checkpoint:={DEMO_CKPT}", "-p", "slpo:=0.05"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("occupancy_node:")]
+    assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
+    assert "unknown parameter 'slpo'; did you mean 'slop'?" in lines[0] and "Traceback" not in res.stderr
