@@ -363,12 +363,13 @@ def test_rviz2_shows_the_voxel_classes(tmp_path):
 
 # ----------------------------------------------------------------------------- the launch file on this tree
 def test_launch_namespace_ros2bag_player_and_rviz(tmp_path):
-    """ros2 launch (colcon install on this tree) with bag:=bags/demo namespace:=car1 rviz:=true under
-    Xvfb: player:=auto is ros2 bag play here; inputs (the player's remapped camera topics), outputs
+    """ros2 launch (colcon install on this tree) with bag:=bags/demo namespace:=car1 rviz:=true
+    use_sim_time:=false under Xvfb: use_sim_time reaches the node; player:=auto is ros2 bag play here; inputs (the player's remapped camera topics), outputs
     and rviz all in /car1 -> 6 sets out on /car1/priorocc/bev with the bag's stamps; the temporary
     rviz config (topics under /car1/priorocc/) exists while the launch runs and is gone after it,
     and no process the launch started is left. Mutations: the player's --remap rules dropped -> no
-    set reaches /car1 (0 out); the OnShutdown removal dropped -> the temp config stays."""
+    set reaches /car1 (0 out); the OnShutdown removal dropped -> the temp config stays; the
+    use_sim_time argument ignored (true with a bag, as before) -> 'Boolean value is: True'."""
     env = viz_env(tmp_path)
     _require(COLCON, "colcon (make venv creates .venv-colcon)")
     res = subprocess.run([str(COLCON), "--log-base", str(tmp_path / "log"), "build", "--base-paths", str(ROOT),
@@ -392,11 +393,12 @@ def test_launch_namespace_ros2bag_player_and_rviz(tmp_path):
     demo = bag_stamps("/CAM_FRONT/image_rect_compressed")
     launch = Proc(["ros2", "launch", "priorocc", "occupancy.launch.py", f"checkpoint:={DEMO_CKPT}",
                    f"bag:={DEMO_BAG}", "namespace:=car1", "rviz:=true", "publish_overlay:=false",
-                   "queue_size:=6", "log_level:=info"], env, cwd=tmp_path)
+                   "queue_size:=6", "log_level:=info", "use_sim_time:=false"], env, cwd=tmp_path)
     try:
         probe = Probe(env, tmp_path, "--sub=/car1/priorocc/bev=nav_msgs/msg/OccupancyGrid",
                       f"--until=/car1/priorocc/bev={len(demo)}", timeout=150)
         recs = probe.wait(180)
+        sim = ros2(env, "param", "get", "/car1/priorocc", "use_sim_time", "--no-daemon")
         configs = sorted(tmpdir.glob("*.rviz"))
         config_text = configs[0].read_text() if configs else ""
         alive = launch.p.poll() is None
@@ -406,6 +408,9 @@ def test_launch_namespace_ros2bag_player_and_rviz(tmp_path):
         xvfb.wait(10)
     log = launch.text
     assert alive, log[-3000:]
+    # use_sim_time:=false reaches the node (auto would make it true with a bag; before issue 27 the
+    # argument did not exist and was ignored)
+    assert "Boolean value is: False" in sim.stdout, sim.stdout + sim.stderr
     assert sorted(_stamps(recs, "/car1/priorocc/bev")) == sorted(demo), log[-3000:]
     pids = _pids_started(log)
     assert any(k.startswith("bag_player") for k in pids) and any(k.startswith("rviz2") for k in pids), pids
