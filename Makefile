@@ -10,7 +10,7 @@ COLCON_STAMP := $(COLCON_VENV)/.installed
 MM_VENV := .venv-mm
 MM_TESTS := tests/test_train_mm_plugin.py
 
-.PHONY: test demo venv mm-venv clean
+.PHONY: test demo venv mm-venv viz-debs clean
 
 $(STAMP): requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,15 @@ mm-venv: $(STAMP)
 
 # Both runs always run (a failed mm-venv build shows as a failed second run); the last line is the
 # total of both, the exit code non-zero if either failed.
+# The Debian run-time packages of ../shared/ros2's rosbag2 / rviz2 tree (activate-viz.sh names
+# them): installed once as root with apt-get; elsewhere one line why not (those tests then skip,
+# and fail in CI).
+viz-debs:
+	@bash .ci/viz_debs.sh
+
 test: $(STAMP) $(COLCON_STAMP)
 	-@$(MAKE) --no-print-directory mm-venv
+	@$(MAKE) --no-print-directory viz-debs
 	$(PY) .ci/test_all.py -- $(PY) -m pytest -q tests --ignore=$(MM_TESTS) \
 	                      -- env OMP_NUM_THREADS=1 $(MM_VENV)/bin/python -m pytest -q $(MM_TESTS)
 

@@ -166,6 +166,7 @@ def import_state_dict(source: dict[str, torch.Tensor], cfg: Config, source_name:
     report = ImportReport(source_name, detect_layout(source, container))
     out = dict(target)
     used: set[str] = set()
+    wrong_shape: dict[str, str] = {}  # model tensor -> "source NAME (shape) vs model (shape)"
     for name, tensor in source.items():
         tgt, what = map_name(name)
         if tgt is None:
@@ -176,6 +177,8 @@ def import_state_dict(source: dict[str, torch.Tensor], cfg: Config, source_name:
             continue
         if tuple(tensor.shape) != tuple(target[tgt].shape):
             report.skipped.append((name, f"shape {tuple(tensor.shape)} != model {tuple(target[tgt].shape)} ({what})"))
+            wrong_shape[tgt] = (f"{name} has shape {tuple(tensor.shape)} in the source, the model's {tgt} "
+                                f"{tuple(target[tgt].shape)}")
             continue
         if tgt in used:
             raise ImportError_(f"{source_name}: two source tensors map to {tgt}")
@@ -189,13 +192,22 @@ def import_state_dict(source: dict[str, torch.Tensor], cfg: Config, source_name:
     for name in target:
         if name in used:
             continue
-        if name.startswith("injector."):
+        if name in wrong_shape:
+            why = f"wrong shape: {wrong_shape[name]}: freshly initialised"
+        elif name.startswith("injector."):
             why = "SemanticInjector: freshly initialised (the source has no injector)"
         else:
             why = "not in the source (or skipped above): freshly initialised"
         report.missing.append((name, why))
     if report.missing and not allow_missing:
-        names = [n for n, _ in report.missing]
+        names = [n for n, _ in report.missing if n not in wrong_shape]
+        if wrong_shape:  # a tensor that is there with another shape is not "missing": say both shapes
+            shapes = "; ".join(list(wrong_shape.values())[:10]) + (
+                f"; ... and {len(wrong_shape) - 10} more" if len(wrong_shape) > 10 else "")
+            raise ImportError_(
+                f"{source_name} (recognised layout: {report.layout}): {len(wrong_shape)} tensors have another shape "
+                f"than the target network's (a config that does not match the checkpoint: e.g. depth bins, "
+                f"channels, classes): {shapes}" + (f"; and {len(names)} tensors are not in it" if names else ""))
         shown = ", ".join(names[:60]) + (f", ... and {len(names) - 60} more" if len(names) > 60 else "")
         raise ImportError_(
             f"{source_name} (recognised layout: {report.layout}): {len(names)} tensors of the target network are not "

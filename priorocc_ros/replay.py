@@ -28,6 +28,7 @@ from priorocc_ros.msgs import deserialize, stamp_to_ns
 from priorocc_ros.node_core import (IMAGE_TYPES, INFO_TYPE, PARAMETERS, LatencyWindow, OccupancyNodeCore,
                                     ParameterError, input_topics)
 from priorocc_ros.occupancy_node import _parse_param
+from priorocc_ros.params import unknown_parameter_errors
 from priorocc_ros.transport.base import RELIABLE_QOS, SENSOR_DATA_QOS, TF_STATIC_QOS
 from priorocc_ros.transport.loopback import LoopbackBus, LoopbackTransport
 
@@ -143,7 +144,11 @@ def plan_inputs(topics: dict[str, tuple[str, int]], parameters: dict[str, Any],
         c = bool(parameters["compressed"])
         return plan(c), c
     score = {c: sum(ci.bag_image_type == ci.image_type for ci in plan(c)) for c in (True, False)}
-    c = score[True] >= score[False]
+    if score[True] != score[False]:
+        c = score[True] > score[False]
+    else:  # no topic of either pattern (other names): the image types the bag has decide
+        types = {ty for ty, _ in topics.values()}
+        c = not (IMAGE_TYPES[False] in types and IMAGE_TYPES[True] not in types)
     return plan(c), c
 
 
@@ -212,6 +217,9 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
     from priorocc_ros.transport.base import parse_remaps
 
     params = dict(parameters or {})
+    unknown = unknown_parameter_errors(params)
+    if unknown:
+        raise ReplayInputError("; ".join(unknown))
     rmap = remaps if isinstance(remaps, dict) else parse_remaps(list(remaps or []), node_name)
     summary = ReplaySummary(str(input_bag), str(output_bag))
     topics = bag_topics(input_bag)  # BagError if unusable
@@ -299,8 +307,24 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
     return summary
 
 
+EPILOG = """\
+examples:
+  priorocc_replay bags/demo --checkpoint models/demo --out /tmp/occ
+  # a recording with other topic and camera names: see the mapping first, then replay
+  priorocc_replay BAG --list -p image_topic:=/cameras/{camera}/image_raw \\
+      -p camera_info_topic:=/cameras/{camera}/camera_info \\
+      -p camera_names:=[front_left,front,front_right,back_left,back,back_right]
+  priorocc_replay BAG --checkpoint models/demo --out /tmp/occ -p compressed:=false \\
+      -r /CAM_FRONT/image_rect:=/front/image_raw    # one topic remapped, as --ros-args -r
+camera_names lists the recording's names in the model's camera order (CAM_FRONT_LEFT, CAM_FRONT,
+CAM_FRONT_RIGHT, CAM_BACK_LEFT, CAM_BACK, CAM_BACK_RIGHT); {camera} in the patterns is replaced by
+them. Exit 0: every message read and every group counted, with output; 1: no set produced output,
+or the output is incomplete; 2: the bag or the parameters do not fit (one line says which)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="priorocc_replay", description="Run the occupancy node over a ROS 2 bag offline")
+    ap = argparse.ArgumentParser(prog="priorocc_replay", description="Run the occupancy node over a ROS 2 bag offline",
+                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bag", help="input bag folder (MCAP or sqlite3)")
     ap.add_argument("--out", default=None, help="output bag folder (required unless --list)")
     ap.add_argument("--list", action="store_true",
@@ -324,8 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit 0: every message read and every group accounted for; 1: the output is incomplete
-    (a damaged input bag) or cannot be written; 2: the bag or the parameters do not fit."""
+    """Exit 0: every message read and every group accounted for, and output written; 1: no set
+    produced output (one summary line: the errors per kind and the last one), the output is
+    incomplete (a damaged input bag) or cannot be written; 2: the bag or the parameters do not fit."""
     args = build_parser().parse_args(argv)
     params = dict(args.param)
     if args.checkpoint:
@@ -365,6 +390,13 @@ def main(argv: list[str] | None = None) -> int:
         from priorocc_core.data.io import write_json_atomic
 
         write_json_atomic(args.json, s.as_dict(), indent=2)
+    if s.node.get("sets_out", 0) == 0:
+        n = s.node
+        errs = ", ".join(f"{k[7:]} {v}" for k, v in n.items() if k.startswith("errors_")) or "none"
+        print(f"priorocc_replay: no set produced output ({n.get('groups_in', 0)} image groups: "
+              f"{n.get('sets_in', 0)} complete, {n.get('incomplete_sets', 0)} incomplete; errors: {errs})"
+              + (f"; last error: {n['last_error']}" if n.get("last_error") else ""), file=sys.stderr)
+        return 1
     if not s.complete:
         print(f"priorocc_replay: output incomplete: read {s.messages_read} of {s.messages_expected} messages"
               + (f"; {s.bag_errors[0]}" if s.bag_errors else "") + (f"; {s.node['invariant']}" if s.node.get(

@@ -181,6 +181,17 @@ class ApproximateTimeSynchronizer:
             self._flush(events)
         return self._dispatch(events)
 
+    def set_timing(self, slop_ns: int, max_wait_ns: int) -> None:
+        """Change slop and max_wait while running (node parameters); the backward-jump
+        threshold follows max_wait as at construction. Pending images keep waiting, under the
+        new limits from the next message on."""
+        if slop_ns < 0 or max_wait_ns < 0:
+            raise ValueError(f"slop and max_wait must be >= 0, got {slop_ns} ns, {max_wait_ns} ns")
+        with self._lock:
+            self.slop_ns = int(slop_ns)
+            self.max_wait_ns = int(max_wait_ns)
+            self.reset_ns = max(1_000_000_000, 2 * self.max_wait_ns)
+
     def pending(self) -> dict[str, int]:
         with self._lock:
             return {s: len(q) for s, q in zip(self.streams, self._q)}
@@ -390,3 +401,147 @@ class ApproximateTimeSynchronizer:
             elif kind == "reject" and self.on_reject is not None:
                 self.on_reject(*payload)
         return sets
+
+
+def _merged(stats: Sequence[SyncStats]) -> SyncStats:
+    out = SyncStats()
+    for s in stats:
+        for k in ("received", "sets", "late", "duplicate", "superseded", "overflow", "incomplete", "resets",
+                  "infos", "info_timeouts"):
+            setattr(out, k, getattr(out, k) + getattr(s, k))
+        out.missing.update(s.missing)
+        out.info_missing.update(s.info_missing)
+    return out
+
+
+class TimelineSynchronizer:
+    """``ApproximateTimeSynchronizer`` per timeline, so that a bag played in a loop loses no set
+    at a pass boundary (issue 27): the last images of one pass and the first of the next arrive
+    in either order, with no gap between them.
+
+    An image more than ``reset_ns`` behind the newest stamp starts a new timeline (counted in
+    ``stats.resets``, ``on_reset(newest_ns, stamp_ns)``); the previous one stays open for its
+    stragglers (an image or CameraInfo whose stamp is within ``reset_ns`` of the previous
+    timeline's newest and not of the current one's) until the new timeline has advanced
+    ``max_wait_ns`` past its first image, then it is flushed (its incomplete groups counted).
+    CameraInfos of the new timeline that came before its first image are carried over.
+    Same arguments, callbacks and counters (``stats``: all timelines together) as
+    ``ApproximateTimeSynchronizer``."""
+
+    def __init__(self, streams: Sequence[str], slop_ns: int, on_reset: Callable[[int, int], None] | None = None,
+                 **kwargs: Any):
+        self._kw = dict(kwargs, slop_ns=slop_ns)
+        self.streams = tuple(streams)
+        self.on_reset = on_reset
+        self._cur = ApproximateTimeSynchronizer(self.streams, **self._kw)
+        self._prev: ApproximateTimeSynchronizer | None = None
+        self._first: int | None = None  # first image stamp of the current timeline (after a jump)
+        self._cur_newest: int | None = None  # newest image stamp of the current timeline
+        self._prev_newest: int | None = None
+        self._retired: list[SyncStats] = []
+        self._resets = 0
+        self._lock = threading.RLock()
+
+    # the limits, as in ApproximateTimeSynchronizer
+    @property
+    def slop_ns(self) -> int:
+        return self._cur.slop_ns
+
+    @property
+    def max_wait_ns(self) -> int:
+        return self._cur.max_wait_ns
+
+    @property
+    def reset_ns(self) -> int:
+        return self._cur.reset_ns
+
+    def set_timing(self, slop_ns: int, max_wait_ns: int) -> None:
+        with self._lock:
+            for s in (self._cur, self._prev):
+                if s is not None:
+                    s.set_timing(slop_ns, max_wait_ns)
+            self._kw.update(slop_ns=int(slop_ns), max_wait_ns=int(max_wait_ns))
+
+    # ------------------------------------------------------------------ routing
+    # Timelines are told apart by image stamps only (``_cur_newest`` / ``_prev_newest``): the
+    # CameraInfos carried into a new timeline may be the previous pass's.
+    def _belongs_to_prev(self, stamp: int) -> bool:
+        if self._prev is None or self._prev_newest is None:
+            return False
+        return (abs(stamp - self._prev_newest) <= self.reset_ns
+                and (self._cur_newest is None or abs(stamp - self._cur_newest) > self.reset_ns))
+
+    def _retire_prev(self) -> None:
+        prev, self._prev, self._prev_newest = self._prev, None, None
+        if prev is not None:
+            prev.flush()  # its callbacks count what completes and what does not
+            self._retired.append(prev.stats)
+
+    def _maybe_retire_prev(self) -> None:
+        if self._prev is not None and self._cur_newest is not None and self._first is not None \
+                and self._cur_newest - self._first > self.max_wait_ns:
+            self._retire_prev()
+
+    def _new_timeline(self, stamp: int) -> None:
+        old, newest = self._cur, self._cur_newest
+        self._retire_prev()
+        self._cur = ApproximateTimeSynchronizer(self.streams, **self._kw)
+        # infos of the new timeline's first set may precede its first image (within the slop: a
+        # later stamp would count as time passing and expire the new timeline's first images)
+        keep = stamp + self._cur.slop_ns
+        with old._lock:
+            carried = [(self.streams[i], e.stamp, e.item) for i, h in enumerate(old._infos) for e in h
+                       if e.stamp <= keep and e.stamp < newest - self.reset_ns]
+        for name, t, item in carried:
+            self._cur.add_info(name, t, item)
+            self._cur.stats.infos -= 1  # counted once, when it came
+        self._prev, self._prev_newest = old, newest
+        self._first, self._cur_newest = stamp, None
+        self._resets += 1
+        if self.on_reset is not None:
+            self.on_reset(newest, stamp)
+
+    # ------------------------------------------------------------------ public
+    def add(self, stream: str, stamp_ns: int, item: Any) -> list[SyncedSet]:
+        stamp = int(stamp_ns)
+        with self._lock:
+            if self._belongs_to_prev(stamp):
+                self._prev_newest = max(self._prev_newest, stamp)
+                return self._prev.add(stream, stamp, item)
+            if self._cur_newest is not None and stamp < self._cur_newest - self.reset_ns:
+                self._new_timeline(stamp)
+            sets = self._cur.add(stream, stamp, item)
+            self._cur_newest = stamp if self._cur_newest is None else max(self._cur_newest, stamp)
+            self._maybe_retire_prev()
+            return sets
+
+    def add_info(self, stream: str, stamp_ns: int, item: Any) -> list[SyncedSet]:
+        stamp = int(stamp_ns)
+        with self._lock:
+            if self._belongs_to_prev(stamp):
+                return self._prev.add_info(stream, stamp, item)
+            return self._cur.add_info(stream, stamp, item)
+
+    def flush(self) -> list[SyncedSet]:
+        with self._lock:
+            sets = self._prev.flush() if self._prev is not None else []
+            return sets + self._cur.flush()
+
+    def pending(self) -> dict[str, int]:
+        with self._lock:
+            out = self._cur.pending()
+            if self._prev is not None:
+                out = {k: v + self._prev.pending()[k] for k, v in out.items()}
+            return out
+
+    def awaiting_info(self) -> int:
+        with self._lock:
+            return self._cur.awaiting_info() + (self._prev.awaiting_info() if self._prev is not None else 0)
+
+    @property
+    def stats(self) -> SyncStats:
+        with self._lock:
+            live = [self._cur.stats] + ([self._prev.stats] if self._prev is not None else [])
+            out = _merged(self._retired + live)
+            out.resets += self._resets
+            return out

@@ -97,6 +97,25 @@ def test_missing_tensors_fail_the_import_unless_allowed(tmp_path, capsys):
     assert load_checkpoint(out)[2]["extra"]["missing"] == 2
 
 
+def test_wrong_shape_is_named_with_both_shapes(tmp_path, capsys):
+    """Issue 27 item 5: a tensor of another shape is reported with both shapes, not as "not in
+    it" (which sent users looking for a missing key). Mutation: the wrong_shape branch of the
+    error dropped -> the message says "not in it" without shapes; this test fails."""
+    layout = dict(L.flashocc_m0())
+    name = "occ_head.predicter.2.bias"
+    n = layout[name][0]  # layouts are {name: shape}
+    layout[name] = (n + 3,)
+    src = tmp_path / "m0-shape.pth"
+    L.save_mmcv_checkpoint(src, layout)
+    cfg_path = tmp_path / "m0.yaml"
+    cfg_of("flashocc-r50-m0").to_yaml(cfg_path)
+    assert main([str(src), "--config", str(cfg_path), "--out", str(tmp_path / "ck")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert f"{name} has shape ({n + 3},) in the source" in err and f"({n},)" in err, err
+    assert "not in it" not in err
+
+
 class NeedsCode:  # a pickled object that needs this class to rebuild
     def __init__(self):
         self.x = 1

@@ -185,15 +185,50 @@ def launched(install, tmp_path_factory):
     and a real rclpy subscriber of every output; torn down after the module's tests."""
     tmp = tmp_path_factory.mktemp("launch")
     env = ros_env(tmp, install)
-    launch = Proc(["ros2", "launch", "priorocc", "occupancy.launch.py", f"checkpoint:={DEMO_CKPT}", "rviz:=false",
+    # rviz:=true on purpose: this tree has no rviz2 (the README's command; issue 27 item 1)
+    launch = Proc(["ros2", "launch", "priorocc", "occupancy.launch.py", f"checkpoint:={DEMO_CKPT}", "rviz:=true",
                    f"bag:={DEMO_BAG}", "player:=priorocc", "rate:=0.5", "queue_size:=6"], env, cwd=tmp)
     try:
         n = len(bag_stamps("/CAM_FRONT/image_rect_compressed"))
         recs, log = probe(env, tmp, *_subs("priorocc"), *[f"--until=/priorocc/{k}={n}" for k in OUTPUTS],
                           "--linger=2.5", timeout=150)  # linger: diagnostics after the last set
+        alive_before = launch.p.poll() is None
     finally:
         launch.stop()
-    return {"recs": recs, "probe_log": log, "launch_log": launch.text, "n": n}
+    return {"recs": recs, "probe_log": log, "launch_log": launch.text, "n": n, "alive_before": alive_before}
+
+
+def _pids_started(log: str) -> dict[str, int]:
+    """{process name: pid} from ros2 launch's 'process started with pid [N]' lines."""
+    import re
+
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"\[INFO\] \[([\w.-]+)\]: process started with pid \[(\d+)\]", log)}
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_launch_without_rviz2_warns_runs_and_leaves_no_process(launched):
+    """Issue 27 item 1: rviz:=true where rviz2 is not installed (this tree): one WARN line, the
+    node and the player run as asked (6 sets out, checked above), and once the launch stops no
+    process it started is left (checked by PID). Before: launch exited 1 with "package 'rviz2'
+    not found", never played the bag, and left occupancy_node running with parent PID 1.
+    Mutation: the has_package("rviz2") check removed -> launch fails at start, no outputs,
+    orphaned node (this test and the output test fail)."""
+    log = launched["launch_log"]
+    assert "running without rviz2" in log, log[-3000:]
+    assert launched["alive_before"], log[-3000:]
+    pids = _pids_started(log)
+    assert any(k.startswith("occupancy_node") for k in pids) and any(k.startswith("bag_player") for k in pids), pids
+    deadline = time.monotonic() + 10
+    while any(_running(p) for p in pids.values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [k for k, p in pids.items() if _running(p)], pids
 
 
 # ----------------------------------------------------------------------------- tests
@@ -209,7 +244,7 @@ def test_launch_publishes_every_output_once_per_input_set(launched):
         assert {r["frame_id"] for r in got} == {"base_link"}, key
         assert all(r["n"] > 0 for r in got), key
     diag = [r for r in recs if r["topic"] == "/diagnostics"]
-    assert diag and {r["frame_id"] for r in diag} == {"base_link"}
+    assert diag and {r["frame_id"] for r in diag} == {""}  # diagnostic_updater's convention (issue 27)
     last = diag[-1]["values"]
     assert (last["sets_in"], last["sets_out"], last["sets_failed"]) == ("6", "6", "0"), last
     assert "Failed to parse type hash" not in launched["launch_log"]
@@ -438,12 +473,53 @@ def test_launch_rviz_config_follows_node_name_and_base_frame(install, tmp_path):
             'f = os.path.join(d("priorocc"), "launch", "occupancy.launch.py")\n'
             's = importlib.util.spec_from_file_location("l", f); m = importlib.util.module_from_spec(s)\n'
             's.loader.exec_module(m)\n'
-            'print(m.rviz_config_for("priorocc", "base_link")); print(m.rviz_config_for("robot", "odom"))\n')
+            'print(m.rviz_config_for("priorocc", "base_link")[0]); print(m.rviz_config_for("robot", "odom")[0])\n'
+            'print(m.rviz_config_for("priorocc", "base_link", "car1")[0])\n')
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr[-3000:]
-    shipped, moved = res.stdout.split()
+    shipped, moved, in_ns = res.stdout.split()
     text = Path(moved).read_text()
     Path(moved).unlink()
     assert shipped.endswith("share/priorocc/rviz/priorocc.rviz")
     assert "/robot/markers" in text and "/robot/bev" in text and "/priorocc/" not in text
     assert "Fixed Frame: odom" in text and "base_link" not in text
+    text = Path(in_ns).read_text()
+    Path(in_ns).unlink()
+    assert "/car1/priorocc/markers" in text and "/car1/priorocc/seg_overlay/CAM_FRONT" in text, text
+
+
+def test_namespace_moves_the_inputs_and_the_outputs(tmp_path):
+    """Issue 27 item 4: in namespace /car1 (launch namespace:=car1, or -r __ns:=/car1) the node's
+    default camera topics are relative and resolve into the namespace, with the outputs (rcl's
+    resolution, on real rclpy); /tf stays global. Mutation: absolute default patterns
+    ('/{camera}/...') -> the inputs stay at /CAM_* (this test fails)."""
+    env = ros_env(tmp_path)
+    env["PYTHONPATH"] = f"{ROOT}:{env.get('PYTHONPATH', '')}"
+    code = ("import json\n"
+            "from priorocc_ros.params import PARAMETERS, input_topics\n"
+            "from priorocc_ros.transport.rclpy_transport import RclpyTransport\n"
+            "t = RclpyTransport('priorocc', args=['n', '--ros-args', '-r', '__ns:=/car1'])\n"
+            "ins = [t.resolve_topic(x) for pair in input_topics(dict(PARAMETERS)).values() for x in pair]\n"
+            "print(json.dumps({'in': ins, 'out': t.resolve_topic('~/voxels'), 'tf': t.resolve_topic('/tf')}))\n"
+            "t.shutdown()\n")
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert "/car1/CAM_FRONT/image_rect_compressed" in out["in"] and "/car1/CAM_BACK/camera_info" in out["in"], out
+    assert all(t.startswith("/car1/CAM_") for t in out["in"]), out
+    assert out["out"] == "/car1/priorocc/voxels" and out["tf"] == "/tf", out
+
+
+def test_rclpy_node_unknown_parameter_names_the_closest(tmp_path):
+    """Issue 31 item 5 on real rclpy: ``--ros-args -p slpo:=0.05`` (rclpy keeps undeclared
+    overrides silently) -> one line naming 'slop', exit 2, before the model loads.
+    Mutation: RclpyTransport.user_parameter_names returning set() -> the node starts (this test
+    times out waiting for the exit and fails)."""
+    env = ros_env(tmp_path)
+    env["PYTHONPATH"] = f"{ROOT}:{env.get('PYTHONPATH', '')}"
+    res = subprocess.run([sys.executable, "-m", "priorocc_ros.occupancy_node", "--transport", "ros", "--ros-args",
+                          "-p", f"checkpoint:={DEMO_CKPT}", "-p", "slpo:=0.05"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("occupancy_node:")]
+    assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
+    assert "unknown parameter 'slpo'; did you mean 'slop'?" in lines[0] and "Traceback" not in res.stderr

@@ -107,8 +107,10 @@ class Transport(abc.ABC):
         """A publisher; ``publish`` is safe to call from any thread."""
 
     @abc.abstractmethod
-    def declare_parameter(self, name: str, default: Any) -> Any:
-        """Declare a parameter; return its value (the user's override, else ``default``)."""
+    def declare_parameter(self, name: str, default: Any, spec: Any = None) -> Any:
+        """Declare a parameter; return its value (the user's override, else ``default``).
+        spec: its ``params.ParamSpec`` (description, range, read-only) where the middleware
+        shows it (rclpy: ParameterDescriptor, ``ros2 param describe``)."""
 
     @abc.abstractmethod
     def now_ns(self) -> int:
@@ -135,6 +137,17 @@ class Transport(abc.ABC):
     def remap(self, resolved: str) -> str:
         """Apply the ``-r from:=to`` rules to a resolved topic name (as rcl does)."""
         return self.remaps.get(resolved, resolved)
+
+    def user_parameter_names(self) -> set[str]:
+        """Names of the parameters the user gave (command line, params file, launch), declared
+        or not: the node reports those it does not know."""
+        return set()
+
+    def on_set_parameters(self, callback: Callable[[dict[str, Any]], str | None]) -> bool:
+        """Have ``callback({name: value})`` decide on live parameter changes (a reason string
+        refuses them, None accepts; accepted values are then the parameters' values). False:
+        this transport offers no live parameter changes."""
+        return False
 
     def publisher_types(self, topic: str) -> set[str] | None:
         """Types offered by the publishers currently on ``topic`` (None = not known here)."""

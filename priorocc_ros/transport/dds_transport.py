@@ -209,7 +209,13 @@ class DdsTransport(Transport):
             self._waitset.detach(sub.reader.condition)
         self._ctx.delete_reader(sub.reader)
 
-    def declare_parameter(self, name: str, default: Any) -> Any:
+    def user_parameter_names(self) -> set[str]:
+        return set(self._overrides)
+
+    # on_set_parameters: not offered. This transport has no parameter services (ros2 param
+    # neither lists nor sets its parameters): they are fixed by -p / --params-file at start.
+
+    def declare_parameter(self, name: str, default: Any, spec: Any = None) -> Any:
         value = self._overrides.get(name, default)
         if isinstance(value, str) and default is not None and not isinstance(default, str):
             value = _coerce(name, value, default)

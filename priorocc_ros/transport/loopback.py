@@ -193,10 +193,28 @@ class LoopbackTransport(Transport):
         self.bus.unsubscribe(topic, callback)
         self._subs = [s for s in self._subs if s[1] is not callback]
 
-    def declare_parameter(self, name, default):
+    def declare_parameter(self, name, default, spec=None):
         value = self.parameters_override.get(name, default)
         self.parameters[name] = value
         return value
+
+    def user_parameter_names(self) -> set[str]:
+        return set(self.parameters_override)
+
+    def on_set_parameters(self, callback) -> bool:
+        self._on_set = callback
+        return True
+
+    def set_parameters(self, changes: dict[str, Any]) -> str | None:
+        """A live change as ``ros2 param set`` makes it: None (applied) or the refusal's reason."""
+        unknown = [n for n in changes if n not in self.parameters]
+        if unknown:
+            return f"parameter {unknown[0]!r} is not declared"
+        cb = getattr(self, "_on_set", None)
+        reason = cb(dict(changes)) if cb is not None else None
+        if reason is None:
+            self.parameters.update(changes)
+        return reason
 
     def now_ns(self) -> int:
         return int(self._clock_ns())

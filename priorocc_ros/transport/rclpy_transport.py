@@ -32,6 +32,26 @@ def rclpy_type_support(type_name: str) -> type:
     return getattr(importlib.import_module(f"{pkg}.{sub}"), name)
 
 
+def parameter_descriptor(spec: Any):
+    """rcl_interfaces ParameterDescriptor of a ``params.ParamSpec`` (None: an empty one): its
+    description, range (floating point or integer), choices as additional_constraints, and
+    read_only unless the parameter applies live. The type is rclpy's, from the default."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+    d = ParameterDescriptor()
+    if spec is None:
+        return d
+    d.description = spec.description
+    d.read_only = not spec.live
+    d.additional_constraints = spec.constraints
+    if spec.range is not None and isinstance(spec.default, float):
+        d.floating_point_range = [FloatingPointRange(from_value=float(spec.range[0]), to_value=float(spec.range[1]),
+                                                     step=0.0)]
+    elif spec.range is not None and isinstance(spec.default, int) and not isinstance(spec.default, bool):
+        d.integer_range = [IntegerRange(from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=0)]
+    return d
+
+
 class _RawPublisher:
     def __init__(self, pub, type_name: str):
         self._pub, self._tn = pub, type_name
@@ -114,6 +134,10 @@ class RclpyTransport(Transport):
         return _RawPublisher(self.node.create_publisher(rclpy_type_support(type_name), topic, self._qos(qos)),
                              type_name)
 
+    def resolve_topic(self, topic: str) -> str:
+        """rcl's resolution: the node's namespace, ``~``, and the --ros-args remaps."""
+        return self.node.resolve_topic_name(topic)
+
     def publisher_types(self, topic: str) -> set[str] | None:
         """Types offered by the publishers on ``topic`` (the ROS graph; issue 15)."""
         try:
@@ -136,10 +160,38 @@ class RclpyTransport(Transport):
     def destroy_subscription(self, sub) -> None:
         self.node.destroy_subscription(sub)
 
-    def declare_parameter(self, name, default):
+    def declare_parameter(self, name, default, spec=None):
+        """Declared with a ParameterDescriptor from ``spec`` (description, range, read-only), so
+        that ``ros2 param describe`` shows it and rclpy refuses what it excludes. A user value of
+        the wrong type or out of range: ValueError naming the parameter."""
+        from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+
         if self.node.has_parameter(name):
             return self.node.get_parameter(name).value
-        return self.node.declare_parameter(name, default).value
+        try:
+            return self.node.declare_parameter(name, default, parameter_descriptor(spec)).value
+        except InvalidParameterTypeException as e:
+            raise ValueError(f"parameter {name}: {e}") from None
+        except InvalidParameterValueException as e:
+            raise ValueError(f"parameter {name}: {e}" + (f" ({spec.constraints})" if spec is not None else "")) from None
+
+    def user_parameter_names(self) -> set[str]:
+        """What --ros-args -p / --params-file / the launch file gave this node (rclpy keeps the
+        overrides of undeclared parameters without a public accessor)."""
+        return set(getattr(self.node, "_parameter_overrides", {}) or {})
+
+    def on_set_parameters(self, callback) -> bool:
+        from rcl_interfaces.msg import SetParametersResult
+
+        def on_set(params) -> "SetParametersResult":
+            try:
+                reason = callback({p.name: p.value for p in params})
+            except Exception as e:  # noqa: BLE001 - refuse rather than raise into rclpy
+                reason = f"{type(e).__name__}: {e}"
+            return SetParametersResult(successful=reason is None, reason=reason or "")
+
+        self.node.add_on_set_parameters_callback(on_set)
+        return True
 
     def now_ns(self) -> int:
         return int(self.node.get_clock().now().nanoseconds)
