@@ -18,10 +18,13 @@ Reset reasons (counted by the node in /diagnostics ``history_resets``):
 - ``bad_odometry``: the transform exists but is unusable (non-finite, not a rigid transform).
 - ``time_jump_back``: the set is not newer than the last one (a bag loop, a restart).
 - ``gap``: more than ``max_gap_s`` seconds since the last set.
-- ``dropped_set``: a set between the last one and this one was lost (its sequence number skipped),
-  so the history would skip a frame that the model was trained to see.
+- ``dropped_set``: a set between the last one and this one was lost (its sequence number skipped:
+  dropped by the runner or failed before inference; or an incomplete image group in between), so
+  the history would skip a frame that the model was trained to see.
 
-The first set after start is not a reset (there was nothing to reset). Everything is a value: no
+The first set after start is not a reset (there was nothing to reset). A set without usable
+odometry runs afresh and leaves no history behind (its pose is unknown, so the next set could not
+be aligned to it): the node calls ``forget`` after it, as after a failed set. Everything is a value: no
 module state; the node keeps one ``HistoryState`` and replaces it after each set.
 """
 from __future__ import annotations
@@ -50,6 +53,7 @@ class SetMotion:
     seq: int
     ego2motion: np.ndarray | None
     error: str | None = None
+    lost: int = 0  # image groups lost (incomplete) since the last set that fed the history
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,8 @@ def admit(state: HistoryState, motion: SetMotion, policy: HistoryPolicy) -> Deci
     if state.last_stamp_ns is not None and motion.stamp_ns - state.last_stamp_ns > policy.max_gap_s * 1e9:
         return reset("gap", f"{(motion.stamp_ns - state.last_stamp_ns) / 1e9:.3f} s since the last set "
                             f"(history_max_gap {policy.max_gap_s} s)")
+    if motion.lost:
+        return reset("dropped_set", f"{motion.lost} incomplete image group(s) since the last set")
     if state.last_seq is not None and motion.seq != state.last_seq + 1:
         return reset("dropped_set", f"set {motion.seq} follows set {state.last_seq}: "
                                     f"{motion.seq - state.last_seq - 1} set(s) lost in between")

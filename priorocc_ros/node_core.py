@@ -4,7 +4,8 @@
 node's parts (``priorocc_ros.node``) in the order data flows, as the ros2/examples nodes do:
 
     inputs (subscriptions + synchroniser) -> calibration -> stages (runner: decode, inference,
-    messages) -> publishers;  counters + diagnostics (/diagnostics) read by everyone
+    messages; the temporal history between sets) -> publishers;  counters + diagnostics
+    (/diagnostics) read by everyone
 
 ``occupancy_node.py`` runs it over rclpy or Cyclone DDS; tests and the offline replay run it
 over the loopback transport. All message objects are rosbags-style (``priorocc_ros.msgs``).
@@ -23,6 +24,7 @@ from priorocc_ros.node.diagnostics import DIAG_NAME, ERROR, OK, STALE, WARN, Nod
 from priorocc_ros.node.inputs import IMAGE_TYPES, INFO_TYPE, TF_TYPE, InputSubscriptions
 from priorocc_ros.node.publishers import OutputPublishers
 from priorocc_ros.node.stages import SetStages
+from priorocc_ros.node.temporal import TemporalHistory
 from priorocc_ros.params import (PARAMETERS, SPECS, ParameterError, camera_names, check_value, fill_pattern,
                                  input_topics, set_refusal, unknown_parameter_errors)
 from priorocc_ros.pipeline import OccupancyPipeline, PipelineOptions
@@ -108,11 +110,12 @@ class OccupancyNodeCore:
         self.counters = NodeCounters(self.log, latency_window)
         self.calibration = CalibrationSource(self.cameras, {c: ct for c, (_, ct) in topics.items()},
                                              p["calibration_file"], self.opts.frame_id, self.counters, self.log)
+        self.history = TemporalHistory(self.pipeline.temporal, p, self.calibration.tf, self.counters, self.log)
         self.outputs = OutputPublishers(transport, self.cameras, self.opts)
         self.stages = SetStages(self.pipeline, self.calibration, self.outputs, self.counters, p, block,
-                                transport.now_ns, stopping)
+                                transport.now_ns, stopping, self.history)
         self.inputs = InputSubscriptions(transport, self.cameras, topics, p, self.opts, self.calibration,
-                                         self.counters, self.stages.submit, stopping)
+                                         self.counters, self.stages.submit, stopping, on_lost=self.history.lost)
         self.diagnostics = NodeDiagnostics(transport, self.counters, self.inputs, self.stages.runner,
                                            self.backend_info, stopping)
         self._diag_timer = transport.create_timer(float(p["diagnostics_period"]), self.publish_diagnostics)

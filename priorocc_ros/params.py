@@ -76,6 +76,15 @@ SPECS: dict[str, ParamSpec] = {
     "calibration_wait": ParamSpec(0.5, "seconds a set waits for CameraInfo / TF still on their way before it "
                                        "fails (as tf2's MessageFilter waits for transforms)", live=True,
                                   range=(0.0, 60.0)),
+    # temporal models (model.temporal.num_adj > 0): the BEV history across sets (docs/ros.md)
+    "temporal": ParamSpec("auto", "temporal fusion of a temporal model: auto / on (fuse the previous sets' BEV "
+                                  "features, aligned by odometry) or off (every set single-frame)",
+                          choices=("auto", "on", "off")),
+    "motion_frame": ParamSpec("odom", "fixed frame of the odometry that aligns the history: the transform "
+                                      "motion_frame -> base_frame at each set's stamp from /tf (REP 105: odom on "
+                                      "a robot; map for nuScenes bags)"),
+    "history_max_gap": ParamSpec(1.0, "seconds between two sets beyond which the history is reset", live=True,
+                                 range=(0.0, 3600.0)),
     "calibration_file": ParamSpec("", "YAML calibration used when TF / CameraInfo have no camera (fallback)"),
     "max_image_pixels": ParamSpec(4096 * 4096, "larger images are rejected", live=True, range=(1, 2 ** 31 - 1)),
     "jpeg_reduce": ParamSpec(1, "decode JPEGs at 1/n resolution (1, 2, 4, 8; 0 = the largest the network's "

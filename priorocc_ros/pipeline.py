@@ -166,25 +166,35 @@ class OccupancyPipeline:
         assert self._vis is not None
         return self._vis
 
-    def predict(self, imgs: Sequence[np.ndarray], K: np.ndarray, cam2ego: np.ndarray, prepared: Any = None) -> Any:
+    def predict(self, imgs: Sequence[np.ndarray], K: np.ndarray, cam2ego: np.ndarray, prepared: Any = None,
+                temporal: dict | None = None) -> Any:
         """Decoded images + their K + cam2ego (or what ``prepare`` made of them) -> the
-        predictor's result; SetError 'inference'."""
+        predictor's result; SetError 'inference'. temporal (temporal models only): ``history``
+        (None: start afresh), ``ego2global`` (4, 4) and ``stamp`` seconds, see Predictor.predict."""
         try:
             if prepared is not None:
-                return self.predictor.run(prepared)
-            return self.predictor.predict(imgs, K, cam2ego)
+                return self.predictor.run(prepared, **({"history": temporal["history"]} if temporal else {}))
+            return self.predictor.predict(imgs, K, cam2ego, **(temporal or {}))
         except Exception as e:  # noqa: BLE001 - reported per set
             raise SetError("inference", f"inference failed: {type(e).__name__}: {e}") from e
 
-    def prepare(self, imgs: Sequence[np.ndarray], K: np.ndarray, cam2ego: np.ndarray) -> Any:
+    def prepare(self, imgs: Sequence[np.ndarray], K: np.ndarray, cam2ego: np.ndarray,
+                temporal: dict | None = None) -> Any:
         """The predictor's preprocessing + pooling plan (``Predictor.prepare``), or None for a
-        predictor without that split (``predict`` then does everything). SetError 'inference'."""
+        predictor without that split (``predict`` then does everything). SetError 'inference'.
+        temporal: ``ego2global`` and ``stamp`` of a temporal model's set."""
         if not hasattr(self.predictor, "prepare"):
             return None
         try:
-            return self.predictor.prepare(imgs, K, cam2ego)
+            extra = {k: temporal[k] for k in ("ego2global", "stamp")} if temporal else {}
+            return self.predictor.prepare(imgs, K, cam2ego, **extra)
         except Exception as e:  # noqa: BLE001 - reported per set
             raise SetError("inference", f"preprocessing failed: {type(e).__name__}: {e}") from e
+
+    @property
+    def temporal(self) -> bool:
+        """Whether the predictor's model fuses past frames (takes a history)."""
+        return bool(getattr(self.predictor, "temporal", False))
 
     def run(self, stamp_ns: int, image_msgs: Sequence[Any], K: np.ndarray, cam2ego: np.ndarray,
             expected_hw: Sequence[tuple[int, int] | None] | None = None) -> PipelineResult:

@@ -47,7 +47,7 @@ import numpy as np
 import pytest
 
 from priorocc_core.classes import OCC_COLORS
-from priorocc_ros.dds.local_only import loopback_config, unique_domain_id
+from benchmarks.local_dds import loopback_config, unique_domain_id
 from priorocc_ros.occupancy_node import READY_LINE
 from tests.test_ros2_real import COLCON, DEMO_BAG, DEMO_CKPT, PROBE, ROOT, Proc, _pids_started, _require, _running, bag_stamps
 

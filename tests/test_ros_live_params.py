@@ -141,7 +141,7 @@ def test_dds_transport_unknown_parameter_one_line(ckpt, capsys, monkeypatch):
     would leave the node spinning, so it was not run on this test)."""
     import os
 
-    from priorocc_ros.dds.local_only import loopback_env, unique_domain_id
+    from benchmarks.local_dds import loopback_env, unique_domain_id
     from priorocc_ros.occupancy_node import main
 
     env = loopback_env(domain_id=unique_domain_id(os.getpid() * 17 + 3))

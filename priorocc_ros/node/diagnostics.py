@@ -32,7 +32,8 @@ OK, WARN, ERROR, STALE = 0, 1, 2, 3
 LOSS_KEYS = ("sets_dropped", "sets_failed", "incomplete_sets", "images_rejected", "camera_info_invalid",
              "tf_rejected", "late_messages", "duplicate_messages", "time_resets", "camera_info_timeouts")
 STAT_KEYS = ("sets_in", "sets_out", "sets_dropped", "sets_failed", "incomplete_sets", "images_received",
-             "images_rejected", "camera_info_invalid", "tf_rejected", "time_resets", "input_qos_switches")
+             "images_rejected", "camera_info_invalid", "tf_rejected", "time_resets", "input_qos_switches",
+             "history_resets", "odometry_missing", "odometry_invalid")
 
 
 class NodeDiagnostics:
@@ -61,6 +62,9 @@ class NodeDiagnostics:
         d.update(late_messages=st.late, duplicate_messages=st.duplicate,
                  superseded_messages=st.superseded, sync_overflow=st.overflow,
                  sets_awaiting_camera_info=sync.awaiting_info(), camera_info_timeouts=st.info_timeouts)
+        for k, v in c.items():  # temporal models: history resets by reason (node/temporal.py)
+            if k.startswith("history_resets_"):
+                d[k] = v
         for k, v in errs.items():
             d[f"errors_{k}"] = v
         for k, v in self.t.error_counts().items():

@@ -57,7 +57,8 @@ class InputSubscriptions:
 
     def __init__(self, transport: Transport, cameras: tuple[str, ...], topics: dict[str, tuple[str, str]],
                  p: dict[str, Any], opts: PipelineOptions, calibration: CalibrationSource, counters: NodeCounters,
-                 on_set: Callable[[SyncedSet], None], stopping: Callable[[], bool]):
+                 on_set: Callable[[SyncedSet], None], stopping: Callable[[], bool],
+                 on_lost: Callable[[int], None] | None = None):
         self.t = transport
         self.log = transport.logger
         self.cameras = cameras
@@ -65,6 +66,7 @@ class InputSubscriptions:
         self.opts = opts
         self.calibration = calibration
         self.counters = counters
+        self.on_lost = on_lost  # an image group that never became a set (the temporal history resets)
         self.stopping = stopping
         self.image_type = IMAGE_TYPES[bool(p["compressed"])]
         self.input_topics = {cam: it for cam, (it, _) in topics.items()}
@@ -230,6 +232,8 @@ class InputSubscriptions:
     # ------------------------------------------------------------------ synchroniser events
     def _on_incomplete(self, stamp_ns: int, missing: tuple[str, ...]) -> None:
         self.counters.count("incomplete_sets")
+        if self.on_lost is not None:
+            self.on_lost(stamp_ns)
         self.log.warning(f"incomplete image set at {stamp_ns * 1e-9:.3f} s: no image from "
                          f"{', '.join(f'{m} ({self.input_topics[m]})' for m in missing)} within slop {self.p['slop']} s")
 

@@ -13,6 +13,7 @@ import numpy as np
 from priorocc_ros.node.calibration import CalibrationSource
 from priorocc_ros.node.counters import NodeCounters
 from priorocc_ros.node.publishers import OutputPublishers
+from priorocc_ros.node.temporal import TemporalHistory
 from priorocc_ros.pipeline import OccupancyPipeline, SetError
 from priorocc_ros.runner import InferenceRunner
 from priorocc_ros.sync import SyncedSet
@@ -29,6 +30,8 @@ class _InFlight:
     timings: dict
     prepared: Any = None  # Predictor.prepare's result (None: predict does it all)
     pred: Any = None
+    motion: Any = None  # temporal models: the set's SetMotion (history.py), None otherwise
+    temporal: dict | None = None  # temporal models: ego2global (4, 4) and stamp for the predictor
 
 
 class SetStages:
@@ -38,8 +41,9 @@ class SetStages:
 
     def __init__(self, pipeline: OccupancyPipeline, calibration: CalibrationSource, outputs: OutputPublishers,
                  counters: NodeCounters, p: dict[str, Any], block: bool, now_ns: Callable[[], int],
-                 stopping: Callable[[], bool]):
+                 stopping: Callable[[], bool], history: TemporalHistory):
         self.pipeline = pipeline
+        self.history = history
         self.calibration = calibration
         self.outputs = outputs
         self.counters = counters
@@ -62,7 +66,7 @@ class SetStages:
             self._on_drop(s)
 
     def _on_drop(self, item: Any) -> None:
-        self.counters.count("sets_dropped")
+        self.counters.count("sets_dropped")  # (a temporal history sees the gap in the sets' sequence numbers)
 
     def _on_error(self, item: Any, e: BaseException) -> None:
         if isinstance(e, SetError):
@@ -79,12 +83,24 @@ class SetStages:
         K, cam2ego, hws = self.calibration.for_set_waiting(s, self.p["max_wait"], wait, self.stopping)
         imgs, Kd = self.pipeline.decode(s.items, K, hws)
         f = _InFlight(s, t_set, imgs, Kd, cam2ego, {"decode": time.perf_counter() - t0})
-        f.prepared = self.pipeline.prepare(imgs, Kd, cam2ego)  # preprocessing + plan, off the inference thread
+        f.motion = self.history.motion(s.stamp_ns, s.seq, self.stopping)  # temporal models: odometry
+        if f.motion is not None:
+            # without a usable pose the set runs afresh: its own frame repeated, for which any pose is exact
+            pose = f.motion.ego2motion if f.motion.error is None and f.motion.ego2motion is not None else np.eye(4)
+            f.temporal = {"ego2global": pose, "stamp": s.stamp_ns * 1e-9}
+        f.prepared = self.pipeline.prepare(imgs, Kd, cam2ego, f.temporal)  # preprocessing + plan, off the inference thread
         return f
 
     def infer(self, f: _InFlight) -> _InFlight:
         t0 = time.perf_counter()
-        f.pred = self.pipeline.predict(f.imgs, f.K, f.cam2ego, f.prepared)
+        decision = self.history.admit(f.motion)  # in set order: set k+1 sees set k's history
+        temporal = None if decision is None else {**f.temporal, "history": decision.history}
+        try:
+            f.pred = self.pipeline.predict(f.imgs, f.K, f.cam2ego, f.prepared, temporal)
+        except BaseException:
+            self.history.done(f.motion, None)  # the next set starts afresh
+            raise
+        self.history.done(f.motion, getattr(f.pred, "history", None))
         f.prepared = None
         f.timings["model"] = time.perf_counter() - t0
         return f
