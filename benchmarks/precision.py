@@ -122,6 +122,15 @@ def main(argv=None) -> int:
     else:
         int8 = quantize_openvino(onnx, cfg, calib, work / "int8.xml", subset_size=len(calib))
         res["quantize"] = {"frames": len(calib), "seconds": time.perf_counter() - t}
+        # the gate's record (make_predictor runs no IR without one): as priorocc_quantize writes it
+        from priorocc_core.artifacts import write_key
+        from priorocc_core.int8_gate import int8_key, int8_key_file
+        from priorocc_core.quantize import validate_int8, world_samples
+
+        real = calib[-1] if a.real else None
+        rec = validate_int8(int8, onnx, cfg, world_samples(a.val_world, cfg, a.version), real, world=a.val_world)
+        write_key(int8_key_file(int8), int8_key(a.checkpoint, cfg), validation=rec)
+        res["quantize"]["validation"] = rec
 
     c = cfg.with_overrides([f"data.dataroot={a.val_world}", f"data.version={a.version}", "data.val_split=all"])
     ds = OccDataset(c, split="val", train=False)

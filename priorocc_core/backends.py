@@ -31,23 +31,16 @@ import torch
 
 from .checkpoint import load_checkpoint, read_config
 from .cli import OptionError, resolve_choice
-from .artifacts import KEY_FILE, GraphKey, cache_root, graph_key, key_difference, read_key, write_key
+from . import int8_gate
+from .artifacts import KEY_FILE, cache_root, graph_key, write_key
 from .config import Config
 from .inference import Predictor
+from .int8_gate import INT8_NAME, default_int8_path, int8_key, int8_key_file  # noqa: F401  (their home: int8_gate)
 from .model.bev_pool import PoolingIndices
 from .model.postprocess import seg_labels
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PLAN_INPUTS = ("ranks_bev", "ranks_depth", "ranks_feat")
-
-
-INT8_NAME = "int8.xml"  # the NNCF-quantised IR that priorocc_quantize writes into <checkpoint>/openvino/
-
-
-def default_int8_path(checkpoint) -> Path:
-    """``<checkpoint dir>/openvino/int8.xml``."""
-    base = Path(checkpoint)
-    return (base if base.is_dir() else base.parent) / "openvino" / INT8_NAME
 
 
 class BackendError(OptionError):
@@ -151,16 +144,6 @@ def _onnx_file(checkpoint, model, cfg, onnx_path, cache_dir) -> Path:
     return p
 
 
-def int8_key(checkpoint, cfg) -> "GraphKey":
-    """The key an int8 IR of ``checkpoint`` must have been made with (its ONNX graph's, plus OpenVINO / NNCF)."""
-    return graph_key(checkpoint, None, cfg, "int8", tools=("openvino", "nncf"))
-
-
-def int8_key_file(xml: Path) -> Path:
-    """``int8.xml`` -> ``int8.key.json``, the key recorded beside the IR by ``priorocc_quantize``."""
-    return Path(xml).with_suffix(".key.json")
-
-
 def _ort_session(path: Path, device: str, threads: int | None):
     import onnxruntime as ort
 
@@ -190,6 +173,19 @@ def _make_onnxruntime(checkpoint, model, cfg, precision, device, onnx_path=None,
     return GraphRunner(run, sess)
 
 
+def openvino_config(precision: str, threads: int | None = None) -> dict[str, Any]:
+    """The OpenVINO compile config of a precision. int8: the quantised layers run int8 and the
+    layers the recipe keeps in float (quantize.KEEP_FLOAT) run **f32**, said explicitly: left to
+    the plugin they would run bf16 on a CPU with avx512_bf16 / AMX (its default there), which is
+    neither what was validated nor what the docs say."""
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY",
+                              "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16", "fp16": "f16",
+                                                           "int8": "f32"}[precision]}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    return config
+
+
 def _make_openvino(checkpoint, model, cfg, precision, device, onnx_path=None, cache_dir=None,
                    threads=None, source="onnx", int8_path=None) -> GraphRunner:
     import openvino as ov
@@ -201,15 +197,11 @@ def _make_openvino(checkpoint, model, cfg, precision, device, onnx_path=None, ca
     if precision == "int8":
         p = Path(int8_path) if int8_path is not None else (
             default_int8_path(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else None)
-        if p is None or not p.is_file():
-            raise BackendError(f"openvino int8: no quantised model at {p} (write one with `priorocc_quantize "
-                               f"CHECKPOINT --world DIR`, or pass int8_path)")
-        if isinstance(checkpoint, (str, os.PathLike)):
-            stale = key_difference(read_key(int8_key_file(p)), int8_key(checkpoint, cfg))
-            if stale:
-                raise BackendError(
-                    f"openvino int8: {p} was not made from this checkpoint's code, weights, config and tools "
-                    f"(differs in: {', '.join(stale)}); run `priorocc_quantize {checkpoint} --world DIR` again")
+        if p is None:
+            raise BackendError("openvino int8: an in-memory (model, cfg) needs int8_path (the IR of priorocc_quantize)")
+        status = int8_gate.check(p, checkpoint, cfg)  # made from this checkpoint, validated, above the gate
+        if not status.ok:
+            raise BackendError(f"openvino int8: {status.reason}")
         ov_model = core.read_model(str(p))
     elif source == "onnx":
         ov_model = core.read_model(str(_onnx_file(checkpoint, model, cfg, onnx_path, cache_dir)))
@@ -227,12 +219,7 @@ def _make_openvino(checkpoint, model, cfg, precision, device, onnx_path=None, ca
             port.get_tensor().set_names({name})
     else:
         raise BackendError(f"openvino backend: source must be 'onnx' or 'torch', got {source!r}")
-    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
-    if precision != "int8":  # int8: the quantised layers run in int8, the rest at the plugin's default
-        config["INFERENCE_PRECISION_HINT"] = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}[precision]
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = int(threads)
-    compiled = core.compile_model(ov_model, ov_device, config)
+    compiled = core.compile_model(ov_model, ov_device, openvino_config(precision, threads))
     names = [o.get_any_name() for o in compiled.outputs]
     request = compiled.create_infer_request()
 
@@ -247,6 +234,17 @@ def _make_openvino(checkpoint, model, cfg, precision, device, onnx_path=None, ca
 OPTIONS = {"torch": {"channels_last", "compile", "threads"},
            "onnxruntime": {"onnx_path", "cache_dir", "threads"},
            "openvino": {"onnx_path", "cache_dir", "threads", "source", "int8_path"}}
+
+
+def _int8_status(checkpoint, backend: str, opts: dict):
+    """For ``backend: auto``: the gate's verdict on the checkpoint's int8 IR (default path or
+    ``int8_path``), None when there is none (autoselect then never considers int8)."""
+    if backend != "auto" or not isinstance(checkpoint, (str, os.PathLike)):
+        return None
+    p = Path(opts["int8_path"]) if opts.get("int8_path") else default_int8_path(checkpoint)
+    if not p.is_file():
+        return None
+    return int8_gate.check(p, checkpoint, _read_config(checkpoint))
 
 
 def make_predictor(checkpoint, backend: str = "torch", precision: str = "fp32", device: str = "cpu",
@@ -264,7 +262,7 @@ def make_predictor(checkpoint, backend: str = "torch", precision: str = "fp32", 
     the result carries the choice and its reason as ``.choice``.
     """
     try:
-        choice = resolve_choice(backend, precision, device)
+        choice = resolve_choice(backend, precision, device, int8=_int8_status(checkpoint, backend, opts))
     except OptionError as e:
         raise BackendError(str(e)) from None
     backend, precision, device = choice.backend, choice.precision, choice.device
