@@ -255,7 +255,9 @@ def test_int8_float_layers_are_compiled_f32(int8_checkpoint, monkeypatch):
     the compiled model reads it back.
 
     Mutation tried: the int8 entry of ``openvino_config`` left out of the hint (as before): the
-    config assertion fails (the read-back alone would pass on this avx2 CPU, where f32 is the default)."""
+    config assertion fails. The read-back fails too on an avx512_bf16 CPU (checked on the dev box,
+    AMD EPYC with avx512_bf16 / avx512_vnni: without the hint the demo IR's 12 float layers compile
+    bf16, with it f32); on an avx2-only CPU f32 is the default and only the config assertion guards."""
     import openvino as ov
 
     seen = []
