@@ -173,14 +173,15 @@ def _make_onnxruntime(checkpoint, model, cfg, precision, device, onnx_path=None,
     return GraphRunner(run, sess)
 
 
-def openvino_config(precision: str, threads: int | None = None) -> dict[str, Any]:
+def openvino_config(precision: str, threads: int | None = None, int8_float: str = "f32") -> dict[str, Any]:
     """The OpenVINO compile config of a precision. int8: the quantised layers run int8 and the
-    layers the recipe keeps in float (quantize.KEEP_FLOAT) run **f32**, said explicitly: left to
-    the plugin they would run bf16 on a CPU with avx512_bf16 / AMX (its default there), which is
-    neither what was validated nor what the docs say."""
+    layers the recipe keeps in float (quantize.KEEP_FLOAT) run in ``int8_float``, the precision
+    the IR was validated with (its record's ``float_precision``, default f32), said explicitly:
+    left to the plugin they would run bf16 on a CPU with avx512_bf16 / AMX (its default there),
+    whatever was validated."""
     config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY",
                               "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16", "fp16": "f16",
-                                                           "int8": "f32"}[precision]}
+                                                           "int8": int8_float}[precision]}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
     return config
@@ -190,6 +191,7 @@ def _make_openvino(checkpoint, model, cfg, precision, device, onnx_path=None, ca
                    threads=None, source="onnx", int8_path=None) -> GraphRunner:
     import openvino as ov
 
+    int8_float = "f32"
     core = ov.Core()
     ov_device = "GPU" if str(device).startswith("cuda") else "CPU"
     if ov_device not in core.available_devices:
@@ -202,6 +204,7 @@ def _make_openvino(checkpoint, model, cfg, precision, device, onnx_path=None, ca
         status = int8_gate.check(p, checkpoint, cfg)  # made from this checkpoint, validated, above the gate
         if not status.ok:
             raise BackendError(f"openvino int8: {status.reason}")
+        int8_float = str(status.record.get("float_precision", "f32"))
         ov_model = core.read_model(str(p))
     elif source == "onnx":
         ov_model = core.read_model(str(_onnx_file(checkpoint, model, cfg, onnx_path, cache_dir)))
@@ -219,7 +222,7 @@ def _make_openvino(checkpoint, model, cfg, precision, device, onnx_path=None, ca
             port.get_tensor().set_names({name})
     else:
         raise BackendError(f"openvino backend: source must be 'onnx' or 'torch', got {source!r}")
-    compiled = core.compile_model(ov_model, ov_device, openvino_config(precision, threads))
+    compiled = core.compile_model(ov_model, ov_device, openvino_config(precision, threads, int8_float))
     names = [o.get_any_name() for o in compiled.outputs]
     request = compiled.create_infer_request()
 

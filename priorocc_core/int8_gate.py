@@ -80,7 +80,8 @@ def summary(rec: dict) -> str:
     """'99.62 % voxel agreement, mIoU -0.12 on <world> (12 keyframes); real keyframe 99.1 %'."""
     drop = rec.get("miou_drop")
     miou = f"{-drop:+.2f}" if isinstance(drop, (int, float)) else "not recorded"
-    s = (f"{_pct(rec.get('voxel_agreement'))} voxel agreement with fp32, mIoU {miou} "
+    s = (f"{_pct(rec.get('voxel_agreement'))} voxel agreement with fp32 (float layers "
+         f"{rec.get('float_precision', 'f32')}), mIoU {miou} "
          f"on {rec.get('world') or 'the validation world'} ({rec.get('keyframes')} keyframes)")
     if rec.get("real_voxel_agreement") is not None:
         s += f"; real keyframe {_pct(rec['real_voxel_agreement'])}"
@@ -117,6 +118,8 @@ def check(xml, checkpoint, cfg: Config) -> Int8Status:
         return Int8Status(False, f"{p}: the IR's bytes are not the ones validated (sha256 differs from its "
                           f"record); run `{remake}` again", p, rec)
     bad = failures(rec)
+    if rec.get("float_precision", "f32") not in ("f32", "bf16"):
+        bad = bad + [f"float_precision {rec.get('float_precision')!r} is neither f32 nor bf16"]
     if bad:
         return Int8Status(False, f"{p} is below the int8 gate: {'; '.join(bad)} ({summary(rec)}); the int8 "
                           f"model changes the trained model's answers: use fp32 / bf16, or requantise "

@@ -113,24 +113,27 @@ def agreement_and_miou(ref: list[np.ndarray], test: list[np.ndarray], samples: l
 
 
 def validate_int8(int8_xml, onnx_path, cfg: Config, val: list[dict], real: dict | None = None,
-                  world: str = "") -> dict:
+                  world: str = "", float_precision: str = "f32") -> dict:
     """The gate's record of an int8 IR: its labels against OpenVINO fp32 of the ONNX graph it was
     quantised from (= torch fp32: tests/test_backends.py) on the validation keyframes ``val``
     (with ground truth: :func:`world_samples`) and, when given, on the real keyframe.
     -> dict(voxel_agreement, miou_fp32, miou_int8, miou_drop, real_voxel_agreement, ...,
-    passed) (:mod:`priorocc_core.int8_gate` checks it)."""
+    passed) (:mod:`priorocc_core.int8_gate` checks it). float_precision: the precision the IR's
+    float layers are compiled in (``f32``, or ``bf16`` where the CPU has it natively: faster, and
+    then what was validated is what runs); recorded, and used by backends.py."""
     from . import int8_gate
 
     if not val:
         raise ValueError("validate_int8: no validation keyframes")
     feeds = list(calibration_feeds(cfg, val))
     rec = {"world": str(world), "keyframes": len(val), "reference": "OpenVINO f32 of the same ONNX graph",
-           **agreement_and_miou(ir_occupancy(onnx_path, feeds), ir_occupancy(int8_xml, feeds), val)}
+           "float_precision": float_precision,
+           **agreement_and_miou(ir_occupancy(onnx_path, feeds), ir_occupancy(int8_xml, feeds, float_precision), val)}
     rec["real_voxel_agreement"] = None
     if real is not None:
         rf = list(calibration_feeds(cfg, [real]))
-        rec["real_voxel_agreement"] = agreement_and_miou(ir_occupancy(onnx_path, rf), ir_occupancy(int8_xml, rf),
-                                                         [])["voxel_agreement"]
+        rec["real_voxel_agreement"] = agreement_and_miou(
+            ir_occupancy(onnx_path, rf), ir_occupancy(int8_xml, rf, float_precision), [])["voxel_agreement"]
     rec["thresholds"] = int8_gate.thresholds()
     rec["ir_sha256"] = int8_gate.ir_digest(int8_xml)
     rec["passed"] = not int8_gate.failures(rec)
@@ -180,6 +183,9 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=CALIB_FRAMES,
                     help=f"calibration frames at most (default {CALIB_FRAMES})")
     ap.add_argument("-o", "--output", default=None, help="IR to write (default <checkpoint>/openvino/int8.xml)")
+    ap.add_argument("--float-precision", choices=("f32", "bf16"), default="f32",
+                    help="precision of the layers kept float, validated and recorded (default f32; bf16 is faster "
+                         "on avx512_bf16 / AMX CPUs, and runs f32 where the CPU has no bf16)")
     a = ap.parse_args(argv)
     from .artifacts import write_key
     from .backends import BackendError, _onnx_file
@@ -229,7 +235,7 @@ def main(argv=None) -> int:
         return fail(str(e))
     frames = frames[: a.frames]
     out = quantize_openvino(onnx, cfg, frames, a.output or default_int8_path(a.checkpoint), len(frames))
-    rec = validate_int8(out, onnx, cfg, val, real, world=a.val_world)
+    rec = validate_int8(out, onnx, cfg, val, real, world=a.val_world, float_precision=a.float_precision)
     rec["calibration_frames"] = len(frames)
     # what backends.py checks before running it: the key (made from what) and the validation (how good)
     write_key(int8_key_file(out), int8_key(a.checkpoint, cfg), validation=rec)

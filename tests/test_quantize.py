@@ -271,3 +271,38 @@ def test_int8_float_layers_are_compiled_f32(int8_checkpoint, monkeypatch):
     p = make_predictor(int8_checkpoint, "openvino", "int8")
     assert seen and seen[-1].get("INFERENCE_PRECISION_HINT") == "f32", seen
     assert "float32" in str(p.runner.engine.get_property("INFERENCE_PRECISION_HINT")).lower()
+
+
+def test_int8_float_layers_run_in_the_validated_precision(int8_checkpoint, tmp_path, monkeypatch):
+    """An IR validated with its float layers in bf16 (``priorocc_quantize --float-precision bf16``)
+    compiles them bf16, as recorded; a record naming another precision is refused.
+
+    Mutation tried: ``_make_openvino`` ignoring the record's ``float_precision`` (always f32): the
+    bf16 assertion fails; the float_precision check dropped from ``int8_gate.check``: the f16
+    record runs."""
+    import json
+
+    import openvino as ov
+
+    from priorocc_core.int8_gate import default_int8_path, int8_key_file
+
+    ck = _copy_with_ir(int8_checkpoint, tmp_path / "ck")
+    keyf = int8_key_file(default_int8_path(ck))
+    d = json.loads(keyf.read_text())
+    assert d["validation"]["float_precision"] == "f32"  # what the CLI validated by default
+    d["validation"]["float_precision"] = "bf16"
+    keyf.write_text(json.dumps(d))
+    seen = []
+    orig = ov.Core.compile_model
+
+    def spy(self, model, device=None, config=None, *args, **kw):
+        seen.append(dict(config or {}))
+        return orig(self, model, device, config, *args, **kw)
+
+    monkeypatch.setattr(ov.Core, "compile_model", spy)
+    make_predictor(ck, "openvino", "int8")
+    assert seen[-1].get("INFERENCE_PRECISION_HINT") == "bf16", seen
+    d["validation"]["float_precision"] = "f16"
+    keyf.write_text(json.dumps(d))
+    with pytest.raises(BackendError, match="float_precision 'f16'"):
+        make_predictor(ck, "openvino", "int8")
