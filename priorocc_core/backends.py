@@ -16,7 +16,10 @@ network runs differently:
   TensorRT execution providers when present and ``device="cuda"``.
 * ``openvino``: :class:`GraphRunner` over the same ONNX model read by OpenVINO (or
   ``source="torch"``: converted from the PyTorch model by ``openvino.convert_model``);
-  ``precision`` fp32 or bf16 (OpenVINO's ``INFERENCE_PRECISION_HINT``).
+  ``precision`` fp32 or bf16 (OpenVINO's ``INFERENCE_PRECISION_HINT``), or int8: the IR of
+  ``priorocc_quantize``, run only if it passes :mod:`priorocc_core.int8_gate` (made from this
+  checkpoint, validated against fp32 on a held world), its float layers in the precision recorded
+  as validated.
 
 Backend, precision and device names are checked in one place, :func:`priorocc_core.cli.resolve_choice`.
 """
