@@ -92,7 +92,12 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--repeats", type=int, default=3, help="timed passes over the validation keyframes")
-    ap.add_argument("--int8-ir", default=None, help="an existing priorocc_quantize IR (skips quantising)")
+    ap.add_argument("--int8-ir", action="append", default=[],
+                    help="an existing priorocc_quantize IR (skips quantising; repeatable: e.g. the same IR validated "
+                         "with float layers f32 and bf16, rows openvino-int8-<float precision>)")
+    ap.add_argument("--timing-only", action="store_true",
+                    help="with --int8-ir and --real: no accuracy pass, no torch fp32; OpenVINO fp32 / bf16 / int8 "
+                         "timed interleaved on the real keyframe only (for large models)")
     a = ap.parse_args(argv)
 
     from priorocc_core.backends import _onnx_file, make_predictor
@@ -119,11 +124,21 @@ def main(argv=None) -> int:
     calib = calib[: a.frames]
     t = time.perf_counter()
     if a.int8_ir:
-        int8 = Path(a.int8_ir)
-        res["quantize"] = {"ir": str(int8)}
+        int8s = [Path(x) for x in a.int8_ir]
+        res["quantize"] = {"ir": [str(x) for x in int8s]}
     else:
         int8 = quantize_openvino(onnx, cfg, calib, work / "int8.xml", subset_size=len(calib))
         res["quantize"] = {"frames": len(calib), "seconds": time.perf_counter() - t}
+        # the gate's record (make_predictor runs no IR without one): as priorocc_quantize writes it
+        from priorocc_core.artifacts import write_key
+        from priorocc_core.int8_gate import int8_key, int8_key_file
+        from priorocc_core.quantize import validate_int8, world_samples
+
+        real = calib[-1] if a.real else None
+        rec = validate_int8(int8, onnx, cfg, world_samples(a.val_world, cfg, a.version), real, world=a.val_world)
+        write_key(int8_key_file(int8), int8_key(a.checkpoint, cfg), validation=rec)
+        res["quantize"]["validation"] = rec
+        int8s = [int8]
 
     c = cfg.with_overrides([f"data.dataroot={a.val_world}", f"data.version={a.version}", "data.val_split=all"])
     ds = OccDataset(c, split="val", train=False)
@@ -133,6 +148,8 @@ def main(argv=None) -> int:
         val.append(dict(images=[np.asarray(read_image_rgb(p)) for p in s["image_paths"]], K=s["K"].numpy(),
                         cam2ego=s["cam2ego"].numpy(), gt=s["voxel_semantics"].numpy(),
                         mask=s["mask_camera"].numpy().astype(bool)))
+    if a.timing_only:
+        val = []
     timing_frames = list(val)
     if a.real:
         from priorocc_core.data.real_keyframe import load_real_keyframe
@@ -140,14 +157,24 @@ def main(argv=None) -> int:
         timing_frames.append(load_real_keyframe(a.real))
     res["matmul_openvino"] = openvino_matmul_rates()
     rows = {}
-    preds = {
-        "torch-fp32": make_predictor((model, cfg), "torch", "fp32", channels_last=False),
+    preds = {} if a.timing_only else {"torch-fp32": make_predictor((model, cfg), "torch", "fp32", channels_last=False)}
+    preds |= {
         "openvino-fp32": make_predictor(a.checkpoint, "openvino", "fp32", onnx_path=onnx),
         "openvino-bf16": make_predictor(a.checkpoint, "openvino", "bf16", onnx_path=onnx),
-        "openvino-int8": make_predictor(a.checkpoint, "openvino", "int8", int8_path=int8),
     }
+    from priorocc_core.artifacts import read_key
+    from priorocc_core.int8_gate import int8_key_file
+
+    int8_labels = []
+    for x in int8s:
+        fp = ((read_key(int8_key_file(x)) or {}).get("validation") or {}).get("float_precision", "f32")
+        int8_labels.append(f"openvino-int8-{fp}")
+        preds[int8_labels[-1]] = make_predictor(a.checkpoint, "openvino", "int8", int8_path=x)
     ref_occ = None
     for name, p in preds.items():
+        if not val:
+            rows[name] = {}
+            continue
         occs, m_cam, m_all = [], OccMIoU(), OccMIoU()
         for f in val:
             out = p.predict(f["images"], f["K"], f["cam2ego"])
@@ -176,13 +203,15 @@ def main(argv=None) -> int:
             x / y for x, y in zip(net["openvino-fp32"], net[name]))
     res["rows"] = rows
     res["val_keyframes"] = len(val)
-    ref = rows["torch-fp32"]
+    ref = rows.get("torch-fp32")
     for name, r in rows.items():
-        r["miou_diff_vs_torch_fp32"] = r["miou_mask_camera"] - ref["miou_mask_camera"]
-    res["int8_speedup_vs_openvino_fp32"] = statistics.median(
-        x / y for x, y in zip(net["openvino-fp32"], net["openvino-int8"]))
-    res["int8_speedup_vs_openvino_bf16"] = statistics.median(
-        x / y for x, y in zip(net["openvino-bf16"], net["openvino-int8"]))
+        if ref:
+            r["miou_diff_vs_torch_fp32"] = r["miou_mask_camera"] - ref["miou_mask_camera"]
+    for lab in int8_labels:
+        res[f"{lab}_speedup_vs_openvino_fp32"] = statistics.median(
+            x / y for x, y in zip(net["openvino-fp32"], net[lab]))
+        res[f"{lab}_speedup_vs_openvino_bf16"] = statistics.median(
+            x / y for x, y in zip(net["openvino-bf16"], net[lab]))
     res["loadavg_end"] = load()
     atomic_write_bytes(a.out, json.dumps(res, indent=1).encode())
     print(json.dumps({k: v for k, v in res.items() if k != "rows"}, indent=1))

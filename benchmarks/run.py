@@ -147,6 +147,11 @@ def work_backend(spec: dict) -> dict:
 
     rss0 = peak_rss_mib()
     peaks = matmul_peaks(spec["matmul"], spec["peak_repeats"])
+    ov_rates = None
+    if spec["backend"] == "openvino":  # OpenVINO's own rates: f32, bf16 hint, int8 (benchmarks/precision.py)
+        from benchmarks.precision import openvino_matmul_rates
+
+        ov_rates = openvino_matmul_rates(min(spec["matmul"], 1024), spec["peak_repeats"] + 2)
     rss_after_peaks = peak_rss_mib()
     t = time.perf_counter()
     opts = dict(spec.get("opts", {}))
@@ -191,7 +196,44 @@ def work_backend(spec: dict) -> dict:
     res["peak_rss_mib"] = peak_rss_mib()
     res["rss_before_backend_mib"] = rss_after_peaks
     res["rss_at_start_mib"] = rss0
+    # the peaks again after the timings, the higher of the two kept: on a shared machine one
+    # short measurement can fall into a busy moment and make a path look above its peak
+    after = matmul_peaks(spec["matmul"], spec["peak_repeats"])
+    best = {k: max(v, after[k]) if k.endswith("_gflops") else v for k, v in peaks.items()}
+    if ov_rates:
+        ov_after = openvino_matmul_rates(min(spec["matmul"], 1024), spec["peak_repeats"] + 2)
+        ov_rates = {k: max(v, ov_after[k]) if k.endswith("_gflops") else v for k, v in ov_rates.items()}
+    res["peaks_after"] = after
+    res["fraction_of_peak"] = _fraction_of_peak(spec, res, best, ov_rates)
     return res
+
+
+# the peak a path is measured against: a matrix product of its own precision, same worker
+SAME_PRECISION_PEAK = {("torch", "fp32"): ("torch mm", "fp32"), ("torch", "bf16"): ("torch mm", "bf16"),
+                       ("onnxruntime", "fp32"): ("torch mm", "fp32"),
+                       ("openvino", "fp32"): ("openvino 1x1 conv", "f32"),
+                       ("openvino", "bf16"): ("openvino 1x1 conv", "bf16"),
+                       ("openvino", "int8"): ("openvino 1x1 conv", "int8")}
+
+
+def _fraction_of_peak(spec: dict, res: dict, peaks: dict, ov_rates: dict | None) -> dict:
+    """Network GFLOP (FlopCounterMode, after the RSS was read) / network time, over the rate of a
+    matmul (torch) or 1x1 convolution (OpenVINO) of the same precision measured in this worker."""
+    from benchmarks.frame import network_gflop
+
+    kind = "real" if "real" in res["frames"] and "median_s" in res["frames"]["real"] else "synthetic"
+    f = res["frames"].get(kind, {})
+    if "median_s" not in f:
+        return {}
+    gflop = network_gflop(spec["checkpoint"], frame_inputs(kind))
+    what, prec = SAME_PRECISION_PEAK[(spec["backend"], spec["precision"])]
+    peak = (ov_rates or {}).get(f"{prec}_gflops") if what.startswith("openvino") else peaks[f"{prec}_gflops"]
+    achieved = gflop / f["median_s"]["model"]
+    out = {"frame": kind, "network_gflop": gflop, "achieved_gflops_per_s": achieved, "peak": f"{what} {prec}",
+           "peak_gflops_per_s": peak, "fraction": achieved / peak if peak else None}
+    if ov_rates:
+        out["openvino_rates"] = ov_rates
+    return out
 
 
 def work_pool(spec: dict) -> dict:
@@ -391,7 +433,8 @@ def main(argv=None) -> int:
     ap.add_argument("--frame-backends", default="auto:auto,openvino:fp32,openvino:int8",
                     help="section frame: backend:precision pairs (int8 needs --int8 IR per config)")
     ap.add_argument("--int8", action="append", default=[], metavar="CONFIG=IR.xml",
-                    help="section frame: the priorocc_quantize IR of a config (repeatable)")
+                    help="sections frame and backends (row openvino-int8): the priorocc_quantize IR of a config "
+                         "(repeatable)")
     ap.add_argument("--backends", default=None, help="comma-separated labels of BACKEND_MATRIX to run (default all)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
     ap.add_argument("--checkpoint", action="append", default=[],
@@ -476,10 +519,17 @@ def main(argv=None) -> int:
             if any(m[1] != "torch" for m in matrix):
                 log(f"[export] {cfg_name}")
                 rows["_export"] = run_worker(dict(common, task="export", checkpoint=ck, onnx_path=str(onnx_path)), log)
-            for label, backend, precision, opts in matrix:
+            int8_irs = dict(x.split("=", 1) for x in a.int8)
+            rows_matrix = list(matrix)
+            if a.backends is None or "openvino-int8" in a.backends.split(","):
+                if cfg_name in int8_irs:  # a priorocc_quantize IR (validated: make_predictor's gate)
+                    rows_matrix.append(("openvino-int8", "openvino", "int8", {"int8_path": int8_irs[cfg_name]}))
+                else:
+                    log(f"[backend] {cfg_name} openvino-int8: skipped (no --int8 {cfg_name}=IR.xml)")
+            for label, backend, precision, opts in rows_matrix:
                 log(f"[backend] {cfg_name} {label}")
                 o = dict(opts)
-                if backend != "torch":
+                if backend != "torch" and precision != "int8":
                     o["onnx_path"] = str(onnx_path)
                 rows[label] = run_worker(dict(common, task="backend", checkpoint=ck, backend=backend, precision=precision,
                                               opts=o, label=f"{cfg_name}__{label}", frames=frames,
@@ -582,7 +632,8 @@ def _print_summary(results: dict, log) -> None:
         log(f"  (gather + index_add variant {p['index_add_s']['median_s'] * 1e3:.1f} ms -> {p['index_add_speedup_vs_reference']:.1f}x)")
     for cfg_name, rows in results.get("backends", {}).items():
         log(f"\n== {cfg_name}: frame from 1600x900 JPEGs, median s ==")
-        log(f"  {'backend':26s} {'model':>8s} {'frame':>8s} {'overhead':>9s} {'speedup':>8s} {'agree':>8s} {'RSS MiB':>8s}")
+        log(f"  {'backend':26s} {'model':>8s} {'frame':>8s} {'overhead':>9s} {'speedup':>8s} {'agree':>8s} {'RSS MiB':>8s}"
+            f"  of peak (same precision)")
         for label, r in rows.items():
             if label.startswith("_"):
                 continue
@@ -596,7 +647,10 @@ def _print_summary(results: dict, log) -> None:
             vs = r.get("vs_torch_fp32_nchw", {}).get(kind, {})
             log(f"  {label:26s} {f['median_s']['model']:8.3f} {f['median_s']['frame']:8.3f} "
                 f"{f['node_overhead_fraction_of_network'] * 100:8.1f}% {vs.get('speedup_model', float('nan')):7.2f}x "
-                f"{vs.get('agreement', {}).get('occ', float('nan')) * 100:7.3f}% {r['peak_rss_mib']:8.0f}")
+                f"{vs.get('agreement', {}).get('occ', float('nan')) * 100:7.3f}% {r['peak_rss_mib']:8.0f}  "
+                + (f"{fp['fraction'] * 100:5.1f}% of {fp['peak']} ({fp['achieved_gflops_per_s']:.1f} / "
+                   f"{fp['peak_gflops_per_s']:.1f} GFLOP/s)" if (fp := r.get("fraction_of_peak")) and fp.get("fraction")
+                   else ""))
     sc = results.get("scaling")
     if sc and "error" not in sc:
         log(f"\n== scaling ({sc['config']}, {sc['label']}) ==")

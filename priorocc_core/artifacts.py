@@ -132,9 +132,10 @@ def graph_key(checkpoint, model: torch.nn.Module | None, cfg: Config, kind: str 
                          tools=tool_versions(*tools), options=dict(sorted(options.items()))))
 
 
-def write_key(path: Path, key: GraphKey) -> None:
-    """Record ``key`` (its digest and parts) in the file ``path``, beside the artifact it describes."""
-    data = json.dumps({"digest": key.digest, "parts": key.parts}, indent=1, sort_keys=True).encode()
+def write_key(path: Path, key: GraphKey, **records) -> None:
+    """Record ``key`` (its digest and parts) in the file ``path``, beside the artifact it describes;
+    ``records``: more named facts about that artifact, e.g. an int8 IR's ``validation`` (int8_gate.py)."""
+    data = json.dumps({"digest": key.digest, "parts": key.parts, **records}, indent=1, sort_keys=True).encode()
     atomic_write_bytes(Path(path), data)
 
 

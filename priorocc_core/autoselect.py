@@ -17,9 +17,13 @@ match wins (figures behind them: BENCHMARKS.md):
 5. No OpenVINO, no native bf16, onnxruntime installed -> ``onnxruntime`` ``fp32`` (1.5x).
 6. Otherwise ``torch`` ``fp32`` (channels_last).
 
-int8 is never chosen by default: it needs a calibrated model and costs accuracy, so it is an
-opt-in (``allow_int8=True``), and then chosen only with OpenVINO and int8 dot-product hardware
-(``amx_int8``, ``avx512_vnni``, ``avx_vnni``) where it beats bf16/fp32.
+int8 comes before rules 2-3, with OpenVINO and int8 dot-product hardware (``amx_int8``,
+``avx512_vnni``, ``avx_vnni``) only, in two cases: asked for (``allow_int8``: ``precision
+int8``), or a *validated* int8 IR of this checkpoint exists (``int8``: its
+:class:`priorocc_core.int8_gate.Int8Status`, ok: made from this checkpoint's code and weights,
+and agreeing with fp32 above the gate on a held validation world). Without int8 hardware
+OpenVINO runs int8 through avx2's 16-bit pair sums, so a validated IR is then not taken; an IR
+that is present but not usable is named in the reason of the choice made instead.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ import importlib.util
 import os
 import platform
 from dataclasses import dataclass, field
+from typing import Any
 
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 INT8_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
@@ -55,8 +60,9 @@ def _first(flags: frozenset[str], names: tuple[str, ...]) -> str | None:
     return next((f for f in names if f in flags), None)
 
 
-def choose(machine: Machine, device: str = "auto", allow_int8: bool = False) -> Choice:
-    """Machine -> the backend, precision and device to run (see the module docstring)."""
+def choose(machine: Machine, device: str = "auto", allow_int8: bool = False, int8: Any = None) -> Choice:
+    """Machine -> the backend, precision and device to run (see the module docstring).
+    int8: None (no int8 IR for this checkpoint) or an ``Int8Status`` (``.ok``, ``.reason``)."""
     flags = frozenset(f.lower() for f in machine.cpu_flags)
     dev = str(device)
     if dev not in ("auto", "cpu") and not dev.startswith("cuda"):
@@ -66,16 +72,25 @@ def choose(machine: Machine, device: str = "auto", allow_int8: bool = False) -> 
     if machine.cuda and dev != "cpu":
         return Choice("torch", "fp16", "cuda" if dev == "auto" else dev, "CUDA device available: torch fp16 on the GPU")
     bf16 = _first(flags, BF16_FLAGS)
-    int8 = _first(flags, INT8_FLAGS)
     have_ov = "openvino" in machine.runtimes
-    if allow_int8 and have_ov and int8:
-        return Choice("openvino", "int8", "cpu", f"int8 allowed and the CPU has {int8}: OpenVINO int8 (NNCF-quantised)")
+    int8_hw = _first(flags, INT8_FLAGS)
+    validated = int8 is not None and bool(getattr(int8, "ok", False))
+    if allow_int8 and have_ov and int8_hw:
+        return Choice("openvino", "int8", "cpu",
+                      f"int8 asked for and the CPU has {int8_hw}: OpenVINO int8 (NNCF-quantised)")
+    if validated and have_ov and int8_hw:
+        return Choice("openvino", "int8", "cpu", f"the CPU has {int8_hw} (int8 dot products) and a {int8.reason}: "
+                      "OpenVINO int8")
+    # why int8 was not taken, when there is an IR to speak of
+    why_not = "" if int8 is None or not have_ov else (
+        f"; int8 IR not used: no int8 dot-product hardware (no {'/'.join(INT8_FLAGS)})" if validated
+        else f"; int8 IR not used: {int8.reason}")
     if have_ov and bf16:
-        return Choice("openvino", "bf16", "cpu", f"CPU has {bf16} (native bf16): OpenVINO bf16")
+        return Choice("openvino", "bf16", "cpu", f"CPU has {bf16} (native bf16): OpenVINO bf16" + why_not)
     if have_ov:
         return Choice("openvino", "fp32", "cpu",
                       "no native bf16 on this CPU (no amx_bf16/avx512_bf16; OpenVINO would run bf16 as f32): "
-                      "OpenVINO fp32")
+                      "OpenVINO fp32" + why_not)
     if bf16:
         return Choice("torch", "bf16", "cpu", f"OpenVINO not installed; CPU has {bf16}: torch bf16 channels_last")
     if "onnxruntime" in machine.runtimes:
@@ -139,11 +154,12 @@ def precision_for(backend: str, machine: Machine, device: str) -> str:
     return "fp32"
 
 
-def resolve(backend: str, precision: str, device: str, machine: Machine | None = None) -> Choice:
-    """Any of backend / precision / device may be ``auto``; -> the concrete Choice (with why)."""
+def resolve(backend: str, precision: str, device: str, machine: Machine | None = None, int8: Any = None) -> Choice:
+    """Any of backend / precision / device may be ``auto``; -> the concrete Choice (with why).
+    int8: the checkpoint's int8 IR status, if it has one (:func:`choose`)."""
     m = machine if machine is not None else probe()
     if backend == "auto":
-        c = choose(m, device, allow_int8=(precision == "int8"))
+        c = choose(m, device, allow_int8=(precision == "int8"), int8=int8 if precision in ("auto", "int8") else None)
         if precision not in ("auto", c.precision):
             raise ValueError(f"backend 'auto' picks the precision too (here {c.precision}: {c.reason}); "
                              f"set precision 'auto' or name a backend for precision {precision!r}")

@@ -16,7 +16,10 @@ network runs differently:
   TensorRT execution providers when present and ``device="cuda"``.
 * ``openvino``: :class:`GraphRunner` over the same ONNX model read by OpenVINO (or
   ``source="torch"``: converted from the PyTorch model by ``openvino.convert_model``);
-  ``precision`` fp32 or bf16 (OpenVINO's ``INFERENCE_PRECISION_HINT``).
+  ``precision`` fp32 or bf16 (OpenVINO's ``INFERENCE_PRECISION_HINT``), or int8: the IR of
+  ``priorocc_quantize``, run only if it passes :mod:`priorocc_core.int8_gate` (made from this
+  checkpoint, validated against fp32 on a held world), its float layers in the precision recorded
+  as validated.
 
 Backend, precision and device names are checked in one place, :func:`priorocc_core.cli.resolve_choice`.
 """
@@ -31,24 +34,17 @@ import torch
 
 from .checkpoint import load_checkpoint, read_config
 from .cli import OptionError, resolve_choice
-from .artifacts import KEY_FILE, GraphKey, cache_root, graph_key, key_difference, read_key, write_key
+from . import int8_gate
+from .artifacts import KEY_FILE, cache_root, graph_key, write_key
 from .config import Config
 from .export import HistoryGraph, graph_history
 from .inference import Predictor
+from .int8_gate import INT8_NAME, default_int8_path, int8_key, int8_key_file  # noqa: F401  (their home: int8_gate)
 from .model.bev_pool import PoolingIndices
 from .model.postprocess import seg_labels
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PLAN_INPUTS = ("ranks_bev", "ranks_depth", "ranks_feat")
-
-
-INT8_NAME = "int8.xml"  # the NNCF-quantised IR that priorocc_quantize writes into <checkpoint>/openvino/
-
-
-def default_int8_path(checkpoint) -> Path:
-    """``<checkpoint dir>/openvino/int8.xml``."""
-    base = Path(checkpoint)
-    return (base if base.is_dir() else base.parent) / "openvino" / INT8_NAME
 
 
 class BackendError(OptionError):
@@ -182,16 +178,6 @@ def _onnx_file(checkpoint, model, cfg, onnx_path, cache_dir) -> Path:
     return p
 
 
-def int8_key(checkpoint, cfg) -> "GraphKey":
-    """The key an int8 IR of ``checkpoint`` must have been made with (its ONNX graph's, plus OpenVINO / NNCF)."""
-    return graph_key(checkpoint, None, cfg, "int8", tools=("openvino", "nncf"))
-
-
-def int8_key_file(xml: Path) -> Path:
-    """``int8.xml`` -> ``int8.key.json``, the key recorded beside the IR by ``priorocc_quantize``."""
-    return Path(xml).with_suffix(".key.json")
-
-
 def _ort_session(path: Path, device: str, threads: int | None):
     import onnxruntime as ort
 
@@ -222,10 +208,25 @@ def _make_onnxruntime(checkpoint, model, cfg, precision, device, onnx_path=None,
     return GraphRunner(run, sess, graph_history(cfg, model, path))
 
 
+def openvino_config(precision: str, threads: int | None = None, int8_float: str = "f32") -> dict[str, Any]:
+    """The OpenVINO compile config of a precision. int8: the quantised layers run int8 and the
+    layers the recipe keeps in float (quantize.KEEP_FLOAT) run in ``int8_float``, the precision
+    the IR was validated with (its record's ``float_precision``, default f32), said explicitly:
+    left to the plugin they would run bf16 on a CPU with avx512_bf16 / AMX (its default there),
+    whatever was validated."""
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY",
+                              "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16", "fp16": "f16",
+                                                           "int8": int8_float}[precision]}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    return config
+
+
 def _make_openvino(checkpoint, model, cfg, precision, device, onnx_path=None, cache_dir=None,
                    threads=None, source="onnx", int8_path=None) -> GraphRunner:
     import openvino as ov
 
+    int8_float = "f32"
     core = ov.Core()
     ov_device = "GPU" if str(device).startswith("cuda") else "CPU"
     if ov_device not in core.available_devices:
@@ -233,15 +234,12 @@ def _make_openvino(checkpoint, model, cfg, precision, device, onnx_path=None, ca
     if precision == "int8":
         p = Path(int8_path) if int8_path is not None else (
             default_int8_path(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else None)
-        if p is None or not p.is_file():
-            raise BackendError(f"openvino int8: no quantised model at {p} (write one with `priorocc_quantize "
-                               f"CHECKPOINT --world DIR`, or pass int8_path)")
-        if isinstance(checkpoint, (str, os.PathLike)):
-            stale = key_difference(read_key(int8_key_file(p)), int8_key(checkpoint, cfg))
-            if stale:
-                raise BackendError(
-                    f"openvino int8: {p} was not made from this checkpoint's code, weights, config and tools "
-                    f"(differs in: {', '.join(stale)}); run `priorocc_quantize {checkpoint} --world DIR` again")
+        if p is None:
+            raise BackendError("openvino int8: an in-memory (model, cfg) needs int8_path (the IR of priorocc_quantize)")
+        status = int8_gate.check(p, checkpoint, cfg)  # made from this checkpoint, validated, above the gate
+        if not status.ok:
+            raise BackendError(f"openvino int8: {status.reason}")
+        int8_float = str(status.record.get("float_precision", "f32"))
         ov_model = core.read_model(str(p))
     elif source == "onnx":
         path = _onnx_file(checkpoint, model, cfg, onnx_path, cache_dir)
@@ -260,12 +258,7 @@ def _make_openvino(checkpoint, model, cfg, precision, device, onnx_path=None, ca
             port.get_tensor().set_names({name})
     else:
         raise BackendError(f"openvino backend: source must be 'onnx' or 'torch', got {source!r}")
-    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
-    if precision != "int8":  # int8: the quantised layers run in int8, the rest at the plugin's default
-        config["INFERENCE_PRECISION_HINT"] = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}[precision]
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = int(threads)
-    compiled = core.compile_model(ov_model, ov_device, config)
+    compiled = core.compile_model(ov_model, ov_device, openvino_config(precision, threads, int8_float))
     names = [o.get_any_name() for o in ov_model.outputs]  # compiled outputs may add internal names (bev)
     request = compiled.create_infer_request()
 
@@ -287,6 +280,17 @@ OPTIONS = {"torch": {"channels_last", "compile", "threads"},
            "openvino": {"onnx_path", "cache_dir", "threads", "source", "int8_path"}}
 
 
+def _int8_status(checkpoint, backend: str, opts: dict):
+    """For ``backend: auto``: the gate's verdict on the checkpoint's int8 IR (default path or
+    ``int8_path``), None when there is none (autoselect then never considers int8)."""
+    if backend != "auto" or not isinstance(checkpoint, (str, os.PathLike)):
+        return None
+    p = Path(opts["int8_path"]) if opts.get("int8_path") else default_int8_path(checkpoint)
+    if not p.is_file():
+        return None
+    return int8_gate.check(p, checkpoint, _read_config(checkpoint))
+
+
 def make_predictor(checkpoint, backend: str = "torch", precision: str = "fp32", device: str = "cpu",
                    **opts) -> Predictor:
     """A :class:`~priorocc_core.inference.Predictor` (``.cfg``, ``.cameras``, ``.backend``,
@@ -302,7 +306,7 @@ def make_predictor(checkpoint, backend: str = "torch", precision: str = "fp32", 
     the result carries the choice and its reason as ``.choice``.
     """
     try:
-        choice = resolve_choice(backend, precision, device)
+        choice = resolve_choice(backend, precision, device, int8=_int8_status(checkpoint, backend, opts))
     except OptionError as e:
         raise BackendError(str(e)) from None
     backend, precision, device = choice.backend, choice.precision, choice.device

@@ -76,15 +76,16 @@ def add_inference_args(parser, device_default: str | None = "cpu", auto: bool = 
                         help="auto, cpu or cuda" + (f" (default {d})" if d else " (default: cuda when available)"))
 
 
-def resolve_choice(backend: str, precision: str = "fp32", device: str | None = "cpu"):
+def resolve_choice(backend: str, precision: str = "fp32", device: str | None = "cpu", int8=None):
     """The one place a (backend, precision, device) triple is checked and resolved; any of them
     may be ``auto`` (:func:`priorocc_core.autoselect.resolve` picks it from this machine's CPU
-    flags, runtimes and CUDA). -> :class:`priorocc_core.autoselect.Choice` (with its reason)."""
+    flags, runtimes and CUDA, and ``int8``: the checkpoint's int8 IR status when it has one).
+    -> :class:`priorocc_core.autoselect.Choice` (with its reason)."""
     from .autoselect import Choice, resolve
 
     if AUTO in (backend, precision, str(device)):
         try:
-            c = resolve(backend, precision, str(device or AUTO))
+            c = resolve(backend, precision, str(device or AUTO), int8=int8)
         except ValueError as e:
             raise OptionError(str(e)) from None
         return Choice(*resolve_backend(c.backend, c.precision, c.device), c.reason)

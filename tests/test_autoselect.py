@@ -8,10 +8,13 @@ explicit precision with backend auto (the conflict test fails).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from priorocc_core import autoselect
 from priorocc_core.autoselect import Machine, choose, resolve
+from priorocc_core.int8_gate import Int8Status
 
 AVX2 = frozenset("fpu sse sse2 avx fma avx2 bmi2".split())  # this dev box (AMD EPYC): no avx512, no AMX
 AVX512_BF16 = AVX2 | {"avx512f", "avx512bw", "avx512_vnni", "avx512_bf16"}
@@ -41,6 +44,38 @@ def test_int8_only_when_allowed_and_with_int8_hardware():
     assert (c.backend, c.precision) == ("openvino", "int8") and "amx_int8" in c.reason
     assert choose(Machine(AVX2, ALL), allow_int8=True).precision == "fp32"  # no VNNI / AMX-int8
     assert choose(Machine(AMX, frozenset({"onnxruntime"})), allow_int8=True).backend == "torch"
+
+
+VNNI = AVX2 | {"avx512f", "avx512_vnni"}  # int8 dot products, no native bf16 (e.g. Cascade Lake)
+GOOD_IR = Int8Status(True, "validated int8 IR m/openvino/int8.xml: 99.62 % voxel agreement with fp32, mIoU -0.10",
+                     Path("m/openvino/int8.xml"))
+BAD_IR = Int8Status(False, "m/openvino/int8.xml is below the int8 gate: voxel agreement with fp32 83.30 % < 99%",
+                    Path("m/openvino/int8.xml"))
+
+
+@pytest.mark.parametrize("flags,ir,expected,words", [
+    (AMX, GOOD_IR, "int8", ["amx_int8 (int8 dot products)", "99.62 % voxel agreement"]),
+    (AVX512_BF16, GOOD_IR, "int8", ["avx512_vnni", "validated int8 IR"]),
+    (VNNI, GOOD_IR, "int8", ["avx512_vnni"]),
+    (AVX2, GOOD_IR, "fp32", ["int8 IR not used: no int8 dot-product hardware"]),
+    (AMX, BAD_IR, "bf16", ["int8 IR not used", "below the int8 gate", "83.30 %"]),
+    (VNNI, BAD_IR, "fp32", ["int8 IR not used", "below the int8 gate"]),
+    (AMX, None, "bf16", ["amx_bf16"]),
+], ids=["amx-validated", "avx512-validated", "vnni-validated", "avx2-validated", "amx-bad", "vnni-bad", "amx-none"])
+def test_validated_int8_ir_is_picked_on_int8_hardware(flags, ir, expected, words):
+    """A validated IR of the checkpoint + int8 hardware -> int8, the log line naming the flag and
+    the IR's figures; an IR below the gate or no int8 hardware -> the usual choice, saying why not.
+
+    Mutations tried: the validated-IR rule dropped from ``choose`` (the three validated cases pick
+    bf16 / fp32); ``int8.ok`` not looked at (the two bad-IR cases pick int8); the why-not suffix
+    dropped (the avx2 and bad cases fail on their words)."""
+    c = choose(Machine(flags, ALL), int8=ir)
+    assert (c.backend, c.precision) == ("openvino", expected), c.reason
+    for w in words:
+        assert w in c.reason, c.reason
+    assert resolve("auto", "auto", "cpu", Machine(flags, ALL), int8=ir).precision == expected
+    # int8 asked for is int8 whatever the IR (make_predictor's gate then refuses a bad one)
+    assert resolve("auto", "int8", "cpu", Machine(AMX, ALL), int8=ir).precision == "int8"
 
 
 def test_device_cpu_ignores_cuda_and_cuda_without_gpu_is_an_error():
