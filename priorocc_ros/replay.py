@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 
+from priorocc_ros import foxglove
 from priorocc_ros.bagio import AtomicBagWriter, BagError, bag_topics, iter_raw
-from priorocc_ros.msgs import deserialize, stamp_to_ns
+from priorocc_ros.msgs import deserialize, log_stamp_ns, serialize
 from priorocc_ros.node_core import (IMAGE_TYPES, INFO_TYPE, PARAMETERS, LatencyWindow, OccupancyNodeCore,
                                     ParameterError, input_topics)
 from priorocc_ros.occupancy_node import _parse_param
@@ -80,16 +81,6 @@ class ReplaySummary:
         for e in self.bag_errors[:5]:
             lines.append(f"  bag error: {e}")
         return "\n".join(lines)
-
-
-def _log_stamp(msg: Any, fallback: int) -> int:
-    h = getattr(msg, "header", None)
-    if h is not None:
-        return stamp_to_ns(h.stamp)
-    markers = getattr(msg, "markers", None)
-    if markers:
-        return stamp_to_ns(markers[0].header.stamp)
-    return fallback
 
 
 class ReplayInputError(ValueError):
@@ -188,7 +179,7 @@ def list_inputs(bag: str | Path, parameters: dict[str, Any], remaps: dict[str, s
 def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None, parameters: dict | None = None,
            storage: str = "mcap", copy_inputs: bool = False, overwrite: bool = False,
            node_name: str = "priorocc", diagnostics_period_s: float = 1.0, echo_log: bool = False,
-           remaps: list[str] | dict[str, str] | None = None) -> ReplaySummary:
+           remaps: list[str] | dict[str, str] | None = None, foxglove_server: dict | None = None) -> ReplaySummary:
     """Run the node over ``input_bag``; write every output topic to ``output_bag``.
 
     predictor: a priorocc_core.inference.Predictor (else the ``checkpoint`` parameter is loaded).
@@ -197,6 +188,8 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
     if the input bag cannot be opened, ReplayInputError if its topics cannot feed the node;
     damage further in is counted in ``bag_errors`` and the replay goes on. Waits for the model
     however slow it is: every group is counted (``summary.node['unaccounted'] == 0``).
+    foxglove_server: ``foxglove.FoxgloveSink`` keywords (port, host, inputs, ...) plus ``wait`` (start
+    once that many viewers subscribe to every output) to serve the outputs live while replaying.
     """
     from priorocc_ros.transport.base import parse_remaps
 
@@ -216,14 +209,27 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
     lat = LatencyWindow(n=100_000)
     write_lock = threading.Lock()
     t_start = time.perf_counter()
+    sink = None
     with AtomicBagWriter(output_bag, storage=storage, overwrite=overwrite) as w:
         core = OccupancyNodeCore(node_t, predictor=predictor, block=True, latency_window=100_000)
+        if foxglove_server is not None:
+            from priorocc_ros.foxglove import FoxgloveSink
+            from priorocc_ros.transport.loopback import _ListLogger
+
+            kw = dict(foxglove_server)
+            wait = int(kw.pop("wait", 0))
+            sink = FoxgloveSink(logger=_ListLogger("priorocc_replay", echo=True), counters=node_t.stats,
+                                name=node_name, **kw)
 
         def recorder(topic: str, type_name: str):
             def cb(msg: Any) -> None:
                 t0 = time.perf_counter()
+                stamp = log_stamp_ns(msg, bag_time[0])
+                data = serialize(msg, type_name)
                 with write_lock:
-                    w.write(topic, type_name, _log_stamp(msg, bag_time[0]), msg, RELIABLE_QOS)
+                    w.write_raw(topic, type_name, stamp, data, RELIABLE_QOS)
+                if sink is not None:  # the bytes just written, to the live view
+                    sink.publish(topic, type_name, data, stamp)
                 dt = time.perf_counter() - t0
                 if type_name != "diagnostic_msgs/msg/DiagnosticArray":
                     lat.add(f"write:{topic}", dt)
@@ -232,6 +238,11 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
         out_topics = core.published_topics()
         for topic, ty in out_topics.items():
             player.create_subscription(ty, topic, recorder(topic, ty), RELIABLE_QOS)
+        if sink is not None:
+            for topic, ty in {**out_topics, **{t: ty for t, (ty, _) in topics.items() if t in ("/tf", "/tf_static")}}.items():
+                sink.advertise(topic, ty)
+            if wait and not sink.wait_for_subscribers(out_topics, wait, timeout=300.0):
+                sink.log.warning(f"foxglove: fewer than {wait} viewer(s) subscribed within 300 s; replaying anyway")
         pubs: dict[str, Any] = {}
         wanted = core.subscribed_topics()
         next_diag = None
@@ -247,6 +258,8 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
             if copy_inputs:
                 with write_lock:
                     w.write_raw(topic, msgtype, t, raw, TF_STATIC_QOS if topic == "/tf_static" else SENSOR_DATA_QOS)
+            if sink is not None:
+                sink.publish_input(topic, msgtype, raw, t)
             if wanted.get(topic) != msgtype:
                 continue
             try:
@@ -270,6 +283,8 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
         # incomplete), wait for the model however slow, publish the final diagnostics
         core.close(drain=True, timeout=None)
         node_t.shutdown()
+        if sink is not None:
+            sink.close()
         summary.outputs_written = {k: v for k, v in w.counts.items() if k in out_topics}
     summary.wall_s = time.perf_counter() - t_start
     summary.node = core.stats()
@@ -308,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--json", default=None, help="also write the summary as JSON to this file")
     ap.add_argument("--verbose", action="store_true", help="print the node's log")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
+    foxglove.add_arguments(ap)
+    ap.add_argument("--foxglove-wait", type=int, default=0, metavar="N",
+                    help="with --foxglove: start replaying once N viewers subscribe to every output (at most 300 s)")
     return ap
 
 
@@ -332,8 +350,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ReplayInputError("--out is required (the output bag folder)")
         if not params.get("checkpoint"):
             raise ReplayInputError("--checkpoint is required (or -p checkpoint:=DIR)")
+        fox = None if args.foxglove is None else dict(
+            port=args.foxglove, host=args.foxglove_host, inputs=args.foxglove_inputs, wait=args.foxglove_wait)
         s = replay(args.bag, args.out, parameters=params, storage=args.storage, copy_inputs=args.copy_inputs,
-                   overwrite=args.overwrite, echo_log=args.verbose, remaps=remaps)
+                   overwrite=args.overwrite, echo_log=args.verbose, remaps=remaps, foxglove_server=fox)
     except (ReplayInputError, ParameterError, ValueError) as e:
         if args.debug:
             raise
