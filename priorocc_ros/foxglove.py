@@ -21,6 +21,7 @@ gets the last ones again. The subprotocol is the SDK's ``foxglove.sdk.v1`` (iden
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import Counter, deque
 from typing import Any
@@ -33,19 +34,28 @@ INPUT_TYPES = ("sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/Image", "sens
 # Per-client outbox of the SDK, in messages: a set is ~11 messages of up to ~2.6 MB (voxels),
 # so a client that stops reading holds at most ~2 sets (docs/ros.md, "Watch it without ROS").
 DEFAULT_BACKLOG = 24
-DEFAULT_QUEUE = 256  # hand-off queue between the node's threads and the server's worker
+DEFAULT_QUEUE = 64  # hand-off queue between the node's threads and the server's worker (~6 sets)
 _SDK_LOGGER = "foxglove"
 
 
 class _SdkLogBridge(logging.Handler):
-    """The SDK's log records (Python logging, logger ``foxglove.*``) into the node's log:
-    client connections at info, a full client outbox once per client (then only counted),
-    every warning or error once with what the SDK said."""
+    """The SDK's log records (Python logging, logger ``foxglove.*``) into the node's log, one
+    line per event: a client connecting and leaving at info; a client's first problem (a
+    malformed message, a connection cut mid-frame, a full outbox) as one warning naming it and
+    what the SDK said, its later problems counted only (``foxglove_client_errors``,
+    ``foxglove_outbox_full``); a problem naming no client once per distinct text."""
+
+    _CLIENT = re.compile(r"client (\S+?:\d+)|from (\S+?:\d+)")
 
     def __init__(self, sink: "FoxgloveSink"):
         super().__init__(logging.INFO)
         self.sink = sink
-        self.full_logged: set[str] = set()
+        self.warned: set[str] = set()  # clients (address:port) whose problem is logged
+        self.texts: set[str] = set()
+
+    def _client(self, text: str) -> str | None:
+        m = self._CLIENT.search(text)
+        return (m.group(1) or m.group(2)).rstrip(":") if m else None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -53,23 +63,35 @@ class _SdkLogBridge(logging.Handler):
         except Exception:  # noqa: BLE001 - a log record must never raise into the SDK
             return
         s = self.sink
-        if text.startswith("outbox for client") and text.endswith("full"):
-            client = text[len("outbox for client"):-len("full")].strip()
-            s._count("foxglove_outbox_full")
-            if client not in self.full_logged:
-                self.full_logged.add(client)
-                s.log.warning(f"foxglove: client {client} does not keep up: its outbox ({s.backlog} messages) "
-                              f"is full, the oldest messages are dropped for it (the node is not slowed)")
-        elif text.startswith("Registered client"):
+        client = self._client(text)
+        if text.startswith("Registered client"):
             with s._lock:
                 s.clients += 1
-            s.log.info(f"foxglove: client {text[len('Registered client'):].strip()} connected")
-        elif text.startswith("Unregistered client"):
+            s.log.info(f"foxglove: client {client} connected")
+            return
+        if text.startswith("Unregistered client"):
             with s._lock:
                 s.clients -= 1
-            s.log.info(f"foxglove: client {text[len('Unregistered client'):].strip()} disconnected")
-        elif record.levelno >= logging.WARNING:
-            s._count("foxglove_client_errors")
+            s.log.info(f"foxglove: client {client} disconnected")
+            return
+        full = text.startswith("outbox for client") and text.endswith("full")
+        if not full and record.levelno < logging.WARNING:
+            return
+        s._count("foxglove_outbox_full" if full else "foxglove_client_errors")
+        if client is None:
+            if text in self.texts or len(self.texts) > 1000:
+                return
+            self.texts.add(text)
+        elif client in self.warned:
+            return
+        else:
+            if len(self.warned) > 100_000:  # a bound on the memory of who was logged
+                self.warned.clear()
+            self.warned.add(client)
+        if full:
+            s.log.warning(f"foxglove: client {client} does not keep up: its outbox ({s.backlog} messages) is full, "
+                          f"the oldest messages are dropped for it (the node is not slowed)")
+        else:
             s.log.warning(f"foxglove: {text}")
 
 
