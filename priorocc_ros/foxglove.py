@@ -208,17 +208,23 @@ class FoxgloveSink:
                     **{k: int(v) for k, v in self.counters.items() if k.startswith("foxglove_")}}
 
     def close(self, timeout: float = 5.0) -> None:
-        """Send what is queued (up to ``timeout`` s), then stop the server."""
+        """Send what is queued (up to ``timeout`` s), then stop the server (waiting at most
+        ``timeout`` s more: a client that does not read cannot hold the node's shutdown)."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             self._wake.notify_all()
         self._worker.join(timeout)
-        try:
-            self.server.stop()
-        finally:
-            logging.getLogger(_SDK_LOGGER).removeHandler(self._bridge)
+        # the SDK's stop waits for every client to take its outbox: a stalled one never does,
+        # so stop runs aside and shutdown goes on after ``timeout``
+        stopper = threading.Thread(target=self.server.stop, name="foxglove-stop", daemon=True)
+        stopper.start()
+        stopper.join(timeout)
+        if stopper.is_alive():
+            self.log.warning(f"foxglove: server did not stop within {timeout:.0f} s (a client that does not read); "
+                             f"leaving it to the process exit")
+        logging.getLogger(_SDK_LOGGER).removeHandler(self._bridge)
 
     # ------------------------------------------------------------------ internals
     def _count(self, key: str) -> None:

@@ -135,6 +135,13 @@ def test_stalled_client_is_bounded_counted_and_never_waited_for(sink):
     fail."""
     sink.advertise("/x", "sensor_msgs/msg/Image")
     s, rest = fc.connect(sink.port, rcvbuf=4096)
+    try:
+        _stall(sink, s, rest)
+    finally:
+        s.close()
+
+
+def _stall(sink, s, rest):
     fc.subscribe_all(s, rest, {"/x"})
     time.sleep(0.5)
     r0 = peak = fc.rss_bytes()
@@ -159,7 +166,31 @@ def test_stalled_client_is_bounded_counted_and_never_waited_for(sink):
     _, bins = _read_frames(r, 1)
     assert bins and bins[-1][13:] == b"\0\1\0\0last"
     r.close()
-    s.close()
+
+
+def test_close_returns_while_a_stalled_client_is_connected():
+    """The SDK's ``stop`` waits for every client to take its outbox; a client that never reads
+    must not hold the node's shutdown: ``close`` returns after its timeout with one warning.
+
+    Mutation: ``close`` calling ``self.server.stop()`` inline -> close never returns, the
+    join below times out."""
+    log = _ListLogger("priorocc", echo=False)
+    sk = FoxgloveSink(0, logger=log, backlog=4)
+    sk.advertise("/x", "sensor_msgs/msg/Image")
+    s, rest = fc.connect(sk.port, rcvbuf=4096)
+    try:
+        fc.subscribe_all(s, rest, {"/x"})
+        time.sleep(0.5)
+        for i in range(30):
+            sk.publish("/x", "sensor_msgs/msg/Image", b"\0\1\0\0" + bytes(1_000_000), i)
+        time.sleep(0.5)
+        closer = threading.Thread(target=sk.close, kwargs={"timeout": 1.0}, daemon=True)
+        closer.start()
+        closer.join(60)
+        assert not closer.is_alive(), "close() is held by a client that does not read"
+        assert any("did not stop" in m for m in log.messages("warning"))
+    finally:
+        s.close()
 
 
 def test_full_hand_off_queue_drops_oldest_and_counts():
