@@ -72,6 +72,7 @@ class _SdkLogBridge(logging.Handler):
         if text.startswith("Unregistered client"):
             with s._lock:
                 s.clients -= 1
+                s._wake.notify_all()
             s.log.info(f"foxglove: client {client} disconnected")
             return
         full = text.startswith("outbox for client") and text.endswith("full")
@@ -196,6 +197,20 @@ class FoxgloveSink:
         deadline = time.monotonic() + timeout
         with self._lock:
             while any(self.subscribers[t] < n for t in topics):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._wake.wait(min(left, 0.5))
+        return True
+
+    def linger(self, timeout: float) -> bool:
+        """Keep serving until every client has left, at most ``timeout`` s (``--foxglove-linger``:
+        a finished replay waits for its viewers to take the last sets). True when all left."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self.clients > 0 or self._queue:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False

@@ -189,7 +189,8 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
     damage further in is counted in ``bag_errors`` and the replay goes on. Waits for the model
     however slow it is: every group is counted (``summary.node['unaccounted'] == 0``).
     foxglove_server: ``foxglove.FoxgloveSink`` keywords (port, host, inputs, ...) plus ``wait`` (start
-    once that many viewers subscribe to every output) to serve the outputs live while replaying.
+    once that many viewers subscribe to every output) and ``linger`` (at the end, serve until the
+    viewers leave, at most that many seconds) to serve the outputs live while replaying.
     """
     from priorocc_ros.transport.base import parse_remaps
 
@@ -218,6 +219,7 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
 
             kw = dict(foxglove_server)
             wait = int(kw.pop("wait", 0))
+            linger = float(kw.pop("linger", 0.0))
             sink = FoxgloveSink(logger=_ListLogger("priorocc_replay", echo=True), counters=node_t.stats,
                                 name=node_name, **kw)
 
@@ -284,6 +286,8 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
         core.close(drain=True, timeout=None)
         node_t.shutdown()
         if sink is not None:
+            if linger > 0 and not sink.linger(linger):
+                sink.log.info(f"foxglove: viewers still connected after --foxglove-linger {linger:g} s; stopping")
             sink.close()
         summary.outputs_written = {k: v for k, v in w.counts.items() if k in out_topics}
     summary.wall_s = time.perf_counter() - t_start
@@ -326,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     foxglove.add_arguments(ap)
     ap.add_argument("--foxglove-wait", type=int, default=0, metavar="N",
                     help="with --foxglove: start replaying once N viewers subscribe to every output (at most 300 s)")
+    ap.add_argument("--foxglove-linger", type=float, default=0.0, metavar="S",
+                    help="with --foxglove: after the last set keep serving until the viewers disconnect, at most S s")
     return ap
 
 
@@ -351,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         if not params.get("checkpoint"):
             raise ReplayInputError("--checkpoint is required (or -p checkpoint:=DIR)")
         fox = None if args.foxglove is None else dict(
-            port=args.foxglove, host=args.foxglove_host, inputs=args.foxglove_inputs, wait=args.foxglove_wait)
+            port=args.foxglove, host=args.foxglove_host, inputs=args.foxglove_inputs, wait=args.foxglove_wait,
+            linger=args.foxglove_linger)
         s = replay(args.bag, args.out, parameters=params, storage=args.storage, copy_inputs=args.copy_inputs,
                    overwrite=args.overwrite, echo_log=args.verbose, remaps=remaps, foxglove_server=fox)
     except (ReplayInputError, ParameterError, ValueError) as e:

@@ -5,7 +5,9 @@
 // {channels: {topic: {schemaName, schemaEncoding, encoding}}, messages: {topic: [{stamp, logTime,
 // bytes, trailing, summary}]}, errors: [...]}. Used by tests/test_foxglove_live.py.
 //
-//   node foxglove_client.js ws://127.0.0.1:PORT [TIMEOUT_MS] [SUBPROTOCOL]
+// With EXPECT, it leaves as soon as every advertised /priorocc/ channel brought EXPECT messages.
+//
+//   node foxglove_client.js ws://127.0.0.1:PORT [TIMEOUT_MS] [SUBPROTOCOL] [EXPECT]
 "use strict";
 const { FoxgloveClient } = require("@foxglove/ws-protocol");
 const { parse } = require("@foxglove/rosmsg");
@@ -16,6 +18,7 @@ const url = process.argv[2];
 const timeoutMs = Number(process.argv[3] || 120000);
 // foxglove-sdk servers speak "foxglove.sdk.v1" (the ws-protocol spec under a new name)
 const subprotocol = process.argv[4] || "foxglove.sdk.v1";
+const expect = Number(process.argv[5] || 0);
 
 const channels = {};
 const messages = {};
@@ -81,6 +84,11 @@ client.on("message", ({ subscriptionId, timestamp, data }) => {
     const msg = sub.reader.readMessage(data);
     messages[sub.topic].push({ stamp: stampOf(msg), logTime: timestamp.toString(), bytes: data.byteLength,
                                trailing: sub.reader.lastReadHadTrailingBytes(), summary: summary(msg) });
+    const outs = Object.keys(messages).filter((t) => t.startsWith("/priorocc/"));
+    if (expect > 0 && outs.length && outs.every((t) => messages[t].length >= expect)) {
+      ws.close();
+      finish(0);
+    }
   } catch (e) {
     errors.push(`${sub.topic}: message does not decode: ${e.message}`);
   }
