@@ -66,11 +66,14 @@ def overhead(args) -> dict:
                     fox = dict(port=port, wait=1)
                     reader = subprocess.Popen([sys.executable, "-c", READER, str(port), str(ROOT)],
                                               stdout=subprocess.PIPE, text=True)
+                cpu0 = time.process_time()  # every thread of this process, the SDK's included
                 s = replay(args.bag, Path(tmp) / "out", predictor=predictor, foxglove_server=fox)
+                cpu = time.process_time() - cpu0
                 if reader is not None:
                     got = int(reader.communicate(timeout=120)[0] or 0)
                 lat = s.latency_ms
-                row = dict(wall_per_set_ms=1e3 * s.wall_s / max(1, s.node["sets_out"]),
+                row = dict(cpu_per_set_ms=1e3 * cpu / max(1, s.node["sets_out"]),
+                           wall_per_set_ms=1e3 * s.wall_s / max(1, s.node["sets_out"]),
                            total_p50_ms=lat["total"]["p50"], write_p50_ms=lat["write"]["p50"],
                            build_p50_ms=lat["build"]["p50"], model_p50_ms=lat["model"]["p50"])
                 if reader is not None:

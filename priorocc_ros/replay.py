@@ -212,8 +212,7 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
     t_start = time.perf_counter()
     sink = None
     with AtomicBagWriter(output_bag, storage=storage, overwrite=overwrite) as w:
-        core = OccupancyNodeCore(node_t, predictor=predictor, block=True, latency_window=100_000)
-        if foxglove_server is not None:
+        if foxglove_server is not None:  # before the model loads: a busy port fails at once
             from priorocc_ros.foxglove import FoxgloveSink
             from priorocc_ros.transport.loopback import _ListLogger
 
@@ -222,6 +221,7 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
             linger = float(kw.pop("linger", 0.0))
             sink = FoxgloveSink(logger=_ListLogger("priorocc_replay", echo=True), counters=node_t.stats,
                                 name=node_name, **kw)
+        core = OccupancyNodeCore(node_t, predictor=predictor, block=True, latency_window=100_000)
 
         def recorder(topic: str, type_name: str):
             def cb(msg: Any) -> None:

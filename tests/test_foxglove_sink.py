@@ -277,3 +277,23 @@ def test_bad_clients_each_logged_once_and_the_server_lives(sink):
     sink.publish("/x", "std_msgs/msg/String", b"\0\1\0\0\2\0\0\0b\0", 6)
     assert _read_frames(r, 1)[1][0][13:] == b"\0\1\0\0\2\0\0\0b\0"
     r.close()
+
+
+def test_busy_port_is_one_line_naming_it(tmp_path, capsys):
+    """``priorocc_replay --foxglove PORT`` on a port another server holds: one line naming the
+    port and host, exit 1, no traceback, no output bag left behind.
+
+    Mutation: FoxgloveSink's ``except`` around ``start_server`` removed -> the SDK's own
+    exception escapes main (a traceback)."""
+    from priorocc_ros.replay import main
+
+    busy = FoxgloveSink(0, logger=_ListLogger("priorocc", echo=False))
+    try:
+        rc = main([str(fc.JS_DIR.parents[1] / "bags" / "demo"), "--checkpoint", str(tmp_path / "none"),
+                   "--out", str(tmp_path / "out"), "--foxglove", str(busy.port)])
+    finally:
+        busy.close()
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert f"--foxglove {busy.port} --foxglove-host 127.0.0.1" in err, err
+    assert not (tmp_path / "out").exists()
