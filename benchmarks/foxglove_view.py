@@ -2,10 +2,13 @@
 
   overhead  priorocc_replay's per-set time over bags/demo with and without ``--foxglove``
             (a client reading every channel, in its own process), runs alternated
+  serve     CPU time the server spends per set (5.3 MB, the demo model's sizes) sent to a
+            client that reads everything, in its own process
   stall     60 s of 5 MB sets at 10 Hz handed to the server while a client subscribes to
             everything and never reads: publish() call times, process memory, counters
 
     PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python benchmarks/foxglove_view.py overhead --repeats 3
+    PYTHONPATH=. .venv/bin/python benchmarks/foxglove_view.py serve --sets 100
     PYTHONPATH=. .venv/bin/python benchmarks/foxglove_view.py stall --seconds 60
 """
 from __future__ import annotations
@@ -43,6 +46,11 @@ while True:
     n += len(b)
 print(n)
 """
+
+
+# one set of the demo model's outputs (bytes per topic, the largest seen on bags/demo)
+_SET_SIZES = {"/priorocc/voxels": 2_600_000, "/priorocc/markers": 1_800_000, "/priorocc/bev": 40_000,
+              **{f"/priorocc/seg_overlay/{i}": 135_000 for i in range(6)}}
 
 
 def _free_port() -> int:
@@ -93,8 +101,7 @@ def stall(args) -> dict:
     from tests import foxglove_clients as fc
 
     sink = FoxgloveSink(0, logger=_ListLogger("bench", echo=True))
-    sizes = {"/priorocc/voxels": 2_600_000, "/priorocc/markers": 1_800_000, "/priorocc/bev": 40_000,
-             **{f"/priorocc/seg_overlay/{i}": 135_000 for i in range(6)}}
+    sizes = _SET_SIZES
     for t in sizes:
         sink.advertise(t, "sensor_msgs/msg/Image")
     payload = {t: b"\0\1\0\0" + bytes(n) for t, n in sizes.items()}
@@ -124,6 +131,35 @@ def stall(args) -> dict:
                 rss_growth_mb=dict(max=max(rss) / 1e6, last=rss[-1] / 1e6, first=rss[0] / 1e6), counters=st)
 
 
+def serve(args) -> dict:
+    """CPU time this process spends serving ``--sets`` sets of the node's sizes to a client
+    that reads everything (in its own process): the live view's whole cost to the node."""
+    sys.path.insert(0, str(ROOT))
+    from priorocc_ros.foxglove import FoxgloveSink
+    from priorocc_ros.transport.loopback import _ListLogger
+
+    sink = FoxgloveSink(0, logger=_ListLogger("bench", echo=False))
+    sizes = _SET_SIZES
+    for t in sizes:
+        sink.advertise(t, "sensor_msgs/msg/Image")
+    payload = {t: b"\0\1\0\0" + bytes(n) for t, n in sizes.items()}
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(sink.port), str(ROOT)], stdout=subprocess.PIPE,
+                              text=True)
+    if not sink.wait_for_subscribers(set(sizes), 1, timeout=60):
+        raise RuntimeError("the reading client did not subscribe")
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    for k in range(args.sets):
+        for t, d in payload.items():
+            sink.publish(t, "sensor_msgs/msg/Image", d, k)
+        time.sleep(0.1)  # 10 Hz, the node's rate at best
+    sink.close(timeout=30)
+    cpu = time.process_time() - cpu0
+    got = int(reader.communicate(timeout=120)[0] or 0)
+    return dict(sets=args.sets, mb_per_set=sum(sizes.values()) / 1e6, cpu_ms_per_set=1e3 * cpu / args.sets,
+                bytes_received=got, bytes_offered=args.sets * sum(len(d) for d in payload.values()),
+                counters=sink.stats(), wall_s=time.perf_counter() - t0)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -131,11 +167,13 @@ def main() -> int:
     o.add_argument("--bag", default=str(ROOT / "bags" / "demo"))
     o.add_argument("--checkpoint", default=str(ROOT / "models" / "demo"))
     o.add_argument("--repeats", type=int, default=3)
+    v = sub.add_parser("serve")
+    v.add_argument("--sets", type=int, default=100)
     s = sub.add_parser("stall")
     s.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    res = overhead(args) if args.what == "overhead" else stall(args)
+    res = {"overhead": overhead, "serve": serve, "stall": stall}[args.what](args)
     print(json.dumps(res["median"] if "median" in res else res, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))

@@ -53,7 +53,7 @@ function summary(msg) {
 }
 
 let done = false;
-function finish(code) {
+function finish(code) {  // prints what it has and leaves (at the first error too)
   if (done) return;
   done = true;
   process.stdout.write(JSON.stringify({ channels, messages, errors }) + "\n");
@@ -71,6 +71,7 @@ client.on("advertise", (chs) => {
       reader = new MessageReader(parse(ch.schema, { ros2: true }));
     } catch (e) {
       errors.push(`${ch.topic}: schema does not parse: ${e.message}`);
+      finish(1);
     }
     const id = client.subscribe(ch.id);
     readers.set(id, { topic: ch.topic, reader });
@@ -91,6 +92,7 @@ client.on("message", ({ subscriptionId, timestamp, data }) => {
     }
   } catch (e) {
     errors.push(`${sub.topic}: message does not decode: ${e.message}`);
+    finish(1);
   }
 });
 client.on("close", () => finish(0));
