@@ -183,10 +183,22 @@ class FoxgloveSink:
             self._queue.append((topic, type_name, data, int(stamp_ns)))
             self._wake.notify_all()
 
+    def serves_input(self, type_name: str) -> bool:
+        """/tf and /tf_static always, images and camera_info with ``inputs``."""
+        return type_name == TF_TYPE or (self.inputs and type_name in INPUT_TYPES)
+
+    def advertise_all(self, outputs: dict[str, str], inputs: dict[str, str]) -> None:
+        """Channels for every output and every input served ({topic: type}), before their first
+        message, so a client that connects early misses none."""
+        for topic, ty in outputs.items():
+            self.advertise(topic, ty)
+        for topic, ty in inputs.items():
+            if self.serves_input(ty):
+                self.advertise(topic, ty)
+
     def publish_input(self, topic: str, type_name: str, data: bytes | bytearray | memoryview, stamp_ns: int) -> None:
-        """An input the node received: /tf and /tf_static always, images and camera_info
-        with ``inputs``; anything else is ignored."""
-        if type_name == TF_TYPE or (self.inputs and type_name in INPUT_TYPES):
+        """An input the node received, when ``serves_input``; anything else is ignored."""
+        if self.serves_input(type_name):
             self.publish(topic, type_name, data, stamp_ns)
 
     def wait_for_subscribers(self, topics: Any, n: int, timeout: float) -> bool:

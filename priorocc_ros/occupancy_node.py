@@ -148,8 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         sink = foxglove.sink_from_args(args, transport, args.node_name)
         core = OccupancyNodeCore(transport)
         if sink is not None:
-            for topic, ty in core.published_topics().items():
-                sink.advertise(topic, ty)
+            sink.advertise_all(core.published_topics(), core.subscribed_topics())
         transport.logger.info(f"{READY_LINE} ({kind} transport)")
         transport.spin()
     except Exception as e:  # noqa: BLE001

@@ -241,8 +241,7 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
         for topic, ty in out_topics.items():
             player.create_subscription(ty, topic, recorder(topic, ty), RELIABLE_QOS)
         if sink is not None:
-            for topic, ty in {**out_topics, **{t: ty for t, (ty, _) in topics.items() if t in ("/tf", "/tf_static")}}.items():
-                sink.advertise(topic, ty)
+            sink.advertise_all(out_topics, {t: ty for t, ty in core.subscribed_topics().items() if t in topics})
             if wait and not sink.wait_for_subscribers(out_topics, wait, timeout=300.0):
                 sink.log.warning(f"foxglove: fewer than {wait} viewer(s) subscribed within 300 s; replaying anyway")
         pubs: dict[str, Any] = {}
@@ -260,7 +259,7 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
             if copy_inputs:
                 with write_lock:
                     w.write_raw(topic, msgtype, t, raw, TF_STATIC_QOS if topic == "/tf_static" else SENSOR_DATA_QOS)
-            if sink is not None:
+            if sink is not None and wanted.get(topic) == msgtype:  # the node's inputs, as the bag has them
                 sink.publish_input(topic, msgtype, raw, t)
             if wanted.get(topic) != msgtype:
                 continue
