@@ -27,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 READER = r"""
-import sys, time
+import json, sys, time
 sys.path.insert(0, sys.argv[2])
 from tests import foxglove_clients as fc
 port = int(sys.argv[1])
@@ -37,7 +37,7 @@ for _ in range(600):
         break
     except OSError:
         time.sleep(0.1)
-fc.subscribe_all(s, rest)
+fc.subscribe_all(s, rest, set(json.loads(sys.argv[3])), timeout=300)
 n = 0
 while True:
     b = s.recv(1 << 20)
@@ -61,6 +61,7 @@ def _free_port() -> int:
 
 def overhead(args) -> dict:
     from priorocc_core.backends import make_predictor
+    from priorocc_core.classes import CAMERAS
     from priorocc_ros.replay import replay
 
     predictor = make_predictor(args.checkpoint)
@@ -72,8 +73,9 @@ def overhead(args) -> dict:
                 if mode == "foxglove":
                     port = _free_port()
                     fox = dict(port=port, wait=1)
-                    reader = subprocess.Popen([sys.executable, "-c", READER, str(port), str(ROOT)],
-                                              stdout=subprocess.PIPE, text=True)
+                    reader = subprocess.Popen([sys.executable, "-c", READER, str(port), str(ROOT), json.dumps(
+                        ["/priorocc/voxels", "/priorocc/markers", "/priorocc/bev", "/diagnostics"]
+                        + [f"/priorocc/seg_overlay/{c}" for c in CAMERAS])], stdout=subprocess.PIPE, text=True)
                 cpu0 = time.process_time()  # every thread of this process, the SDK's included
                 s = replay(args.bag, Path(tmp) / "out", predictor=predictor, foxglove_server=fox)
                 cpu = time.process_time() - cpu0
@@ -143,8 +145,8 @@ def serve(args) -> dict:
     for t in sizes:
         sink.advertise(t, "sensor_msgs/msg/Image")
     payload = {t: b"\0\1\0\0" + bytes(n) for t, n in sizes.items()}
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(sink.port), str(ROOT)], stdout=subprocess.PIPE,
-                              text=True)
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(sink.port), str(ROOT), json.dumps(list(sizes))],
+                              stdout=subprocess.PIPE, text=True)
     if not sink.wait_for_subscribers(set(sizes), 1, timeout=60):
         raise RuntimeError("the reading client did not subscribe")
     cpu0, t0 = time.process_time(), time.perf_counter()

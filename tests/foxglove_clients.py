@@ -60,51 +60,63 @@ def frame(payload: bytes, opcode: int = 1) -> bytes:
     return hdr + mask + bytes(a ^ b for a, b in zip(payload, m))
 
 
-def read_json_messages(s: socket.socket, rest: bytes, until_op: str, timeout: float = 10.0) -> list[dict]:
-    """Read server text frames until one with ``op == until_op`` (binary frames are skipped)."""
-    buf, out = rest, []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        while len(buf) >= 2:
-            b1 = buf[1] & 0x7F
-            off = 2
-            if b1 == 126:
-                if len(buf) < 4:
-                    break
-                b1, off = struct.unpack(">H", buf[2:4])[0], 4
-            elif b1 == 127:
-                if len(buf) < 10:
-                    break
-                b1, off = struct.unpack(">Q", buf[2:10])[0], 10
-            if len(buf) < off + b1:
-                break
-            op, payload, buf = buf[0] & 0x0F, buf[off:off + b1], buf[off + b1:]
-            if op == 1:
-                msg = json.loads(payload)
-                out.append(msg)
-                if msg.get("op") == until_op:
-                    return out
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
-    raise TimeoutError(f"no {until_op!r} from the server (got {[m.get('op') for m in out]})")
+class FrameReader:
+    """Server frames from one socket, in order (a frame split across reads is kept whole)."""
+
+    def __init__(self, s: socket.socket, rest: bytes = b""):
+        self.s, self.buf = s, rest
+
+    def _frame(self) -> tuple[int, bytes] | None:
+        buf = self.buf
+        if len(buf) < 2:
+            return None
+        n, off = buf[1] & 0x7F, 2
+        if n == 126:
+            if len(buf) < 4:
+                return None
+            n, off = struct.unpack(">H", buf[2:4])[0], 4
+        elif n == 127:
+            if len(buf) < 10:
+                return None
+            n, off = struct.unpack(">Q", buf[2:10])[0], 10
+        if len(buf) < off + n:
+            return None
+        self.buf = buf[off + n:]
+        return buf[0] & 0x0F, buf[off:off + n]
+
+    def next(self, deadline: float) -> tuple[int, bytes]:
+        """(opcode, payload) of the next frame; TimeoutError past ``deadline`` (time.monotonic)."""
+        while True:
+            f = self._frame()
+            if f is not None:
+                return f
+            if time.monotonic() >= deadline:
+                raise TimeoutError("no frame from the server in time")
+            try:
+                chunk = self.s.recv(1 << 20)
+            except TimeoutError:  # the socket's own timeout: keep waiting until the deadline
+                continue
+            if not chunk:
+                raise ConnectionError("server closed the connection")
+            self.buf += chunk
 
 
 def subscribe_all(s: socket.socket, rest: bytes, topics: set[str] | None = None, timeout: float = 30.0) -> list[dict]:
-    """Subscribe to the advertised channels (all, or those on ``topics``, waiting until they
-    are advertised); returns the channels."""
+    """Subscribe to the advertised channels (all those in the first advertisement, or those on
+    ``topics``, waiting until every one is advertised); returns the channels."""
     chans: dict[str, dict] = {}
+    reader = FrameReader(s, rest)
     deadline = time.monotonic() + timeout
-    buf = rest
     while True:
-        for m in read_json_messages(s, buf, "advertise", timeout=max(0.1, deadline - time.monotonic())):
-            if m.get("op") == "advertise":
-                for c in m["channels"]:
-                    chans[c["topic"]] = c
-        buf = b""
-        if topics is None or topics <= set(chans):
-            break
+        op, payload = reader.next(deadline)
+        if op != 1:
+            continue
+        m = json.loads(payload)
+        if m.get("op") == "advertise":
+            for c in m["channels"]:
+                chans[c["topic"]] = c
+            if (topics is None and chans) or (topics is not None and topics <= set(chans)):
+                break
     want = [c for t, c in chans.items() if topics is None or t in topics]
     subs = [{"id": i + 1, "channelId": c["id"]} for i, c in enumerate(want)]
     s.sendall(frame(json.dumps({"op": "subscribe", "subscriptions": subs}).encode()))

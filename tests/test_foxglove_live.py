@@ -87,6 +87,16 @@ def served(tmp_path_factory):
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
+    try:
+        return _serve_viewers(proc, reader, lines, port_ready, peak, base_peak, js, tmp, base_sets)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+
+def _serve_viewers(proc, reader, lines, port_ready, peak, base_peak, js, tmp, base_sets):
+    """The viewers against the served replay (the fixture kills the replay if this fails)."""
     assert port_ready.wait(300), "".join(lines)
     port = int(next(ln for ln in lines if "serving on ws://" in ln).rsplit(":", 1)[1].split()[0])
     outputs = set(_by_topic(tmp / "base"))
@@ -101,16 +111,17 @@ def served(tmp_path_factory):
         s.close()
     many: list = [None] * N_MANY
 
-    def one(i):
+    def one(i):  # the channels come once the model is loaded: wait for them
         s, rest = fc.connect(port)
-        fc.subscribe_all(s, rest, outputs)
+        fc.subscribe_all(s, rest, outputs, timeout=300)
         many[i] = s
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(N_MANY)]
     [t.start() for t in threads]
-    [t.join(60) for t in threads]
+    [t.join(320) for t in threads]
+    assert all(many), "not all 20 clients subscribed"
     stalled, rest = fc.connect(port, rcvbuf=4096)
-    fc.subscribe_all(stalled, rest, outputs)
+    fc.subscribe_all(stalled, rest, outputs, timeout=300)
     client = subprocess.Popen(["node", str(js / "foxglove_client.js"), f"ws://127.0.0.1:{port}", "150000",
                                "foxglove.sdk.v1", str(base_sets)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -118,7 +129,11 @@ def served(tmp_path_factory):
     for s in many:  # 20 clients leave while the replay streams to them
         if s is not None:
             s.close()
-    js_out, js_err = client.communicate(timeout=600)
+    try:
+        js_out, js_err = client.communicate(timeout=600)
+    finally:
+        if client.poll() is None:
+            client.kill()
     stalled.close()  # the last viewer leaves: the replay's --foxglove-linger ends
     proc.wait(timeout=600)
     reader.join(10)
