@@ -64,7 +64,11 @@ def _read_frames(s: socket.socket, n_binary: int, timeout: float = 20.0) -> tupl
             (texts.append(json.loads(payload)) if op == 1 else bins.append(payload))
         if len(bins) >= n_binary:
             break
-        chunk = s.recv(1 << 20)
+        s.settimeout(max(0.05, min(1.0, deadline - time.monotonic())))
+        try:
+            chunk = s.recv(1 << 20)
+        except TimeoutError:
+            continue
         if not chunk:
             break
         buf += chunk
@@ -297,3 +301,24 @@ def test_busy_port_is_one_line_naming_it(tmp_path, capsys):
     assert rc == 1 and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert f"--foxglove {busy.port} --foxglove-host 127.0.0.1" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_tf_static_is_latched_for_a_late_client(sink):
+    """/tf_static is sent once by its broadcaster; a client that subscribes afterwards still
+    gets it (as a transient-local ROS subscriber would), while /tf is not repeated.
+
+    Mutation: ``_relatch`` in ``on_subscribe`` removed -> the late client gets nothing."""
+    ty, msg = _messages()["/tf_static"]
+    data = serialize(msg, ty)
+    sink.advertise("/tf_static", ty)
+    sink.advertise("/tf", ty)
+    sink.publish_input("/tf_static", ty, data, STAMP)
+    sink.publish_input("/tf", ty, data, STAMP)
+    time.sleep(0.5)  # sent to nobody: no client yet
+    s, rest = fc.connect(sink.port)
+    chans = fc.subscribe_all(s, rest, {"/tf_static", "/tf"})
+    _, bins = _read_frames(s, 2, timeout=3)  # waits out the 3 s: /tf must not come
+    s.close()
+    ids = {i + 1: c["topic"] for i, c in enumerate(chans)}
+    assert [ids[struct.unpack("<I", b[1:5])[0]] for b in bins] == ["/tf_static"]
+    assert bins[0][13:] == data
