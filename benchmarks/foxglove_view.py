@@ -4,12 +4,15 @@
             (a client reading every channel, in its own process), runs alternated
   serve     CPU time the server spends per set (5.3 MB, the demo model's sizes) sent to a
             client that reads everything, in its own process
+  stall-replay  the node (replay code, demo model) over --frames sets, without and with a
+            client that subscribes to everything and never reads for the whole run
   stall     60 s of 5 MB sets at 10 Hz handed to the server while a client subscribes to
             everything and never reads: publish() call times, process memory, counters
 
     PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python benchmarks/foxglove_view.py overhead --repeats 3
     PYTHONPATH=. .venv/bin/python benchmarks/foxglove_view.py serve --sets 100
     PYTHONPATH=. .venv/bin/python benchmarks/foxglove_view.py stall --seconds 60
+    PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python benchmarks/foxglove_view.py stall-replay --frames 72
 """
 from __future__ import annotations
 
@@ -162,6 +165,72 @@ def serve(args) -> dict:
                 counters=sink.stats(), wall_s=time.perf_counter() - t0)
 
 
+def stall_replay(args) -> dict:
+    """The node itself with a stalled viewer: ``--frames`` sets (bags/demo re-timed) replayed
+    without and then with ``--foxglove`` while a client subscribes to every output and never
+    reads for the whole run; sets out, output bytes, peak memory and the counters compared."""
+    import threading
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.dds_live import make_live_bag
+    from priorocc_core.backends import make_predictor
+    from priorocc_core.classes import CAMERAS
+    from priorocc_ros.bagio import iter_raw
+    from priorocc_ros.replay import replay
+    from tests import foxglove_clients as fc
+
+    outputs = {"/priorocc/voxels", "/priorocc/markers", "/priorocc/bev", "/diagnostics",
+               *(f"/priorocc/seg_overlay/{c}" for c in CAMERAS)}
+    predictor = make_predictor(args.checkpoint)
+    res = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        bag = Path(tmp) / "long"
+        make_live_bag(Path(args.bag), bag, frames=args.frames, hz=12.0)
+        for mode in ("plain", "stalled"):
+            peak, stop = [fc.rss_bytes()], threading.Event()
+            rss0 = peak[0]
+
+            def sample():
+                while not stop.is_set():
+                    peak[0] = max(peak[0], fc.rss_bytes())
+                    time.sleep(0.05)
+
+            fox, stalled = None, []
+            if mode == "stalled":
+                port = _free_port()
+                fox = dict(port=port, wait=1)
+
+                def stall():
+                    for _ in range(600):
+                        try:
+                            s, rest = fc.connect(port, rcvbuf=4096)
+                            break
+                        except OSError:
+                            time.sleep(0.1)
+                    fc.subscribe_all(s, rest, outputs, timeout=300)
+                    stalled.append(s)  # never read
+
+                threading.Thread(target=stall, daemon=True).start()
+            th = threading.Thread(target=sample, daemon=True)
+            th.start()
+            t0 = time.perf_counter()
+            sm = replay(bag, Path(tmp) / mode, predictor=predictor, foxglove_server=fox)
+            wall = time.perf_counter() - t0
+            stop.set()
+            th.join()
+            for s in stalled:
+                s.close()
+            raw = {}
+            for topic, _, t, data in iter_raw(Path(tmp) / mode, []):
+                if topic.startswith("/priorocc/"):
+                    raw.setdefault(topic, []).append((t, bytes(data)))
+            res[mode] = dict(wall_s=wall, sets_in=sm.node["sets_in"], sets_out=sm.node["sets_out"],
+                             peak_rss_growth_mb=(peak[0] - rss0) / 1e6,
+                             counters={k: v for k, v in sm.node.items() if "foxglove" in k}, raw=raw)
+    same = res["plain"].pop("raw") == res["stalled"].pop("raw")
+    return dict(frames=args.frames, outputs_identical=same, **res)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -171,11 +240,15 @@ def main() -> int:
     o.add_argument("--repeats", type=int, default=3)
     v = sub.add_parser("serve")
     v.add_argument("--sets", type=int, default=100)
+    r = sub.add_parser("stall-replay")
+    r.add_argument("--bag", default=str(ROOT / "bags" / "demo"))
+    r.add_argument("--checkpoint", default=str(ROOT / "models" / "demo"))
+    r.add_argument("--frames", type=int, default=72)
     s = sub.add_parser("stall")
     s.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    res = {"overhead": overhead, "serve": serve, "stall": stall}[args.what](args)
+    res = {"overhead": overhead, "serve": serve, "stall": stall, "stall-replay": stall_replay}[args.what](args)
     print(json.dumps(res["median"] if "median" in res else res, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
