@@ -16,7 +16,7 @@ from rosbags.interfaces import Qos
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
 
 from priorocc_core.atomic import replace_dir
-from priorocc_ros.msgs import deserialize, serialize, typestore
+from priorocc_ros.msgs import deserialize, ros2msg_definition, serialize, typestore
 from priorocc_ros.transport.base import QoSProfile
 
 STORAGE = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
@@ -76,7 +76,9 @@ class AtomicBagWriter:
             return
         assert self._writer is not None
         kw = {"offered_qos_profiles": [rosbags_qos(qos)]} if qos is not None else {}
-        self._conns[topic] = self._writer.add_connection(topic, type_name, typestore=typestore(), **kw)
+        # the schema text is msgs.ros2msg_definition: the same the Foxglove live view serves
+        self._conns[topic] = self._writer.add_connection(topic, type_name, msgdef=ros2msg_definition(type_name),
+                                                         rihs01=typestore().hash_rihs01(type_name), **kw)
 
     def write(self, topic: str, type_name: str, stamp_ns: int, msg: Any, qos: QoSProfile | None = None) -> None:
         self.write_raw(topic, type_name, stamp_ns, serialize(msg, type_name), qos)

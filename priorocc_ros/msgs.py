@@ -87,6 +87,29 @@ def stamp_to_ns(stamp: Any) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
+def log_stamp_ns(msg: Any, fallback: int) -> int:
+    """The stamp a message is logged at: its header's, a MarkerArray's first marker's, a
+    TFMessage's first transform's; ``fallback`` for messages with none."""
+    h = getattr(msg, "header", None)
+    if h is not None:
+        return stamp_to_ns(h.stamp)
+    for field in ("markers", "transforms"):
+        items = getattr(msg, field, None)
+        if items:
+            return stamp_to_ns(items[0].header.stamp)
+    return fallback
+
+
+@functools.lru_cache(maxsize=None)
+def ros2msg_definition(type_name: str) -> str:
+    """The complete ``ros2msg`` text of ``type_name`` as rosbag2 writes it into MCAP schemas:
+    its own fields, then one ``====...\nMSG: pkg/Type`` block per nested type (the same
+    generator writes the schemas of every bag this package writes, so bags and the Foxglove
+    live view carry one definition)."""
+    msg_class(type_name)  # KeyError naming an unknown type
+    return typestore().generate_msgdef(type_name, ros_version=2)[0]
+
+
 def header(stamp_ns: int, frame_id: str) -> Any:
     return msg_class("std_msgs/msg/Header")(stamp=ns_to_stamp(stamp_ns), frame_id=frame_id)
 

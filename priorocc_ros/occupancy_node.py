@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from priorocc_ros import foxglove
+
 
 # logged once the node subscribes (model loaded); the launch file starts the bag on it
 READY_LINE = "occupancy node running"
@@ -70,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("-r", "--remap", action="append", default=[], metavar="FROM:=TO",
                     help="topic remapping for the dds transport, as ROS 2's --ros-args -r (repeatable)")
     ap.add_argument("--debug", action="store_true", help="show tracebacks for startup errors")
+    foxglove.add_arguments(ap)
     return ap
 
 
@@ -145,10 +148,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if kind == "dds":
         transport.remaps = remaps
-    core = None
+    core = sink = None
     rc = 0
     try:
+        sink = foxglove.sink_from_args(args, transport, args.node_name)
         core = OccupancyNodeCore(transport)
+        if sink is not None:
+            sink.advertise_all(core.published_topics(), core.subscribed_topics())
         transport.logger.info(f"{READY_LINE} ({kind} transport)")
         transport.spin()
     except Exception as e:  # noqa: BLE001
@@ -165,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             transport.logger.info(
                 f"stopped: sets in {s['sets_in']}, out {s['sets_out']}, dropped {s['sets_dropped']}, "
                 f"failed {s['sets_failed']}, incomplete {s['incomplete_sets']}; {s['invariant']}")
+        if sink is not None:
+            sink.close()
         transport.shutdown()
     return rc
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 
 from priorocc_ros.calibration import CalibrationError, TfBuffer
 from priorocc_ros.history import SetMotion, valid_pose

@@ -23,8 +23,9 @@ from typing import Any
 
 
 from priorocc_core.cli import error_line
+from priorocc_ros import foxglove
 from priorocc_ros.bagio import AtomicBagWriter, BagError, bag_dir, bag_topics, iter_raw
-from priorocc_ros.msgs import deserialize, stamp_to_ns
+from priorocc_ros.msgs import deserialize, log_stamp_ns, serialize
 from priorocc_ros.node_core import (IMAGE_TYPES, INFO_TYPE, PARAMETERS, LatencyWindow, OccupancyNodeCore,
                                     ParameterError, input_topics)
 from priorocc_ros.occupancy_node import _parse_param
@@ -92,16 +93,6 @@ class ReplaySummary:
         for e in self.bag_errors[:5]:
             lines.append(f"  bag error: {e}")
         return "\n".join(lines)
-
-
-def _log_stamp(msg: Any, fallback: int) -> int:
-    h = getattr(msg, "header", None)
-    if h is not None:
-        return stamp_to_ns(h.stamp)
-    markers = getattr(msg, "markers", None)
-    if markers:
-        return stamp_to_ns(markers[0].header.stamp)
-    return fallback
 
 
 class ReplayInputError(ValueError):
@@ -204,7 +195,7 @@ def list_inputs(bag: str | Path, parameters: dict[str, Any], remaps: dict[str, s
 def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None, parameters: dict | None = None,
            storage: str = "mcap", copy_inputs: bool = False, overwrite: bool = False,
            node_name: str = "priorocc", diagnostics_period_s: float = 1.0, echo_log: bool = False,
-           remaps: list[str] | dict[str, str] | None = None) -> ReplaySummary:
+           remaps: list[str] | dict[str, str] | None = None, foxglove_server: dict | None = None) -> ReplaySummary:
     """Run the node over ``input_bag``; write every output topic to ``output_bag``.
 
     predictor: a priorocc_core.inference.Predictor (else the ``checkpoint`` parameter is loaded).
@@ -213,6 +204,9 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
     if the input bag cannot be opened, ReplayInputError if its topics cannot feed the node;
     damage further in is counted in ``bag_errors`` and the replay goes on. Waits for the model
     however slow it is: every group is counted (``summary.node['unaccounted'] == 0``).
+    foxglove_server: ``foxglove.FoxgloveSink`` keywords (port, host, inputs, ...) plus ``wait`` (start
+    once that many viewers subscribe to every output) and ``linger`` (at the end, serve until the
+    viewers leave, at most that many seconds) to serve the outputs live while replaying.
     """
     from priorocc_ros.transport.base import parse_remaps
 
@@ -235,14 +229,28 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
     lat = LatencyWindow(n=100_000)
     write_lock = threading.Lock()
     t_start = time.perf_counter()
+    sink = None
     with AtomicBagWriter(output_bag, storage=storage, overwrite=overwrite) as w:
+        if foxglove_server is not None:  # before the model loads: a busy port fails at once
+            from priorocc_ros.foxglove import FoxgloveSink
+            from priorocc_ros.transport.loopback import _ListLogger
+
+            kw = dict(foxglove_server)
+            wait = int(kw.pop("wait", 0))
+            linger = float(kw.pop("linger", 0.0))
+            sink = FoxgloveSink(logger=_ListLogger("priorocc_replay", echo=True), counters=node_t.stats,
+                                name=node_name, **kw)
         core = OccupancyNodeCore(node_t, predictor=predictor, block=True, latency_window=100_000)
 
         def recorder(topic: str, type_name: str):
             def cb(msg: Any) -> None:
                 t0 = time.perf_counter()
+                stamp = log_stamp_ns(msg, bag_time[0])
+                data = serialize(msg, type_name)
                 with write_lock:
-                    w.write(topic, type_name, _log_stamp(msg, bag_time[0]), msg, RELIABLE_QOS)
+                    w.write_raw(topic, type_name, stamp, data, RELIABLE_QOS)
+                if sink is not None:  # the bytes just written, to the live view
+                    sink.publish(topic, type_name, data, stamp)
                 dt = time.perf_counter() - t0
                 if type_name != "diagnostic_msgs/msg/DiagnosticArray":
                     lat.add(f"write:{topic}", dt)
@@ -251,6 +259,10 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
         out_topics = core.published_topics()
         for topic, ty in out_topics.items():
             player.create_subscription(ty, topic, recorder(topic, ty), RELIABLE_QOS)
+        if sink is not None:
+            sink.advertise_all(out_topics, {t: ty for t, ty in core.subscribed_topics().items() if t in topics})
+            if wait and not sink.wait_for_subscribers(out_topics, wait, timeout=300.0):
+                sink.log.warning(f"foxglove: fewer than {wait} viewer(s) subscribed within 300 s; replaying anyway")
         pubs: dict[str, Any] = {}
         wanted = core.subscribed_topics()
         next_diag = None
@@ -266,6 +278,8 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
             if copy_inputs:
                 with write_lock:
                     w.write_raw(topic, msgtype, t, raw, TF_STATIC_QOS if topic == "/tf_static" else SENSOR_DATA_QOS)
+            if sink is not None and wanted.get(topic) == msgtype:  # the node's inputs, as the bag has them
+                sink.publish_input(topic, msgtype, raw, t)
             if wanted.get(topic) != msgtype:
                 continue
             try:
@@ -289,6 +303,10 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
         # incomplete), wait for the model however slow, publish the final diagnostics
         core.close(drain=True, timeout=None)
         node_t.shutdown()
+        if sink is not None:
+            if linger > 0 and not sink.linger(linger):
+                sink.log.info(f"foxglove: viewers still connected after --foxglove-linger {linger:g} s; stopping")
+            sink.close()
         summary.outputs_written = {k: v for k, v in w.counts.items() if k in out_topics}
     summary.wall_s = time.perf_counter() - t_start
     summary.node = core.stats()
@@ -344,6 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--json", default=None, help="also write the summary as JSON to this file")
     ap.add_argument("--verbose", action="store_true", help="print the node's log")
     ap.add_argument("--debug", action="store_true", help="show the traceback of an expected error")
+    foxglove.add_arguments(ap)
+    ap.add_argument("--foxglove-wait", type=int, default=0, metavar="N",
+                    help="with --foxglove: start replaying once N viewers subscribe to every output (at most 300 s)")
+    ap.add_argument("--foxglove-linger", type=float, default=0.0, metavar="S",
+                    help="with --foxglove: after the last set keep serving until the viewers disconnect, at most S s")
     return ap
 
 
@@ -373,8 +396,11 @@ def main(argv: list[str] | None = None) -> int:
             raise ReplayInputError("--out is required (the output bag folder)")
         if not params.get("checkpoint"):
             raise ReplayInputError("--checkpoint is required (or -p checkpoint:=DIR)")
+        fox = None if args.foxglove is None else dict(
+            port=args.foxglove, host=args.foxglove_host, inputs=args.foxglove_inputs, wait=args.foxglove_wait,
+            linger=args.foxglove_linger)
         s = replay(args.bag, args.out, parameters=params, storage=args.storage, copy_inputs=args.copy_inputs,
-                   overwrite=args.overwrite, echo_log=args.verbose, remaps=remaps)
+                   overwrite=args.overwrite, echo_log=args.verbose, remaps=remaps, foxglove_server=fox)
     except (ReplayInputError, ParameterError, ValueError) as e:
         if args.debug:
             raise

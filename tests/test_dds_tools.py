@@ -158,6 +158,10 @@ def test_play_record_round_trip_is_byte_identical(tmp_path, dds_env, storage):
         # same ROS 2 type, same CDR bytes (payload and all), same order
         assert b[topic] == a[topic], topic
     assert sum(len(v) for v in b.values()) == n
+    if storage == "mcap":  # Foxglove's own readers decode every recorded message (issue 29)
+        from tests.mcap_readers import decode_with_foxglove_readers
+
+        assert sum(decode_with_foxglove_readers(out).values()) == n
     assert not list(tmp_path.glob(".rec.partial-*"))
     assert _no_process_mentions(str(tmp_path)) == []
 

@@ -190,3 +190,52 @@ def test_shutdown_is_idempotent_and_spin_after_shutdown_fails(nodes):
     t.shutdown()
     with pytest.raises(RuntimeError, match="after shutdown"):
         t.spin()
+
+
+def test_cdr_tap_gets_the_bytes_written_and_taken(nodes):
+    """``Transport.cdr_tap`` (the Foxglove live view) is handed the CDR the DDS writer wrote for a
+    publication and the sample the reader took for a subscription, the same bytes, with the
+    message's header stamp; inputs go through ``publish_input``.
+
+    Mutations: ``tap_out`` after ``write_cdr`` removed -> no publication tapped; ``tap_in`` in
+    ``_dispatch`` removed -> no input tapped; ``tap_out`` given ``encode(...)`` anew instead of
+    ``data`` -> still equal bytes, so also checked: the tapped object is the one written."""
+    from priorocc_ros.dds.participant import decode
+
+    class Tap:
+        def __init__(self):
+            self.out, self.inp = [], []
+
+        def publish(self, topic, type_name, data, stamp_ns):
+            self.out.append((topic, type_name, data, stamp_ns))
+
+        def publish_input(self, topic, type_name, data, stamp_ns):
+            self.inp.append((topic, type_name, data, stamp_ns))
+
+    a, b = nodes("talker"), nodes("listener")
+    ta, tb = Tap(), Tap()
+    a.cdr_tap, b.cdr_tap = ta, tb
+    got = []
+    b.create_subscription("sensor_msgs/msg/CompressedImage", "/cam/image", got.append, RELIABLE_QOS)
+    th = _spin(b)
+    pub = a.create_publisher("sensor_msgs/msg/CompressedImage", "/cam/image", RELIABLE_QOS)
+    assert _wait(lambda: pub.get_subscription_count() == 1)
+    written = []
+    real_write = pub.writer.write_cdr
+    pub.writer.write_cdr = lambda data, *a_: (written.append(data), real_write(data, *a_))[1]
+    stamp = 1_533_000_000_123_456_789
+    msg = new_msg("sensor_msgs/msg/CompressedImage", format="jpeg", data=np.arange(7, dtype=np.uint8),
+                  header=new_msg("std_msgs/msg/Header", frame_id="f",
+                                 stamp=new_msg("builtin_interfaces/msg/Time", sec=stamp // 10**9,
+                                               nanosec=stamp % 10**9)))
+    pub.publish(msg)
+    assert _wait(lambda: len(got) == 1 and len(tb.inp) == 1)
+    (topic, ty, data, st), = ta.out
+    assert (topic, ty, st) == ("/cam/image", "sensor_msgs/msg/CompressedImage", stamp)
+    assert data is written[0]
+    assert decode(bytes(data), ty).data.tobytes() == bytes(range(7))
+    (itopic, ity, idata, ist), = tb.inp
+    assert (itopic, ity, ist) == ("/cam/image", "sensor_msgs/msg/CompressedImage", stamp)
+    assert bytes(idata) == bytes(data)
+    b.shutdown()
+    th.join(5)

@@ -20,6 +20,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
+from priorocc_ros.msgs import log_stamp_ns
+
 RELIABILITIES = ("reliable", "best_effort")
 DURABILITIES = ("volatile", "transient_local")
 
@@ -130,6 +132,20 @@ class Transport(abc.ABC):
 
     # ----- helpers shared by implementations -----
     remaps: dict[str, str] = {}  # ROS-style remapping rules (resolved from-topic -> to-topic)
+    # A viewer (priorocc_ros.foxglove.FoxgloveSink) or None: transports that serialise hand it
+    # the CDR bytes they made for a publication (``tap_out``) or took for a subscription
+    # (``tap_in``); it queues them and returns, so nothing is encoded twice or waited for.
+    cdr_tap: Any = None
+
+    def tap_out(self, topic: str, type_name: str, data: Any, msg: Any) -> None:
+        tap = self.cdr_tap
+        if tap is not None:
+            tap.publish(topic, type_name, data, log_stamp_ns(msg, self.now_ns()))
+
+    def tap_in(self, topic: str, type_name: str, data: Any, msg: Any) -> None:
+        tap = self.cdr_tap
+        if tap is not None:
+            tap.publish_input(topic, type_name, data, log_stamp_ns(msg, self.now_ns()))
 
     def resolve_topic(self, topic: str) -> str:
         return self.remap(resolve_topic(topic, self.name))

@@ -97,6 +97,7 @@ class DdsPublisher:
             self.writer.write_cdr(data)
             self._transport._add_codec_time("write", time.perf_counter() - t1, 0)
             self.published += 1
+            self._transport.tap_out(self.topic, self.type_name, data, msg)
         except DDSException as exc:
             self._transport._count("publish_errors")
             self._transport.logger.warning(f"publish on {self.topic} failed: {exc}")
@@ -350,6 +351,7 @@ class DdsTransport(Transport):
                     continue
                 sub.received += 1
                 self._count("received")
+                self.tap_in(sub.reader.topic, sub.reader.type_name, sample.data, msg)
                 try:
                     sub.callback(msg)
                 except Exception as exc:  # noqa: BLE001 - a callback bug must not kill the node

@@ -53,11 +53,13 @@ def parameter_descriptor(spec: Any):
 
 
 class _RawPublisher:
-    def __init__(self, pub, type_name: str):
-        self._pub, self._tn = pub, type_name
+    def __init__(self, pub, type_name: str, transport: "RclpyTransport", topic: str):
+        self._pub, self._tn, self._t, self._topic = pub, type_name, transport, topic
 
     def publish(self, msg: Any) -> None:
-        self._pub.publish(serialize(msg, self._tn))
+        data = serialize(msg, self._tn)
+        self._pub.publish(data)
+        self._t.tap_out(self._topic, self._tn, data, msg)
 
 
 class RclpyTransport(Transport):
@@ -123,6 +125,7 @@ class RclpyTransport(Transport):
                 self.logger.warning(f"dropped a {len(data)}-byte sample on {topic}: not a {type_name}: "
                                     f"{type(exc).__name__}: {exc}")
                 return
+            self.tap_in(topic, type_name, data, msg)
             callback(msg)
 
         return self.node.create_subscription(rclpy_type_support(type_name), topic,
@@ -131,8 +134,8 @@ class RclpyTransport(Transport):
 
     def create_publisher(self, type_name, topic, qos):
         msg_class(type_name)
-        return _RawPublisher(self.node.create_publisher(rclpy_type_support(type_name), topic, self._qos(qos)),
-                             type_name)
+        pub = self.node.create_publisher(rclpy_type_support(type_name), topic, self._qos(qos))
+        return _RawPublisher(pub, type_name, self, pub.topic_name)
 
     def resolve_topic(self, topic: str) -> str:
         """rcl's resolution: the node's namespace, ``~``, and the --ros-args remaps."""
