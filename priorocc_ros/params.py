@@ -72,6 +72,10 @@ SPECS: dict[str, ParamSpec] = {
     "sync_queue_size": ParamSpec(10, "images per camera the synchroniser keeps", range=(1, 1000)),
     "max_wait": ParamSpec(0.5, "seconds an incomplete set waits for its missing cameras", live=True,
                           range=(0.0, 60.0)),
+    "missing_camera": ParamSpec("degrade", "a group with cameras missing after max_wait: degrade (runs without "
+                                           "them: their features masked out, the region only they see unknown in "
+                                           "every output, counted degraded_sets) or wait (dropped, counted "
+                                           "incomplete_sets)", choices=("degrade", "wait")),
     "base_frame": ParamSpec("base_link", "TF target frame of the camera extrinsics and frame_id of the outputs"),
     "calibration_wait": ParamSpec(0.5, "seconds a set waits for CameraInfo / TF still on their way before it "
                                        "fails (as tf2's MessageFilter waits for transforms)", live=True,

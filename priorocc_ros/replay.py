@@ -76,7 +76,9 @@ class ReplaySummary:
             f"  backend {self.backend_line()}",
             f"  messages read {self.messages_read} of {self.messages_expected}, bag errors {len(self.bag_errors)}",
             f"  sets in {n.get('sets_in', 0)}, out {n.get('sets_out', 0)}, dropped {n.get('sets_dropped', 0)}, "
-            f"failed {n.get('sets_failed', 0)}, incomplete {n.get('incomplete_sets', 0)}",
+            f"failed {n.get('sets_failed', 0)}, incomplete {n.get('incomplete_sets', 0)}"
+            + (f", degraded {n['degraded_sets']} (silent at the end: {n.get('silent_cameras') or 'none'})"
+               if n.get("degraded_sets") else ""),
             f"  {n.get('invariant', '')}" + ("" if not n.get("unaccounted") else "  (DOES NOT ADD UP)"),
             "  errors: " + (", ".join(f"{k[7:]} {v}" for k, v in n.items() if k.startswith("errors_")) or "none"),
             f"  wall {self.wall_s:.2f} s, {self.sets_per_s:.2f} sets/s",

@@ -1,0 +1,94 @@
+"""The per-camera mask (issue 30): masking a camera drops its frustum points from the pooling
+plan, which is pooling with its features zeroed, for every backend (the exported graphs take the
+plan as inputs: no re-export per combination); all cameras kept is the unmasked path itself; a
+mask that keeps no camera is refused in one line."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from priorocc_core.model.bev_pool import CameraMaskError, bev_pool, bev_pool_index_add, drop_cameras, pooling_indices
+from tests.test_bev_pool import INTERVAL, LOWER, SIZE, random_inputs
+
+
+def test_dropping_a_camera_equals_zeroing_its_features():
+    """Mutations: drop_cameras indexing keep by ranks_depth // feat_hw instead of ranks_feat ->
+    the sums differ; keeping the masked camera's points (returning plan) -> its features still
+    counted, not equal to the zeroed reference."""
+    coords, depth, feat = random_inputs(b=2, n=3, h=4, w=6)
+    plan = pooling_indices(coords, LOWER, INTERVAL, SIZE)
+    keep = torch.tensor([[True, False, True], [False, True, True]])
+    masked = drop_cameras(plan, keep, feat_hw=4 * 6)
+    assert 0 < masked.ranks_bev.numel() < plan.ranks_bev.numel()
+    zeroed = feat * keep[:, :, None, None, None]  # (B, N, fH, fW, C), masked cameras' features 0
+    for pool in (bev_pool, bev_pool_index_add):  # inference (sparse) and training / export paths
+        got, ref = pool(depth, feat, masked), pool(depth, zeroed, plan)
+        torch.testing.assert_close(got, ref, rtol=0, atol=1e-6)
+        assert not torch.allclose(pool(depth, feat, plan), ref, atol=1e-3)  # the camera did contribute
+
+
+def test_mask_that_keeps_no_camera_is_refused():
+    """Mutation: no any() check in drop_cameras -> an empty plan, all-zero features, no error."""
+    coords, _, _ = random_inputs(b=2, n=3)
+    plan = pooling_indices(coords, LOWER, INTERVAL, SIZE)
+    with pytest.raises(CameraMaskError, match=r"drops every camera of frame\(s\) \[1\]"):
+        drop_cameras(plan, torch.tensor([[True, False, False], [False, False, False]]), feat_hw=4 * 6)
+    with pytest.raises(CameraMaskError, match="expected"):
+        drop_cameras(plan, torch.ones(3, dtype=torch.bool), feat_hw=4 * 6)
+
+
+def test_model_with_every_camera_kept_is_bitwise_unmasked(tiny_cfg):
+    """All cameras kept: the plan object itself (the unmasked path, bitwise); one camera masked
+    changes the logits; a mask keeping none raises. Mutation: masked() always calling
+    drop_cameras -> a new plan object (checked by identity)."""
+    from priorocc_core.export import example_rig
+    from priorocc_core.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg.model).eval()
+    rig = example_rig(tiny_cfg)
+    n = rig["K"].shape[1]
+    h, w = tiny_cfg.model.image.input_size
+    imgs = torch.randn(1, n, 3, h, w)
+    plan = model.planner(rig["cam2ego"], rig["K"], rig["img_aug"], rig["bev_aug"])
+    assert model.planner.masked(plan, torch.ones(1, n, dtype=torch.bool)) is plan
+    with torch.no_grad():
+        base = model({"imgs": imgs, **rig})["occ_logits"]
+        same = model({"imgs": imgs, **rig, "cam_mask": torch.ones(1, n, dtype=torch.bool)})["occ_logits"]
+        keep = torch.ones(1, n, dtype=torch.bool)
+        keep[0, 1] = False
+        other = model({"imgs": imgs, **rig, "cam_mask": keep})["occ_logits"]
+        assert torch.equal(base, same)
+        assert not torch.equal(base, other)
+        with pytest.raises(CameraMaskError, match="drops every camera"):
+            model({"imgs": imgs, **rig, "cam_mask": torch.zeros(1, n, dtype=torch.bool)})
+
+
+def test_predictor_camera_mask(tiny_checkpoint):
+    """Predictor.predict(camera_mask=...): all True equals no mask bitwise; a masked camera's image
+    no longer matters (its pixels replaced, same occupancy) and its points leave the plan; all
+    False raises CameraMaskError. Mutation: prepare ignoring camera_mask -> camera 4 still in the plan."""
+    from priorocc_core.backends import make_predictor
+    from tests.ros_helpers import nuscenes_like_rig
+
+    pred = make_predictor(tiny_checkpoint, backend="torch")
+    n = len(pred.cameras)
+    K, c2e = nuscenes_like_rig((90, 160))
+    rng = np.random.default_rng(0)
+    imgs = [(rng.random((90, 160, 3)) * 255).astype(np.uint8) for _ in range(n)]
+    full = pred.predict(imgs, K, c2e).occupancy
+    assert np.array_equal(full, pred.predict(imgs, K, c2e, camera_mask=[True] * n).occupancy)
+    mask = [True] * n
+    mask[4] = False
+    a = pred.predict(imgs, K, c2e, camera_mask=mask).occupancy
+    imgs2 = list(imgs)
+    imgs2[4] = np.zeros_like(imgs[4])
+    b = pred.predict(imgs2, K, c2e, camera_mask=mask).occupancy
+    assert np.array_equal(a, b)
+    plan = pred.prepare(imgs, K, c2e).plan
+    feat_hw = pred.planner.frustum.shape[1] * pred.planner.frustum.shape[2]
+    cams = lambda p: set(torch.div(p.ranks_feat, feat_hw, rounding_mode="floor").tolist())  # noqa: E731
+    assert 4 in cams(plan) and cams(pred.prepare(imgs, K, c2e, camera_mask=mask).plan) == cams(plan) - {4}
+    with pytest.raises(CameraMaskError, match="drops every camera"):
+        pred.predict(imgs, K, c2e, camera_mask=[False] * n)
