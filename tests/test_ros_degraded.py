@@ -1,0 +1,130 @@
+"""A dead camera is not a dead node (issue 30): one camera stops in the middle of a replay
+(loopback node, the tiny model); with missing_camera:=degrade every set is still published,
+flagged degraded in /diagnostics, the region only that camera sees unknown in every output
+(absent from ~/voxels, -1 in ~/bev), complete sets again when it returns, and the counts add
+up; with missing_camera:=wait those groups are incomplete, as before."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from priorocc_core.classes import CAMERAS
+from priorocc_ros.bagio import read_messages
+from priorocc_ros.msgs import stamp_to_ns
+from priorocc_ros.outputs import VoxelGrid, camera_visibility, diagnostics_values, pointcloud2_to_array
+from tests.ros_helpers import make_tiny_checkpoint, write_camera_bag
+
+DEAD = "CAM_BACK"
+SILENT = range(3, 7)  # sets 3..6 without CAM_BACK (image and camera_info)
+N_SETS = 10
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+def _bag(tmp_path):
+    def mutate(k, cam, im, info):
+        if cam == DEAD and k in SILENT:
+            return None, None  # the camera stopped: no image, no camera_info
+        return None
+
+    return write_camera_bag(tmp_path / "in", n_sets=N_SETS, mutate=mutate, jitter_ns=10_000_000)
+
+
+def _by_topic(out):
+    by = {}
+    for topic, _, t, m in read_messages(out):
+        by.setdefault(topic, []).append((t, m))
+    return by
+
+
+def test_camera_stops_mid_replay_sets_degrade_not_vanish(tmp_path, ckpt, capfd):
+    """Mutations: make_synchronizer without degrade= -> 4 incomplete sets, 6 out; stages.publish
+    without mask_unseen -> the dead camera's region holds free / occupied columns; the set callback
+    not counting degraded_sets -> 0; stages.decode without the camera mask (prepare(..., None)) ->
+    the black stand-in image feeds the network (checked against the predictor with the mask)."""
+    from priorocc_core.backends import make_predictor
+    from priorocc_ros.replay import replay
+
+    info = _bag(tmp_path)
+    summary = replay(tmp_path / "in", tmp_path / "out", parameters={"checkpoint": str(ckpt), "backend": "torch", "precision": "fp32"},
+                     echo_log=True)
+    n = summary.node
+    assert n["sets_in"] == N_SETS == n["sets_out"], n
+    assert n["degraded_sets"] == len(SILENT) and n[f"degraded_without_{DEAD}"] == len(SILENT)
+    assert n["incomplete_sets"] == 0 and n["sets_failed"] == 0 and n["sets_dropped"] == 0
+    assert n["unaccounted"] == 0 and n["groups_in"] == N_SETS, n["invariant"]
+    assert n["silent_cameras"] == ""  # it came back
+    assert f"degraded {len(SILENT)}" in summary.text()
+    log = capfd.readouterr().out
+    assert log.count(f"[WARNING] [priorocc]: camera {DEAD} (/{DEAD}/image_rect_compressed) silent") == 1, log
+    assert log.count(f"[INFO] [priorocc]: camera {DEAD} (/{DEAD}/image_rect_compressed) is back") == 1, log
+
+    by = _by_topic(tmp_path / "out")
+    ref_stamps = [row[CAMERAS.index("CAM_FRONT")] for row in info["stamps"]]
+    assert [t for t, _ in by["/priorocc/voxels"]] == ref_stamps  # every set published, in order
+    assert len(by[f"/priorocc/seg_overlay/{DEAD}"]) == N_SETS - len(SILENT)  # no overlay of a camera not there
+
+    # the region only CAM_BACK sees (its last calibration = the rig's)
+    grid = VoxelGrid()
+    i = CAMERAS.index(DEAD)
+    K, c2e = info["K"], info["cam2ego"]
+    others = [j for j in range(len(CAMERAS)) if j != i]
+    hw = [(90, 160)] * len(CAMERAS)
+    lost = camera_visibility(c2e[[i]], K[[i]], hw[:1], grid) & ~camera_visibility(c2e[others], K[others], hw[:5], grid)
+    assert lost.sum() > 100
+    for k, ((_, bev), (_, vox)) in enumerate(zip(by["/priorocc/bev"], by["/priorocc/voxels"])):
+        states = np.asarray(bev.data).reshape(bev.info.height, bev.info.width).T  # [x, y]
+        a = pointcloud2_to_array(vox)
+        ix = ((a["x"] - grid.origin[0]) / grid.voxel_size).astype(int)
+        iy = ((a["y"] - grid.origin[1]) / grid.voxel_size).astype(int)
+        in_lost = lost[ix, iy]
+        if k in SILENT:
+            assert (states[lost] == -1).all(), k  # unknown, not free
+            assert not in_lost.any(), k  # no voxel where nothing looked
+            assert (states[~lost] != -1).any()
+        else:
+            assert (states[lost] != -1).all(), k  # full sets: CAM_BACK's region known again
+
+    # the degraded set's occupancy is the predictor's with the camera masked out
+    pred = make_predictor(ckpt)
+    k = SILENT[0]
+    from priorocc_ros.image_codec import decode_image  # noqa: F401  (images regenerated below)
+    imgs = _set_images(tmp_path / "in", info["stamps"][k])
+    mask = [c != DEAD for c in CAMERAS]
+    imgs[i] = np.zeros((90, 160, 3), np.uint8)
+    occ = pred.predict(imgs, K, c2e, camera_mask=mask).occupancy.copy()
+    occ[lost] = 255
+    vox = by["/priorocc/voxels"][k][1]
+    a = pointcloud2_to_array(vox)
+    from priorocc_ros.outputs import occupied_mask
+
+    idx = np.argwhere(occupied_mask(occ))
+    assert len(a) == len(idx) and np.array_equal(a["label"], occ[idx[:, 0], idx[:, 1], idx[:, 2]])
+
+
+def _set_images(bag, stamps):
+    """The decoded images of one set of the bag (None for a camera absent from it)."""
+    from priorocc_ros.image_codec import decode_any
+
+    want = dict(zip(CAMERAS, stamps))
+    out = [None] * len(CAMERAS)
+    for topic, _, t, m in read_messages(bag):
+        cam = topic.split("/")[1]
+        if topic.endswith("image_rect_compressed") and want.get(cam) == stamp_to_ns(m.header.stamp):
+            out[CAMERAS.index(cam)] = decode_any(m, source=cam)
+    return out
+
+
+def test_missing_camera_wait_keeps_incomplete_groups(tmp_path, ckpt):
+    """missing_camera:=wait: the groups without CAM_BACK are incomplete (not published), counted.
+    Mutation: make_synchronizer passing degrade=True always -> degraded 4, incomplete 0."""
+    from priorocc_ros.replay import replay
+
+    _bag(tmp_path)
+    summary = replay(tmp_path / "in", tmp_path / "out", parameters={"checkpoint": str(ckpt), "missing_camera": "wait"})
+    n = summary.node
+    assert n["sets_out"] == N_SETS - len(SILENT) and n["incomplete_sets"] == len(SILENT)
+    assert n["degraded_sets"] == 0 and n["unaccounted"] == 0 and n["groups_in"] == N_SETS
