@@ -44,12 +44,26 @@ def test_camera_stops_mid_replay_sets_degrade_not_vanish(tmp_path, ckpt, capfd):
     """Mutations: make_synchronizer without degrade= -> 4 incomplete sets, 6 out; stages.publish
     without mask_unseen -> the dead camera's region holds free / occupied columns; the set callback
     not counting degraded_sets -> 0; stages.decode without the camera mask (prepare(..., None)) ->
-    the black stand-in image feeds the network (checked against the predictor with the mask)."""
+    the black stand-in image feeds the network (the masks the predictor was given are checked)."""
     from priorocc_core.backends import make_predictor
     from priorocc_ros.replay import replay
 
     info = _bag(tmp_path)
-    summary = replay(tmp_path / "in", tmp_path / "out", parameters={"checkpoint": str(ckpt), "backend": "torch", "precision": "fp32"},
+    pred = make_predictor(ckpt)  # torch fp32
+
+    class Spy:
+        """The predictor, recording the camera mask the node prepares each set with."""
+        masks: list = []
+
+        def __getattr__(self, name):
+            return getattr(pred, name)
+
+        def prepare(self, *a, **kw):
+            self.masks.append(kw.get("camera_mask"))
+            return pred.prepare(*a, **kw)
+
+    spy = Spy()
+    summary = replay(tmp_path / "in", tmp_path / "out", predictor=spy, parameters={"checkpoint": str(ckpt)},
                      echo_log=True)
     n = summary.node
     assert n["sets_in"] == N_SETS == n["sets_out"], n
@@ -58,6 +72,8 @@ def test_camera_stops_mid_replay_sets_degrade_not_vanish(tmp_path, ckpt, capfd):
     assert n["unaccounted"] == 0 and n["groups_in"] == N_SETS, n["invariant"]
     assert n["silent_cameras"] == ""  # it came back
     assert f"degraded {len(SILENT)}" in summary.text()
+    mask = tuple(c != DEAD for c in CAMERAS)
+    assert spy.masks == [mask if k in SILENT else None for k in range(N_SETS)]  # full sets: the unmasked path
     log = capfd.readouterr().out
     assert log.count(f"[WARNING] [priorocc]: camera {DEAD} (/{DEAD}/image_rect_compressed) silent") == 1, log
     assert log.count(f"[INFO] [priorocc]: camera {DEAD} (/{DEAD}/image_rect_compressed) is back") == 1, log
@@ -89,7 +105,6 @@ def test_camera_stops_mid_replay_sets_degrade_not_vanish(tmp_path, ckpt, capfd):
             assert (states[lost] != -1).all(), k  # full sets: CAM_BACK's region known again
 
     # the degraded set's occupancy is the predictor's with the camera masked out
-    pred = make_predictor(ckpt)
     k = SILENT[0]
     from priorocc_ros.image_codec import decode_image  # noqa: F401  (images regenerated below)
     imgs = _set_images(tmp_path / "in", info["stamps"][k])
