@@ -143,3 +143,44 @@ def test_missing_camera_wait_keeps_incomplete_groups(tmp_path, ckpt):
     n = summary.node
     assert n["sets_out"] == N_SETS - len(SILENT) and n["incomplete_sets"] == len(SILENT)
     assert n["degraded_sets"] == 0 and n["unaccounted"] == 0 and n["groups_in"] == N_SETS
+
+
+def test_live_node_camera_silent_warns_then_ok_when_back(tmp_path):
+    """A live loopback node (the micro model): CAM_BACK silent for sets 2-7 -> those sets are
+    published degraded as their groups expire, /diagnostics WARN naming the camera while they
+    come, OK again once complete sets are back; the counts add up.
+    Mutations: diagnostics not naming silent cameras (silent_cameras always "") -> the WARN
+    message check fails; the set callback not resetting ``silent`` when the camera returns ->
+    silent_cameras stays CAM_BACK."""
+    from priorocc_core.backends import make_predictor
+    from tests.foreign_recordings import micro_checkpoint
+    from tests.test_ros_issue15 import Rig, _invariant
+
+    rig = Rig(make_predictor(micro_checkpoint(tmp_path / "micro")))
+    for k in range(2):
+        rig.send_set(k)
+    assert rig.core.wait_idle(30)
+    level, msg, _ = rig.diag()
+    assert level == 0, msg
+    for k in range(2, 8):
+        rig.send_set(k, skip=(DEAD,))
+    assert rig.core.wait_idle(30)
+    level, msg, values = rig.diag()
+    assert level == 1 and msg.startswith(f"camera(s) silent: {DEAD} (sets degraded)"), msg
+    assert values["silent_cameras"] == DEAD and int(values["degraded_sets"]) >= 1, values
+    assert values["incomplete_sets"] == "0"
+    for k in range(8, 10):  # back: the pending groups expire degraded, then complete sets
+        rig.send_set(k)
+    assert rig.core.wait_idle(30)
+    rig.diag()
+    rig.send_set(10)
+    assert rig.core.wait_idle(30)
+    level, msg, values = rig.diag()
+    assert level == 0 and values["silent_cameras"] == "", (msg, values)
+    rig.core.close()
+    st = rig.stats()
+    assert st["sets_out"] == 11 and st["degraded_sets"] == 6 and st[f"degraded_without_{DEAD}"] == 6
+    assert st["incomplete_sets"] == 0 and st["groups_in"] == 11
+    _invariant(st)
+    warns = [w for w in rig.node_t.logger.messages("warning") if f"camera {DEAD}" in w and "silent" in w]
+    assert len(warns) == 1, warns
