@@ -84,6 +84,13 @@ class ImageConfig:
     resize_test: float = 0.0
     bev_flip_prob: float = 0.5
 
+    def __post_init__(self) -> None:
+        cams = tuple(self.cameras)
+        dup = sorted({c for c in cams if cams.count(c) > 1})
+        if not cams or dup:
+            raise ConfigError(f"model.image.cameras: {list(cams)}; expected one or more distinct camera names"
+                              + (f" (duplicated: {', '.join(dup)})" if dup else ""))
+
 
 @dataclass
 class BackboneConfig:

@@ -92,3 +92,15 @@ def test_predictor_camera_mask(tiny_checkpoint):
     assert 4 in cams(plan) and cams(pred.prepare(imgs, K, c2e, camera_mask=mask).plan) == cams(plan) - {4}
     with pytest.raises(CameraMaskError, match="drops every camera"):
         pred.predict(imgs, K, c2e, camera_mask=[False] * n)
+
+
+def test_rig_with_duplicate_camera_names_is_a_config_error(tmp_path):
+    """Mutation: no __post_init__ check in ImageConfig -> the config loads (two slots, one name)."""
+    from priorocc_core.config import Config, ConfigError
+    from tests.conftest import ROOT
+
+    with pytest.raises(ConfigError, match=r"model.image.cameras: .*distinct camera names \(duplicated: CAM_FRONT\)"):
+        Config.from_yaml(ROOT / "training" / "configs" / "tiny.yaml").with_overrides(
+            ["model.image.cameras=[CAM_FRONT,CAM_BACK,CAM_FRONT]"])
+    with pytest.raises(ConfigError, match="one or more"):
+        Config.from_yaml(ROOT / "training" / "configs" / "tiny.yaml").with_overrides(["model.image.cameras=[]"])
