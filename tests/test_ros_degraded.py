@@ -184,3 +184,39 @@ def test_live_node_camera_silent_warns_then_ok_when_back(tmp_path):
     _invariant(st)
     warns = [w for w in rig.node_t.logger.messages("warning") if f"camera {DEAD}" in w and "silent" in w]
     assert len(warns) == 1, warns
+
+
+def test_calibration_change_mid_run_is_counted_and_used(tmp_path, ckpt, capfd):
+    """CAM_FRONT's CameraInfo focal length changes from set 4 on: counted once
+    (calibration_changes_CAM_FRONT 1), one line, every set published, the new K used from set 4.
+    Mutation: fill() not comparing K (only the image size) -> 0 changes counted."""
+    from priorocc_core.backends import make_predictor
+    from priorocc_ros.replay import replay
+
+    def mutate(k, cam, im, info):
+        if cam == "CAM_FRONT" and k >= 4:
+            kk = np.array(info.k, dtype=np.float64)
+            kk[0] *= 1.1  # fx
+            info.k = kk
+        return im, info
+
+    write_camera_bag(tmp_path / "in", n_sets=7, mutate=mutate, jitter_ns=10_000_000)
+    pred = make_predictor(ckpt)
+    seen = []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(pred, name)
+
+        def prepare(self, imgs, K, *a, **kw):
+            seen.append(float(K[CAMERAS.index("CAM_FRONT")][0, 0]))
+            return pred.prepare(imgs, K, *a, **kw)
+
+    summary = replay(tmp_path / "in", tmp_path / "out", predictor=Spy(), parameters={"checkpoint": str(ckpt)},
+                     echo_log=True)
+    n = summary.node
+    assert n["sets_out"] == 7 and n["sets_failed"] == 0 and n["unaccounted"] == 0, n
+    assert n["calibration_changes"] == 1 and n["calibration_changes_CAM_FRONT"] == 1, n
+    assert seen[4] == pytest.approx(seen[0] * 1.1) and seen[3] == seen[0] and seen[6] == seen[4]
+    log = capfd.readouterr().out
+    assert log.count("CAM_FRONT: calibration changed at") == 1, log

@@ -14,6 +14,8 @@ Counters (keys in /diagnostics):
                names the cameras missing from the last set (WARN while degraded sets grow)
   groups_in    every group the synchroniser closed (complete or incomplete)
   in_progress  sets queued for or inside one of the three stages
+  calibration_changes  a camera had another calibration than in its previous set (the
+               new one is used; per camera calibration_changes_<CAM>)
   Invariant (checked, as ``invariant`` / ``unaccounted``):
       groups_in = sets_out + sets_dropped + sets_failed + incomplete_sets + in_progress
 """
@@ -67,7 +69,7 @@ class NodeDiagnostics:
                  superseded_messages=st.superseded, sync_overflow=st.overflow,
                  sets_awaiting_camera_info=sync.awaiting_info(), camera_info_timeouts=st.info_timeouts)
         for k, v in c.items():  # temporal models: history resets by reason; degraded sets per camera
-            if k.startswith("history_resets_") or k.startswith("degraded_without_"):
+            if k.startswith(("history_resets_", "degraded_without_", "calibration_changes")):
                 d[k] = v
         d["silent_cameras"] = ",".join(c for c in self.inputs.cameras if c in self.inputs.silent)
         for k, v in errs.items():

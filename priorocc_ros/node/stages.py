@@ -42,15 +42,22 @@ class CameraMemory:
 
     def __init__(self, n: int):
         self.last: list[tuple[np.ndarray, np.ndarray, tuple[int, int]] | None] = [None] * n
+        self.changed: list[int] = []  # cameras whose calibration differs from their previous set's (last fill)
 
     def fill(self, present: tuple[bool, ...], imgs: list, K: np.ndarray, cam2ego: np.ndarray):
-        """Remember the present cameras; give each missing one its last calibration and a black
-        image of its last size (its features are masked out anyway). -> (imgs, K, cam2ego, known)."""
+        """Remember the present cameras (``changed``: those whose K, cam2ego or image size differ
+        from their last set's); give each missing one its last calibration and a black image of
+        its last size (its features are masked out anyway). -> (imgs, K, cam2ego, known)."""
         imgs, K, cam2ego = list(imgs), np.array(K, dtype=np.float64), np.array(cam2ego, dtype=np.float64)
         ref = next(i for i, p in enumerate(present) if p)
         known = []
+        self.changed = []
         for i, p in enumerate(present):
             if p:
+                prev = self.last[i]
+                if prev is not None and (prev[2] != tuple(imgs[i].shape[:2]) or not np.allclose(prev[0], K[i], rtol=0, atol=1e-6)
+                                         or not np.allclose(prev[1], cam2ego[i], rtol=0, atol=1e-6)):
+                    self.changed.append(i)
                 self.last[i] = (K[i].copy(), cam2ego[i].copy(), tuple(imgs[i].shape[:2]))
                 known.append(True)
                 continue
@@ -113,6 +120,8 @@ class SetStages:
         imgs, Kd = self.pipeline.decode(s.items, K, hws)
         present = s.present
         imgs, Kd, cam2ego, known = self.memory.fill(present, imgs, Kd, cam2ego)
+        for i in self.memory.changed:  # the new calibration is used from this set on
+            self._calibration_changed(self.pipeline.cameras[i], s.stamp_ns)
         f = _InFlight(s, t_set, imgs, Kd, cam2ego, {"decode": time.perf_counter() - t0}, present=present, known=known)
         f.motion = self.history.motion(s.stamp_ns, s.seq, self.stopping)  # temporal models: odometry
         if f.motion is not None:
@@ -122,6 +131,17 @@ class SetStages:
         mask = present if s.missing else None  # degraded set: the missing cameras' features masked out
         f.prepared = self.pipeline.prepare(imgs, Kd, cam2ego, f.temporal, mask)  # preprocessing + plan, off the inference thread
         return f
+
+    def _calibration_changed(self, cam: str, stamp_ns: int) -> None:
+        """A camera's K / extrinsics / image size changed mid-run: counted, logged (the first three
+        per camera, then every 100th); the set runs with the new calibration."""
+        self.counters.count("calibration_changes")
+        self.counters.count(f"calibration_changes_{cam}")
+        n = self.counters.get(f"calibration_changes_{cam}")
+        if n <= 3 or n % 100 == 0:
+            self.counters.log.warning(f"{cam}: calibration changed at {stamp_ns * 1e-9:.3f} s (CameraInfo K, TF "
+                                      f"extrinsics or image size differ from its previous set): the new one is used; "
+                                      f"{n} change(s) so far")
 
     def infer(self, f: _InFlight) -> _InFlight:
         t0 = time.perf_counter()
