@@ -197,6 +197,14 @@ class DataConfig:
     load_depth: bool = False  # LIDAR_TOP depth target
     load_seg_labels: bool = True
     num_workers: int = 4
+    # training: probability that a sample runs with one random camera masked out (its features
+    # not pooled, batch["cam_mask"]), so that a model degrades gracefully when a camera stops;
+    # 0.0: no mask, today's path bitwise (docs/training.md). Needs two or more cameras.
+    camera_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.camera_dropout) <= 1.0:
+            raise ConfigError(f"data.camera_dropout: {self.camera_dropout}; expected a probability from 0 to 1")
 
 
 @dataclass

@@ -104,3 +104,38 @@ def test_rig_with_duplicate_camera_names_is_a_config_error(tmp_path):
             ["model.image.cameras=[CAM_FRONT,CAM_BACK,CAM_FRONT]"])
     with pytest.raises(ConfigError, match="one or more"):
         Config.from_yaml(ROOT / "training" / "configs" / "tiny.yaml").with_overrides(["model.image.cameras=[]"])
+
+
+def test_camera_dropout_masks_one_camera_and_zero_is_todays_sample():
+    """data.camera_dropout: 1.0 -> every training sample masks exactly one camera (cam_mask (N,),
+    collated (B, N)), every other tensor equal to the sample without dropout (drawn last); 0.0 ->
+    no cam_mask key, the sample bitwise today's; out of [0, 1] -> ConfigError.
+    Mutations: drawing the dropout before the augmentation -> the images differ from p=0's;
+    never setting keep False -> no camera masked."""
+    from priorocc_core.config import ConfigError
+    from priorocc_core.data import OccDataset, collate
+    from tests.test_data_dataset import _cfg
+    from tests.test_data_synthetic import tiny_world
+
+    world = tiny_world()
+
+    def sample(p, i):
+        ds = OccDataset(_cfg(world, camera_dropout=p), "all", train=True)
+        torch.manual_seed(11 + i)
+        return ds[i]
+
+    for i in range(2):
+        drop, base = sample(1.0, i), sample(0.0, i)
+        assert "cam_mask" not in base
+        m = drop.pop("cam_mask")
+        assert m.dtype == torch.bool and m.shape == (6,) and int((~m).sum()) == 1
+        assert set(drop) == set(base)
+        for k, v in base.items():
+            if isinstance(v, torch.Tensor):
+                assert torch.equal(v, drop[k]), k
+    ds = OccDataset(_cfg(world, camera_dropout=1.0), "all", train=True)
+    assert collate([ds[0], ds[1]])["cam_mask"].shape == (2, 6)
+    assert "cam_mask" not in OccDataset(_cfg(world, camera_dropout=1.0), "all", train=False)[0]  # evaluation
+    from priorocc_core.config import Config
+    with pytest.raises(ConfigError, match="camera_dropout"):
+        Config().with_overrides(["data.camera_dropout=1.5"])
