@@ -139,3 +139,23 @@ def test_camera_dropout_masks_one_camera_and_zero_is_todays_sample():
     from priorocc_core.config import Config
     with pytest.raises(ConfigError, match="camera_dropout"):
         Config().with_overrides(["data.camera_dropout=1.5"])
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_exported_graphs_take_the_mask_without_reexport(tiny_checkpoint, backend):
+    """The exported graph (one file, exported once) runs a masked set: the masked plan is its
+    input, and its occupancy equals the torch model's with the same mask.
+    Mutation: export.py without dynamic_axes (the plan's point count fixed in the graph) -> the
+    masked plan (fewer points) is refused by the runtime."""
+    from priorocc_core.backends import make_predictor
+    from tests.ros_helpers import nuscenes_like_rig
+
+    K, c2e = nuscenes_like_rig((90, 160))
+    rng = np.random.default_rng(0)
+    imgs = [(rng.random((90, 160, 3)) * 255).astype(np.uint8) for _ in range(6)]
+    mask = [True] * 6
+    mask[4] = False
+    ref = make_predictor(tiny_checkpoint, backend="torch").predict(imgs, K, c2e, camera_mask=mask).occupancy
+    p = make_predictor(tiny_checkpoint, backend=backend, precision="fp32")
+    assert (p.predict(imgs, K, c2e, camera_mask=mask).occupancy == ref).mean() > 0.999
+    assert np.array_equal(p.predict(imgs, K, c2e).occupancy, p.predict(imgs, K, c2e, camera_mask=[True] * 6).occupancy)
