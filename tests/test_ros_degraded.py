@@ -220,3 +220,37 @@ def test_calibration_change_mid_run_is_counted_and_used(tmp_path, ckpt, capfd):
     assert seen[4] == pytest.approx(seen[0] * 1.1) and seen[3] == seen[0] and seen[6] == seen[4]
     log = capfd.readouterr().out
     assert log.count("CAM_FRONT: calibration changed at") == 1, log
+
+
+def test_synchroniser_degrade_with_camera_info_streams():
+    """ApproximateTimeSynchronizer(degrade=True) with info streams: a group missing C goes out as
+    a degraded set (C's item None, no wait for C's info) once C sent a newer image or after
+    max_wait, counted in sets and degraded, never incomplete; an image of C older than it is late.
+    Mutations: _release waiting for the missing camera's info -> the degraded sets wait for the
+    flush; _emit_degraded not setting _last_set_max -> C's old image is not late (stats.late 0)."""
+    from priorocc_ros.sync import ApproximateTimeSynchronizer
+
+    MS = 1_000_000
+    sets = []
+    s = ApproximateTimeSynchronizer(("A", "B", "C"), 10 * MS, max_wait_ns=100 * MS, info_streams=("A", "B", "C"),
+                                    on_set=sets.append, degrade=True)
+
+    def send(k, cams):
+        t = 1000 * MS + k * 50 * MS
+        for cam in cams:
+            s.add_info(cam, t, f"info-{cam}{k}")
+            s.add(cam, t, f"{cam}{k}")
+
+    for k in range(4):
+        send(k, ("A", "B") + (("C",) if k != 1 else ()))
+    s.add("C", 1000 * MS + 50 * MS + 1, "C1-late")  # older than the sets that went out
+    assert [x.items for x in sets] == [("A0", "B0", "C0"), ("A1", "B1", None), ("A2", "B2", "C2"), ("A3", "B3", "C3")]
+    assert sets[1].missing == ("C",) and sets[1].present == (True, True, False) and sets[0].missing == ()
+    assert sets[1].infos == ("info-A1", "info-B1", None)
+    assert s.stats.late == 1
+    for k in range(4, 8):  # C silent: group 4 leaves once it is over max_wait (100 ms) behind the newest
+        send(k, ("A", "B"))
+    assert [x.items for x in sets[4:]] == [("A4", "B4", None)], [x.items for x in sets]
+    s.flush()
+    st = s.stats
+    assert st.sets == 8 and st.degraded == 5 and st.degraded_missing == {"C": 5} and st.incomplete == 0
