@@ -227,7 +227,7 @@ def test_synchroniser_degrade_with_camera_info_streams():
     a degraded set (C's item None, no wait for C's info) once C sent a newer image or after
     max_wait, counted in sets and degraded, never incomplete; an image of C older than it is late.
     Mutations: _release waiting for the missing camera's info -> the degraded sets wait for the
-    flush; _emit_degraded not setting _last_set_max -> C's old image is not late (stats.late 0)."""
+    flush; _emit_degraded not setting _last_set_max -> C's image of group 4 is not late (a one-camera set)."""
     from priorocc_ros.sync import ApproximateTimeSynchronizer
 
     MS = 1_000_000
@@ -251,6 +251,8 @@ def test_synchroniser_degrade_with_camera_info_streams():
     for k in range(4, 8):  # C silent: group 4 leaves once it is over max_wait (100 ms) behind the newest
         send(k, ("A", "B"))
     assert [x.items for x in sets[4:]] == [("A4", "B4", None)], [x.items for x in sets]
+    s.add("C", 1000 * MS + 4 * 50 * MS + 1, "C4-late")  # C's image of the degraded group 4, too late
+    assert s.stats.late == 2
     s.flush()
     st = s.stats
     assert st.sets == 8 and st.degraded == 5 and st.degraded_missing == {"C": 5} and st.incomplete == 0
