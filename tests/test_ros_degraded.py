@@ -251,7 +251,7 @@ def test_synchroniser_degrade_with_camera_info_streams():
     for k in range(4, 8):  # C silent: group 4 leaves once it is over max_wait (100 ms) behind the newest
         send(k, ("A", "B"))
     assert [x.items for x in sets[4:]] == [("A4", "B4", None)], [x.items for x in sets]
-X
+    s.add("C", 1000 * MS + 4 * 50 * MS, "C4-late")  # C's image of the degraded group 4: too late
     assert s.stats.late == 2
     s.flush()
     st = s.stats
