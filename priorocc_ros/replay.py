@@ -28,7 +28,7 @@ from priorocc_ros.msgs import deserialize, stamp_to_ns
 from priorocc_ros.node_core import (IMAGE_TYPES, INFO_TYPE, PARAMETERS, LatencyWindow, OccupancyNodeCore,
                                     ParameterError, input_topics)
 from priorocc_ros.occupancy_node import _parse_param
-from priorocc_ros.params import unknown_parameter_errors
+from priorocc_ros.params import model_cameras, unknown_parameter_errors
 from priorocc_ros.transport.base import RELIABLE_QOS, SENSOR_DATA_QOS, TF_STATIC_QOS
 from priorocc_ros.transport.loopback import LoopbackBus, LoopbackTransport
 
@@ -226,6 +226,8 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
     summary = ReplaySummary(str(input_bag), str(output_bag))
     topics = bag_topics(input_bag)  # BagError if unusable
     given = "compressed" in params
+    if predictor is not None and not any(str(c) for c in params.get("cameras") or []):
+        params["cameras"] = list(model_cameras(params, predictor))  # the injected model's rig
     plan, params["compressed"] = plan_inputs(topics, params, rmap, node_name)
     check_inputs(input_bag, topics, plan, given, bool(params.get("calibration_file")))
     summary.messages_expected = sum(n for _, n in topics.values())
