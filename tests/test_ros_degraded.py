@@ -11,7 +11,7 @@ import pytest
 from priorocc_core.classes import CAMERAS
 from priorocc_ros.bagio import read_messages
 from priorocc_ros.msgs import stamp_to_ns
-from priorocc_ros.outputs import VoxelGrid, camera_visibility, diagnostics_values, pointcloud2_to_array
+from priorocc_ros.outputs import VoxelGrid, camera_visibility, pointcloud2_to_array
 from tests.ros_helpers import make_tiny_checkpoint, write_camera_bag
 
 DEAD = "CAM_BACK"
@@ -106,7 +106,6 @@ def test_camera_stops_mid_replay_sets_degrade_not_vanish(tmp_path, ckpt, capfd):
 
     # the degraded set's occupancy is the predictor's with the camera masked out
     k = SILENT[0]
-    from priorocc_ros.image_codec import decode_image  # noqa: F401  (images regenerated below)
     imgs = _set_images(tmp_path / "in", info["stamps"][k])
     mask = [c != DEAD for c in CAMERAS]
     imgs[i] = np.zeros((90, 160, 3), np.uint8)
