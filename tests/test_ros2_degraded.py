@@ -11,8 +11,8 @@ N_SETS, SILENT = 10, range(3, 7)
 
 
 def test_real_ros2_camera_stops_sets_degrade(install, tmp_path):
-    """Mutation: missing_camera default wait (params.SPECS) -> 6 sets on ~/voxels, the probe
-    times out short of 10."""
+    """Mutation: missing_camera default wait (params.SPECS) -> only the 6 complete sets on
+    ~/voxels (the probe times out short of 10, the stamps check fails)."""
     ckpt = make_tiny_checkpoint(tmp_path / "tiny")
 
     def mutate(k, cam, im, info):
