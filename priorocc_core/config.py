@@ -84,6 +84,13 @@ class ImageConfig:
     resize_test: float = 0.0
     bev_flip_prob: float = 0.5
 
+    def __post_init__(self) -> None:
+        cams = tuple(self.cameras)
+        dup = sorted({c for c in cams if cams.count(c) > 1})
+        if not cams or dup:
+            raise ConfigError(f"model.image.cameras: {list(cams)}; expected one or more distinct camera names"
+                              + (f" (duplicated: {', '.join(dup)})" if dup else ""))
+
 
 @dataclass
 class BackboneConfig:
@@ -190,6 +197,14 @@ class DataConfig:
     load_depth: bool = False  # LIDAR_TOP depth target
     load_seg_labels: bool = True
     num_workers: int = 4
+    # training: probability that a sample runs with one random camera masked out (its features
+    # not pooled, batch["cam_mask"]), so that a model degrades gracefully when a camera stops;
+    # 0.0: no mask, today's path bitwise (docs/training.md). Needs two or more cameras.
+    camera_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.camera_dropout) <= 1.0:
+            raise ConfigError(f"data.camera_dropout: {self.camera_dropout}; expected a probability from 0 to 1")
 
 
 @dataclass

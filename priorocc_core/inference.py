@@ -120,10 +120,13 @@ class Predictor:
 
     @torch.no_grad()
     def prepare(self, images: Sequence[np.ndarray], K: np.ndarray, cam2ego: np.ndarray,
-                ego2global: np.ndarray | None = None, stamp: float | None = None) -> Prepared:
+                ego2global: np.ndarray | None = None, stamp: float | None = None,
+                camera_mask: Sequence[bool] | None = None) -> Prepared:
         """Preprocessing and the pooling plan: what a pipelined caller runs before the network
         (node_core's decode stage), so that it overlaps the previous set's inference.
-        ego2global (4, 4) and stamp (seconds): temporal models only (ignored otherwise)."""
+        ego2global (4, 4) and stamp (seconds): temporal models only (ignored otherwise).
+        camera_mask (N,) bool: False = that camera sent nothing, its features are masked out
+        (its points leave the plan, which every backend takes as an input); None = all used."""
         t0 = time.perf_counter()
         e = None
         if self.temporal:
@@ -131,6 +134,8 @@ class Predictor:
             e = check_pose(e, "predict: ego2global", 1)  # TemporalError: missing, not (4, 4), not finite
         batch = self.preprocess(images, K, cam2ego)
         plan = self.planner(batch["cam2ego"], batch["K"], batch["img_aug"], batch["bev_aug"])
+        if camera_mask is not None:
+            plan = self.planner.masked(plan, torch.as_tensor(np.asarray(camera_mask, dtype=bool))[None])
         return Prepared(batch["imgs"], plan, batch["img_aug"], time.perf_counter() - t0, e, stamp)
 
     @torch.no_grad()
@@ -157,8 +162,8 @@ class Predictor:
 
     def predict(self, images: Sequence[np.ndarray], K: np.ndarray, cam2ego: np.ndarray,
                 ego2global: np.ndarray | None = None, history: BEVHistory | None = None,
-                stamp: float | None = None) -> Prediction:
+                stamp: float | None = None, camera_mask: Sequence[bool] | None = None) -> Prediction:
         """N (H, W, 3) uint8 RGB images, (N, 3, 3) K of those images, (N, 4, 4) cam2ego -> Prediction.
         Temporal models: ego2global (4, 4) of the key ego, the previous Prediction's history (None
         to start), stamp seconds -> Prediction.history for the next call."""
-        return self.run(self.prepare(images, K, cam2ego, ego2global, stamp), history)
+        return self.run(self.prepare(images, K, cam2ego, ego2global, stamp, camera_mask), history)

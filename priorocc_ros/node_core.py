@@ -26,7 +26,7 @@ from priorocc_ros.node.publishers import OutputPublishers
 from priorocc_ros.node.stages import SetStages
 from priorocc_ros.node.temporal import TemporalHistory
 from priorocc_ros.params import (PARAMETERS, SPECS, ParameterError, camera_names, check_value, fill_pattern,
-                                 input_topics, set_refusal, unknown_parameter_errors)
+                                 input_topics, model_cameras, set_refusal, unknown_parameter_errors)
 from priorocc_ros.pipeline import OccupancyPipeline, PipelineOptions
 from priorocc_ros.transport.base import Transport
 
@@ -88,7 +88,9 @@ class OccupancyNodeCore:
         bad = [r for r in (check_value(k, v) for k, v in p.items()) if r]
         if bad:
             raise ParameterError("; ".join(bad))
-        self.cameras = tuple(str(c) for c in p["cameras"])
+        # the model's cameras: the parameter, else the injected predictor's or the checkpoint's
+        self.cameras = model_cameras(p, predictor)
+        p["cameras"] = list(self.cameras)
         raw_topics = input_topics(p)  # ParameterError before anything heavy
         if p["input_reliability"] not in ("auto", "best_effort", "reliable"):
             raise ParameterError(f"parameter 'input_reliability' must be auto, best_effort or reliable, "

@@ -54,7 +54,8 @@ SPECS: dict[str, ParamSpec] = {
     "precision": ParamSpec("auto", "auto, fp32, bf16, fp16 (GPU), int8 (OpenVINO, priorocc_quantize)",
                            choices=("auto", "fp32", "bf16", "fp16", "int8")),
     # inputs
-    "cameras": ParamSpec(list(CAMERAS), "the model's camera slots, in the model's order"),
+    "cameras": ParamSpec([""], "the model's camera slots, in the model's order; [''] = the checkpoint's "
+                               "(model.image.cameras)"),
     "camera_names": ParamSpec([""], "the recording's camera name per model slot, fills {camera}; "
                                     "[''] = the slot names"),
     "compressed": ParamSpec(True, "subscribe to sensor_msgs/CompressedImage (true) or sensor_msgs/Image (false)"),
@@ -72,6 +73,10 @@ SPECS: dict[str, ParamSpec] = {
     "sync_queue_size": ParamSpec(10, "images per camera the synchroniser keeps", range=(1, 1000)),
     "max_wait": ParamSpec(0.5, "seconds an incomplete set waits for its missing cameras", live=True,
                           range=(0.0, 60.0)),
+    "missing_camera": ParamSpec("degrade", "a group with cameras missing after max_wait: degrade (runs without "
+                                           "them: their features masked out, the region only they see unknown in "
+                                           "every output, counted degraded_sets) or wait (dropped, counted "
+                                           "incomplete_sets)", choices=("degrade", "wait")),
     "base_frame": ParamSpec("base_link", "TF target frame of the camera extrinsics and frame_id of the outputs"),
     "calibration_wait": ParamSpec(0.5, "seconds a set waits for CameraInfo / TF still on their way before it "
                                        "fails (as tf2's MessageFilter waits for transforms)", live=True,
@@ -177,9 +182,29 @@ def fill_pattern(name: str, pattern: str, camera: str) -> str:
     return topic
 
 
+def model_cameras(p: dict[str, Any], predictor: Any = None) -> tuple[str, ...]:
+    """The model's camera slots: parameter cameras when given, else the injected predictor's,
+    else the checkpoint's config (model.image.cameras, read from its header only), else nuScenes'
+    six (no checkpoint: the node refuses to start anyway)."""
+    cams = tuple(str(c) for c in (p.get("cameras") or []) if str(c))
+    if cams:
+        return cams
+    if getattr(predictor, "cameras", None):
+        return tuple(predictor.cameras)
+    if p.get("checkpoint"):
+        from priorocc_core.checkpoint import read_config
+        from priorocc_core.errors import PriorOccError
+
+        try:
+            return tuple(read_config(p["checkpoint"]).model.image.cameras)
+        except (PriorOccError, OSError):
+            pass  # loading the checkpoint reports what is wrong with it, in one line
+    return tuple(CAMERAS)
+
+
 def camera_names(p: dict[str, Any]) -> tuple[str, ...]:
     """The recording's camera name per model slot (parameter camera_names, default the slots)."""
-    cams = tuple(str(c) for c in p["cameras"])
+    cams = model_cameras(p)
     names = [str(n) for n in (p.get("camera_names") or [])]
     if not names or names == [""]:
         return cams
@@ -195,7 +220,7 @@ def input_topics(p: dict[str, Any]) -> dict[str, tuple[str, str]]:
     pattern = p["image_topic"] or ("{camera}/image_rect_compressed" if p["compressed"] else "{camera}/image_rect")
     return {cam: (fill_pattern("image_topic", pattern, rec),
                   fill_pattern("camera_info_topic", p["camera_info_topic"], rec))
-            for cam, rec in zip(tuple(p["cameras"]), camera_names(p))}
+            for cam, rec in zip(model_cameras(p), camera_names(p))}
 
 
 # ---------------------------------------------------------------------- launch arguments

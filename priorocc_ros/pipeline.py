@@ -6,6 +6,7 @@ predictor: preprocess + network + postprocess), ``build`` (output messages).
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -121,10 +122,15 @@ class OccupancyPipeline:
                expected_hw: Sequence[tuple[int, int] | None] | None = None) -> tuple[list[np.ndarray], np.ndarray]:
         """N image messages + (N, 3, 3) K -> N (H, W, 3) uint8 RGB and the K of the decoded size.
         expected_hw: per camera the (height, width) its CameraInfo describes (binning and ROI
-        applied; None = unknown); a decoded image of another size is a SetError naming both."""
+        applied; None = unknown); a decoded image of another size is a SetError naming both.
+        A message None (a camera missing from a degraded set) gives an image None and its K as given."""
         imgs, Ks = [], []
         hws = list(expected_hw) if expected_hw is not None else [None] * len(self.cameras)
         for cam, msg, k, hw in zip(self.cameras, image_msgs, K, hws):
+            if msg is None:
+                imgs.append(None)
+                Ks.append(np.asarray(k, dtype=np.float64))
+                continue
             check_image_size(msg, cam, self.opts.max_image_pixels, self.opts.jpeg_reduce or 1)
             try:
                 reduce = self._reduce(msg, cam) if is_jpeg(msg) else 1
@@ -167,29 +173,58 @@ class OccupancyPipeline:
         return self._vis
 
     def predict(self, imgs: Sequence[np.ndarray], K: np.ndarray, cam2ego: np.ndarray, prepared: Any = None,
-                temporal: dict | None = None) -> Any:
+                temporal: dict | None = None, camera_mask: Sequence[bool] | None = None) -> Any:
         """Decoded images + their K + cam2ego (or what ``prepare`` made of them) -> the
         predictor's result; SetError 'inference'. temporal (temporal models only): ``history``
         (None: start afresh), ``ego2global`` (4, 4) and ``stamp`` seconds, see Predictor.predict."""
         try:
             if prepared is not None:
                 return self.predictor.run(prepared, **({"history": temporal["history"]} if temporal else {}))
-            return self.predictor.predict(imgs, K, cam2ego, **(temporal or {}))
+            extra = {} if camera_mask is None else {"camera_mask": camera_mask}
+            return self.predictor.predict(imgs, K, cam2ego, **(temporal or {}), **extra)
         except Exception as e:  # noqa: BLE001 - reported per set
             raise SetError("inference", f"inference failed: {type(e).__name__}: {e}") from e
 
     def prepare(self, imgs: Sequence[np.ndarray], K: np.ndarray, cam2ego: np.ndarray,
-                temporal: dict | None = None) -> Any:
+                temporal: dict | None = None, camera_mask: Sequence[bool] | None = None) -> Any:
         """The predictor's preprocessing + pooling plan (``Predictor.prepare``), or None for a
         predictor without that split (``predict`` then does everything). SetError 'inference'.
-        temporal: ``ego2global`` and ``stamp`` of a temporal model's set."""
+        temporal: ``ego2global`` and ``stamp`` of a temporal model's set. camera_mask (N,) bool:
+        False = a camera missing from the set, its features masked out (None: every camera)."""
         if not hasattr(self.predictor, "prepare"):
             return None
         try:
             extra = {k: temporal[k] for k in ("ego2global", "stamp")} if temporal else {}
+            if camera_mask is not None:
+                extra["camera_mask"] = camera_mask
             return self.predictor.prepare(imgs, K, cam2ego, **extra)
         except Exception as e:  # noqa: BLE001 - reported per set
             raise SetError("inference", f"preprocessing failed: {type(e).__name__}: {e}") from e
+
+    def mask_unseen(self, pred: Any, present: Sequence[bool], known: Sequence[bool], K: np.ndarray,
+                    cam2ego: np.ndarray, hw: list[tuple[int, int]]) -> Any:
+        """A degraded set's prediction with the columns that only its missing cameras would see
+        marked unknown (IGNORE: absent from ~/voxels and ~/markers, -1 in ~/bev), not free.
+        present (N,): the camera sent its image; known (N,): its calibration is known (the last
+        one it had); a missing camera never calibrated makes every column the present cameras do
+        not see unknown. K / cam2ego / hw per camera (decoded images). Returns a copy."""
+        from priorocc_core.classes import IGNORE
+
+        p, kn = np.asarray(present, dtype=bool), np.asarray(known, dtype=bool)
+        if p.all():
+            return pred
+        sel = np.flatnonzero(p)
+        seen = self.visibility(np.asarray(cam2ego)[sel], np.asarray(K)[sel], [hw[i] for i in sel])
+        gone = np.flatnonzero(~p)
+        if kn[gone].all():
+            lost = self.visibility(np.asarray(cam2ego)[gone], np.asarray(K)[gone], [hw[i] for i in gone]) & ~seen
+        else:
+            lost = ~seen
+        occ = np.array(pred.occupancy, copy=True)
+        occ[lost] = IGNORE  # (Dx, Dy) columns, every z
+        out = copy.copy(pred)
+        out.occupancy = occ
+        return out
 
     @property
     def temporal(self) -> bool:
@@ -222,7 +257,8 @@ class OccupancyPipeline:
         return PipelineResult(stamp_ns, msgs, timings, int(outputs.occupied_mask(occ).sum()))
 
     def build(self, stamp_ns: int, pred: Any, imgs: Sequence[np.ndarray], K: np.ndarray,
-              cam2ego: np.ndarray) -> dict[str, Any]:
+              cam2ego: np.ndarray, present: Sequence[bool] | None = None) -> dict[str, Any]:
+        """The enabled outputs; present (N,) bool: no overlay for a camera missing from the set."""
         o = self.opts
         occ = np.asarray(pred.occupancy)
         out: dict[str, Any] = {}
@@ -237,6 +273,8 @@ class OccupancyPipeline:
             out["bev"] = outputs.voxels_to_occupancy_grid(occ, make_header(stamp_ns, o.frame_id), self.grid, vis)
         if o.publish_overlay and getattr(pred, "seg2d", None) is not None:
             for i, cam in enumerate(self.cameras):
+                if present is not None and not present[i]:
+                    continue
                 ov = outputs.seg_overlay(imgs[i], pred.img_aug[i], pred.seg2d[i], o.overlay_alpha, o.overlay_scale)
                 out[f"seg_overlay/{cam}"] = encode_image(ov, make_header(stamp_ns, o.frame_id))
         return out

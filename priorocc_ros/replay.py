@@ -29,7 +29,7 @@ from priorocc_ros.msgs import deserialize, log_stamp_ns, serialize
 from priorocc_ros.node_core import (IMAGE_TYPES, INFO_TYPE, PARAMETERS, LatencyWindow, OccupancyNodeCore,
                                     ParameterError, input_topics)
 from priorocc_ros.occupancy_node import _parse_param
-from priorocc_ros.params import unknown_parameter_errors
+from priorocc_ros.params import model_cameras, unknown_parameter_errors
 from priorocc_ros.transport.base import RELIABLE_QOS, SENSOR_DATA_QOS, TF_STATIC_QOS
 from priorocc_ros.transport.loopback import LoopbackBus, LoopbackTransport
 
@@ -77,7 +77,9 @@ class ReplaySummary:
             f"  backend {self.backend_line()}",
             f"  messages read {self.messages_read} of {self.messages_expected}, bag errors {len(self.bag_errors)}",
             f"  sets in {n.get('sets_in', 0)}, out {n.get('sets_out', 0)}, dropped {n.get('sets_dropped', 0)}, "
-            f"failed {n.get('sets_failed', 0)}, incomplete {n.get('incomplete_sets', 0)}",
+            f"failed {n.get('sets_failed', 0)}, incomplete {n.get('incomplete_sets', 0)}"
+            + (f", degraded {n['degraded_sets']} (silent at the end: {n.get('silent_cameras') or 'none'})"
+               if n.get("degraded_sets") else ""),
             f"  {n.get('invariant', '')}" + ("" if not n.get("unaccounted") else "  (DOES NOT ADD UP)"),
             "  errors: " + (", ".join(f"{k[7:]} {v}" for k, v in n.items() if k.startswith("errors_")) or "none"),
             f"  wall {self.wall_s:.2f} s, {self.sets_per_s:.2f} sets/s",
@@ -218,6 +220,8 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
     summary = ReplaySummary(str(input_bag), str(output_bag))
     topics = bag_topics(input_bag)  # BagError if unusable
     given = "compressed" in params
+    if predictor is not None and not any(str(c) for c in params.get("cameras") or []):
+        params["cameras"] = list(model_cameras(params, predictor))  # the injected model's rig
     plan, params["compressed"] = plan_inputs(topics, params, rmap, node_name)
     check_inputs(input_bag, topics, plan, given, bool(params.get("calibration_file")))
     summary.messages_expected = sum(n for _, n in topics.values())

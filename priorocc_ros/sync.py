@@ -14,6 +14,10 @@ Policy (message_filters' ApproximateTime in spirit, deterministic and counted):
   or beyond ``queue_size`` per stream) expire: the expired message and the pending messages
   within ``slop_ns`` of it form one ``incomplete`` set, counted with the streams that were
   missing. ``flush()`` expires everything (end of a bag).
+- ``degrade=True`` (the node's ``missing_camera:=degrade``): an expiring group is emitted instead
+  as a *degraded* set (``SyncedSet.missing`` names the absent streams, their items are None, their
+  stamps the set's), counted in ``sets`` and ``degraded`` (per stream in ``degraded_missing``),
+  never ``incomplete``; images older than it are then ``late``, as after a complete set.
 - A complete set is released as soon as no older group can still complete: streams are
   assumed to deliver in stamp order, so a stream that already sent a message newer than an
   older group's window cannot complete it (that group expires at once, counted).
@@ -50,10 +54,16 @@ class SyncedSet:
     seq: int  # 0, 1, 2, ... in emission order
     infos: tuple[Any, ...] = ()  # companion (CameraInfo) per stream, None where none; () without info_streams
     info_matched: tuple[bool, ...] = ()  # per stream: info stamp within slop of the image
+    missing: tuple[str, ...] = ()  # degraded set: streams that sent nothing (item None, stamp = stamp_ns)
 
     @property
     def spread_ns(self) -> int:
         return max(self.stamps_ns) - min(self.stamps_ns)
+
+    @property
+    def present(self) -> tuple[bool, ...]:
+        """Per stream: it has an item (False only in a degraded set)."""
+        return tuple(x is not None for x in self.items)
 
 
 @dataclass
@@ -68,13 +78,16 @@ class SyncStats:
     resets: int = 0  # backward jumps of time
     infos: int = 0  # companion messages received
     info_timeouts: int = 0  # sets released after max_wait without a matching info for some stream
+    degraded: int = 0  # sets emitted with streams missing (degrade=True); also counted in sets
     missing: Counter = field(default_factory=Counter)  # stream -> incomplete sets it was missing from
     info_missing: Counter = field(default_factory=Counter)  # stream -> sets released without any info
+    degraded_missing: Counter = field(default_factory=Counter)  # stream -> degraded sets it was missing from
 
     def as_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in ("received", "sets", "late", "duplicate", "superseded", "overflow",
-                                          "incomplete", "resets", "infos", "info_timeouts")}
+                                          "incomplete", "resets", "infos", "info_timeouts", "degraded")}
         d["missing"] = dict(self.missing)
+        d["degraded_missing"] = dict(self.degraded_missing)
         d["info_missing"] = dict(self.info_missing)
         return d
 
@@ -98,7 +111,7 @@ class ApproximateTimeSynchronizer:
     / on_reject(kind "late" | "duplicate", stream, stamp_ns) are called for each event;
     ``add`` also returns the sets it completed. info_streams: streams whose sets wait for a
     companion message (``add_info``). reset_ns: backward jump that resets (default
-    max(1 s, 2 max_wait)).
+    max(1 s, 2 max_wait)). degrade: expiring groups become degraded sets (module docstring).
     """
 
     def __init__(self, streams: Sequence[str], slop_ns: int, queue_size: int = 10,
@@ -107,7 +120,8 @@ class ApproximateTimeSynchronizer:
                  on_incomplete: Callable[[int, tuple[str, ...]], None] | None = None,
                  info_streams: Sequence[str] | None = None, reset_ns: int | None = None,
                  on_reset: Callable[[int, int], None] | None = None,
-                 on_reject: Callable[[str, str, int], None] | None = None, info_history: int = 32):
+                 on_reject: Callable[[str, str, int], None] | None = None, info_history: int = 32,
+                 degrade: bool = False):
         if len(streams) == 0 or len(set(streams)) != len(streams):
             raise ValueError(f"streams must be distinct names, got {list(streams)}")
         if slop_ns < 0:
@@ -127,6 +141,7 @@ class ApproximateTimeSynchronizer:
         self.reset_ns = int(reset_ns) if reset_ns is not None else max(1_000_000_000, 2 * self.max_wait_ns)
         self.info_streams = frozenset(self.index[s] for s in (info_streams or ()))
         self.info_history = int(info_history)
+        self.degrade = bool(degrade)
         self.stats = SyncStats()
         self._q: list[list[_Entry]] = [[] for _ in self.streams]
         self._infos: list[list[_Entry]] = [[] for _ in self.streams]
@@ -341,7 +356,7 @@ class ApproximateTimeSynchronizer:
             expired = flush or (self._newest is not None and self._newest - max(s.stamps_ns) > self.max_wait_ns)
             infos, matched = [], []
             for i, t in enumerate(s.stamps_ns):
-                if i not in self.info_streams:
+                if i not in self.info_streams or s.items[i] is None:  # a missing camera needs no info
                     infos.append(None)
                     matched.append(False)
                     continue
@@ -353,6 +368,8 @@ class ApproximateTimeSynchronizer:
             self._awaiting.pop(0)
             timed_out = False
             for i in self.info_streams:
+                if s.items[i] is None:
+                    continue
                 if not matched[i] and expired:
                     self._per_frame[i] = False  # stopped sending one per image: stop waiting
                 if infos[i] is None:
@@ -360,20 +377,44 @@ class ApproximateTimeSynchronizer:
                 if not matched[i] and expired and not flush:
                     timed_out = True
             self.stats.info_timeouts += int(timed_out)
-            events.append(("set", SyncedSet(s.stamp_ns, s.stamps_ns, s.items, s.seq, tuple(infos), tuple(matched))))
+            events.append(("set", SyncedSet(s.stamp_ns, s.stamps_ns, s.items, s.seq, tuple(infos), tuple(matched),
+                                            s.missing)))
 
     def _expire_group(self, t0: int, events: list, upper: int | None = None) -> None:
         hi = t0 + self.slop_ns if upper is None else min(upper, t0 + self.slop_ns)
-        missing = []
+        missing, chosen = [], []
         for name, q in zip(self.streams, self._q):
             n = bisect_left(q, _Entry(hi + 1, None))
             if n == 0:
                 missing.append(name)
+            chosen.append(q[0] if n else None)  # the group's oldest message of this stream
+            if n and self.degrade:
+                self.stats.superseded += n - 1  # others of the group's window: not used
             del q[:n]
+        if self.degrade and len(missing) < len(self.streams):
+            self._emit_degraded(chosen, tuple(missing), events)
+            return
         self.stats.incomplete += 1
         for m in missing:
             self.stats.missing[m] += 1
         events.append(("incomplete", (t0, tuple(missing))))
+
+    def _emit_degraded(self, chosen: list, missing: tuple[str, ...], events: list) -> None:
+        """A degraded set of the present streams' messages (missing ones None, at the set's stamp)."""
+        ref = chosen[self.reference] if chosen[self.reference] is not None else next(e for e in chosen if e is not None)
+        stamps = tuple(e.stamp if e is not None else ref.stamp for e in chosen)
+        self._last_set_max = max(e.stamp for e in chosen if e is not None)
+        s = SyncedSet(stamp_ns=ref.stamp, stamps_ns=stamps, items=tuple(e.item if e is not None else None for e in chosen),
+                      seq=self._seq, missing=missing)
+        self._seq += 1
+        self.stats.sets += 1
+        self.stats.degraded += 1
+        for m in missing:
+            self.stats.degraded_missing[m] += 1
+        if self.info_streams:
+            self._awaiting.append(s)
+        else:
+            events.append(("set", s))
 
     def _expire(self, events: list, flush: bool) -> None:
         while True:
@@ -407,9 +448,10 @@ def _merged(stats: Sequence[SyncStats]) -> SyncStats:
     out = SyncStats()
     for s in stats:
         for k in ("received", "sets", "late", "duplicate", "superseded", "overflow", "incomplete", "resets",
-                  "infos", "info_timeouts"):
+                  "infos", "info_timeouts", "degraded"):
             setattr(out, k, getattr(out, k) + getattr(s, k))
         out.missing.update(s.missing)
+        out.degraded_missing.update(s.degraded_missing)
         out.info_missing.update(s.info_missing)
     return out
 

@@ -53,7 +53,8 @@ def live_run(tmp_path_factory, tiny_checkpoint):
     res = run_live(work / "input", tiny_checkpoint, work / "run",
                    # 1600x900 JPEGs decoded at 1/2 (360 kpx) pass; the 1.5 MB one is over 3 B/px
                    node_params={"max_image_pixels": 400_000, "jpeg_reduce": 2, "overlay_scale": 0.25,
-                                "max_wait": 0.3, "queue_size": 3},
+                                "max_wait": 0.3, "queue_size": 3,
+                                "missing_camera": "wait"},  # the partial frames are counted incomplete here
                    settle_s=3.0, node_sig=signal.SIGINT, record_sig=signal.SIGTERM,
                    domain_id=unique_domain_id(os.getpid() * 17 + next(_COUNTER)), startup_timeout=60.0)
     return meta, res

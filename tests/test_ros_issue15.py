@@ -158,7 +158,7 @@ def test_3_shutdown_waits_for_the_model_or_counts_what_it_abandons(predictor):
     time.sleep(1.6)  # the abandoned set finishes: not counted twice, not published
     assert rig.stats()["sets_out"] == 0 and "/priorocc/voxels" not in rig.bus.published
     # waiting however slow: close() without a timeout processes everything queued
-    rig2 = Rig(_Slow(predictor, 0.4))
+    rig2 = Rig(_Slow(predictor, 0.4), params={"missing_camera": "wait"})  # set 3 incomplete, not degraded
     for k in range(3):
         rig2.send_set(k)
     rig2.send_set(3, skip=("CAM_BACK",))
@@ -169,8 +169,16 @@ def test_3_shutdown_waits_for_the_model_or_counts_what_it_abandons(predictor):
 
 
 def test_4_incomplete_groups_at_shutdown_are_counted(predictor):
-    """Was: the node never flushed its synchroniser, the last group vanished uncounted."""
-    rig = Rig(predictor)
+    """Was: the node never flushed its synchroniser, the last group vanished uncounted. With
+    missing_camera:=degrade (the default) that group is a degraded set, published and counted."""
+    rig_d = Rig(predictor)
+    rig_d.send_set(0)
+    rig_d.send_set(1, skip=("CAM_FRONT",))
+    rig_d.core.close()
+    st = rig_d.stats()
+    assert st["sets_out"] == 2 and st["degraded_sets"] == 1 and st["incomplete_sets"] == 0 and st["groups_in"] == 2
+    _invariant(st)
+    rig = Rig(predictor, params={"missing_camera": "wait"})
     rig.send_set(0)
     rig.send_set(1, skip=("CAM_FRONT",))
     rig.core.close()

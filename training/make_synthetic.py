@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from priorocc_core import cli  # noqa: E402
 
-from priorocc_core.data.synthetic import SYNTHETIC_VERSION, generate_world, load_rig  # noqa: E402
+from priorocc_core.data.synthetic import RIG_PRESETS, SYNTHETIC_VERSION, generate_world, rig_preset  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -37,6 +37,9 @@ def _main(argv) -> int:
     ap.add_argument("--version", default=SYNTHETIC_VERSION,
                     help=f"nuScenes table folder name to write (default {SYNTHETIC_VERSION}; readers take any: data.version auto)")
     ap.add_argument("--rig", default=None, help="real nuScenes dataroot to take the rig from (default ../shared/data/nuscenes-real, built-in numbers if absent)")
+    ap.add_argument("--rig-preset", default="nuscenes", choices=RIG_PRESETS,
+                    help="cameras of the world: nuscenes (six, the real rig), robot4 (four 100-degree cameras 0.8 m "
+                         "high), front1 (the front camera only); train with model.image.cameras set to them")
     ap.add_argument("--jpeg-quality", type=int, default=92)
     ap.add_argument("--lidar-azimuth", type=int, default=1084, help="lidar azimuth steps per revolution (32 beams)")
     ap.add_argument("--ego-speed", type=float, default=None,
@@ -56,7 +59,7 @@ def _main(argv) -> int:
         raise SystemExit(f"--rig {a.rig}: no nuScenes v1.0-mini tables there (expected {a.rig}/v1.0-mini/sample.json); "
                          "leave --rig out for the built-in copy of the real rig")
     summary = generate_world(a.out, a.scenes, a.keyframes, a.seed, (a.height, a.width), a.version,
-                             rig=load_rig(a.rig) if a.rig else None, jpeg_quality=a.jpeg_quality,
+                             rig=rig_preset(a.rig_preset, a.rig), jpeg_quality=a.jpeg_quality,
                              lidar_azimuth=a.lidar_azimuth, ego_speed=a.ego_speed, turn_rate=a.turn_rate,
                              moving_objects=a.moving_objects)
     print(json.dumps({k: summary[k] for k in ("out", "version", "scenes", "keyframes", "images", "seconds", "timing",

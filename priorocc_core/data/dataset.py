@@ -248,6 +248,12 @@ class OccDataset(torch.utils.data.Dataset):
             cam2ego, Ks, mats = f["float64"]
             out["depth_target"] = torch.from_numpy(np.stack([
                 depth_map(pts_ego, cam2ego[n], Ks[n], mats[n], (h, w)) for n in range(len(self.cameras))]))
+        p = float(self.cfg.data.camera_dropout)
+        if self.train and p > 0 and len(self.cameras) > 1:  # drawn last: the other draws are today's
+            keep = np.ones(len(self.cameras), dtype=bool)
+            if rng.random() < p:
+                keep[int(rng.integers(len(self.cameras)))] = False
+            out["cam_mask"] = torch.from_numpy(keep)  # (N,) -> batch (B, N), PriorOcc.forward
         return out
 
     def _previous(self, j: int, i: int, key: dict) -> dict:

@@ -78,6 +78,29 @@ def pooling_indices(coords: torch.Tensor, lower: torch.Tensor, interval: torch.T
     return PoolingIndices(ranks_bev[order], ranks_depth[order], ranks_feat[order], (b, dz, dy, dx))
 
 
+
+class CameraMaskError(ValueError):
+    """A camera mask that cannot be applied (wrong shape, or no camera left in a frame)."""
+
+
+def drop_cameras(plan: PoolingIndices, keep: torch.Tensor, feat_hw: int) -> PoolingIndices:
+    """Plan without the points of masked cameras: pooling with it is pooling with those cameras'
+    features zeroed (their frustum points add nothing to any voxel), for every backend, since the
+    exported graphs take the plan as inputs (no re-export per camera combination).
+
+    plan of a (B, N) rig; keep (B, N) bool, True = the camera is used; feat_hw = fH * fW (the
+    feature map's pixels per camera: ranks_feat = (b * N + n) * feat_hw + pixel)."""
+    keep = torch.as_tensor(keep, dtype=torch.bool).to(plan.ranks_feat.device)
+    b = plan.out_shape[0]
+    if keep.dim() != 2 or keep.shape[0] != b:
+        raise CameraMaskError(f"camera mask: shape {tuple(keep.shape)}, expected (B={b}, N) booleans")
+    if not bool(keep.any(dim=1).all()):
+        dead = [i for i in range(b) if not bool(keep[i].any())]
+        raise CameraMaskError(f"camera mask drops every camera of frame(s) {dead}: nothing to compute occupancy from")
+    kept = keep.reshape(-1)[torch.div(plan.ranks_feat, feat_hw, rounding_mode="floor")]  # (P,) point's camera kept
+    return PoolingIndices(plan.ranks_bev[kept], plan.ranks_depth[kept], plan.ranks_feat[kept], plan.out_shape)
+
+
 def bev_pool(depth: torch.Tensor, feat: torch.Tensor, plan: PoolingIndices) -> torch.Tensor:
     """depth (B, N, D, fH, fW), feat (B, N, fH, fW, C) -> (B, C, Dz, Dy, Dx) sums.
 

@@ -16,7 +16,7 @@ import torch
 
 from ..config import GridConfig, ModelConfig
 from ..geometry import create_frustum, frustum_to_ego
-from .bev_pool import PoolingIndices, pooling_indices
+from .bev_pool import PoolingIndices, drop_cameras, pooling_indices
 
 
 class PoolingPlanner:
@@ -53,3 +53,11 @@ class PoolingPlanner:
         if self.cache:
             self._key, self._plan = key, plan
         return plan
+
+    def masked(self, plan: PoolingIndices, keep) -> PoolingIndices:
+        """``plan`` without the points of the cameras where keep (B, N) is False (a camera that
+        sent nothing: :func:`.bev_pool.drop_cameras`); the plan itself when every camera is kept
+        (bitwise the unmasked path). CameraMaskError when a frame keeps no camera."""
+        if keep is None or bool(torch.as_tensor(keep, dtype=torch.bool).all()):
+            return plan
+        return drop_cameras(plan, keep, self.frustum.shape[1] * self.frustum.shape[2])

@@ -94,7 +94,9 @@ class PriorOcc(nn.Module):
 
     def forward(self, batch: dict, plan: PoolingIndices | None = None, history: tp.BEVHistory | None = None) -> dict:
         """batch: imgs (B, N, 3, H, W) and, unless ``plan`` is given, the geometry cam2ego (B, N, 4, 4),
-        K (B, N, 3, 3), img_aug (B, N, 3, 3), bev_aug (B, 4, 4). Temporal models: see :meth:`forward_temporal`.
+        K (B, N, 3, 3), img_aug (B, N, 3, 3), bev_aug (B, 4, 4); optional cam_mask (B, N) bool (False:
+        that camera's features are masked out, i.e. its points dropped from the plan, plan.masked).
+        Temporal models: see :meth:`forward_temporal`.
 
         -> occ_logits (B, Dx, Dy, Dz, K), occ (B, Dx, Dy, Dz) labels (outside training),
         seg_logits (B, N, K2d, h, w) or None, depth (B*N, D, h, w)."""
@@ -106,6 +108,7 @@ class PriorOcc(nn.Module):
         b, n = imgs.shape[:2]
         if plan is None:
             plan = self.planner(*(batch[k] for k in GEOMETRY_KEYS))
+        plan = self.planner.masked(plan, batch.get("cam_mask"))  # cameras masked out: their features pool nothing
         feats, seg = self.inject(self.encode_images(imgs.flatten(0, 1)))  # (B*N, C, h, w)
         bev, depth = self.features_to_bev(feats, plan)  # (B, C_bev, Dy, Dx)
         logits = self.bev_to_logits(bev)  # (B, Dx, Dy, Dz, K)
@@ -190,6 +193,7 @@ class PriorOcc(nn.Module):
         b, n = imgs.shape[:2]
         if plan is None:
             plan = self.planner(*(batch[k] for k in GEOMETRY_KEYS))
+        plan = self.planner.masked(plan, batch.get("cam_mask"))
         ego2global = tp.check_pose(batch.get("ego2global"), "batch['ego2global']", b)
         out = {}
         if history is None:

@@ -94,9 +94,15 @@ class CalibrationSource:
     def for_set(self, s: SyncedSet, max_wait_s: float) -> tuple[np.ndarray, np.ndarray, list]:
         """(N, 3, 3) K of the images as published, (N, 4, 4) cam2ego and the expected (h, w)
         per camera (None = unknown) for a set: its CameraInfos + TF, YAML as fallback.
-        max_wait_s: the parameter, named in the error."""
+        max_wait_s: the parameter, named in the error. A camera missing from a degraded set
+        (item None) gets NaN placeholders here: the stages use its last known calibration."""
         Ks, c2e, hws = [], [], []
         for i, (cam, msg) in enumerate(zip(self.cameras, s.items)):
+            if msg is None:
+                Ks.append(np.full((3, 3), np.nan))
+                c2e.append(np.full((4, 4), np.nan))
+                hws.append(None)
+                continue
             fb = self.calib.cameras.get(cam) if self.calib is not None else None
             info_msg = s.infos[i] if s.infos else None
             frame = msg.header.frame_id

@@ -7,9 +7,15 @@ Counters (keys in /diagnostics):
   sets_out     sets whose outputs were published
   sets_dropped stale sets replaced by newer ones (runner)
   sets_failed  sets that raised (decode, calibration, size, inference), per kind in errors_<kind>
-  incomplete_sets  groups of images that never formed a complete set (a camera missing)
+  incomplete_sets  groups of images that never formed a complete set (a camera missing,
+               missing_camera:=wait)
+  degraded_sets  sets run with cameras missing (missing_camera:=degrade); part of sets_in and
+               then of out / dropped / failed; per camera degraded_without_<CAM>; silent_cameras
+               names the cameras missing from the last set (WARN while degraded sets grow)
   groups_in    every group the synchroniser closed (complete or incomplete)
   in_progress  sets queued for or inside one of the three stages
+  calibration_changes  a camera had another calibration than in its previous set (the
+               new one is used; per camera calibration_changes_<CAM>)
   Invariant (checked, as ``invariant`` / ``unaccounted``):
       groups_in = sets_out + sets_dropped + sets_failed + incomplete_sets + in_progress
 """
@@ -29,9 +35,9 @@ DIAG_TYPE = "diagnostic_msgs/msg/DiagnosticArray"
 # DiagnosticStatus levels
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
 # counters that, when they grow, mean inputs are being dropped (diagnostics go WARN)
-LOSS_KEYS = ("sets_dropped", "sets_failed", "incomplete_sets", "images_rejected", "camera_info_invalid",
+LOSS_KEYS = ("sets_dropped", "sets_failed", "incomplete_sets", "degraded_sets", "images_rejected", "camera_info_invalid",
              "tf_rejected", "late_messages", "duplicate_messages", "time_resets", "camera_info_timeouts")
-STAT_KEYS = ("sets_in", "sets_out", "sets_dropped", "sets_failed", "incomplete_sets", "images_received",
+STAT_KEYS = ("sets_in", "sets_out", "sets_dropped", "sets_failed", "incomplete_sets", "degraded_sets", "images_received",
              "images_rejected", "camera_info_invalid", "tf_rejected", "time_resets", "input_qos_switches",
              "history_resets", "odometry_missing", "odometry_invalid")
 
@@ -62,9 +68,10 @@ class NodeDiagnostics:
         d.update(late_messages=st.late, duplicate_messages=st.duplicate,
                  superseded_messages=st.superseded, sync_overflow=st.overflow,
                  sets_awaiting_camera_info=sync.awaiting_info(), camera_info_timeouts=st.info_timeouts)
-        for k, v in c.items():  # temporal models: history resets by reason (node/temporal.py)
-            if k.startswith("history_resets_"):
+        for k, v in c.items():  # temporal models: history resets by reason; degraded sets per camera
+            if k.startswith(("history_resets_", "degraded_without_", "calibration_changes")):
                 d[k] = v
+        d["silent_cameras"] = ",".join(c for c in self.inputs.cameras if c in self.inputs.silent)
         for k, v in errs.items():
             d[f"errors_{k}"] = v
         for k, v in self.t.error_counts().items():
@@ -101,8 +108,13 @@ class NodeDiagnostics:
             level, msg = WARN, "waiting for complete image sets"
         if grew:
             level = WARN
-            msg = (f"dropping inputs: " + ", ".join(f"{k} +{v}" for k, v in sorted(grew.items()))
-                   + f"; {st['sets_out']}/{st['sets_in']} sets published")
+            if st["silent_cameras"]:
+                grew.pop("degraded_sets", None)
+                msg_silent = f"camera(s) silent: {st['silent_cameras']} (sets degraded); "
+            else:
+                msg_silent = ""
+            msg = (msg_silent + (f"dropping inputs: " + ", ".join(f"{k} +{v}" for k, v in sorted(grew.items()))
+                                 + "; " if grew else "") + f"{st['sets_out']}/{st['sets_in']} sets published")
         if st["unaccounted"] and st["in_progress"] == 0 and self.runner.idle():
             level, msg = ERROR, f"counters do not add up: {st['invariant']}"
         if problems:

@@ -39,7 +39,7 @@ class _Input:
 
 def make_synchronizer(cameras: tuple[str, ...], p: dict[str, Any], info_cams: list[str],
                       on_set, on_incomplete, on_reset, on_reject) -> TimelineSynchronizer:
-    """The synchroniser of the parameters slop, max_wait and sync_queue_size; CAM_FRONT (when
+    """The synchroniser of the parameters slop, max_wait, sync_queue_size and missing_camera; CAM_FRONT (when
     present) is the reference stream; one timeline per pass of a looped bag (no set lost at a
     pass boundary)."""
     return TimelineSynchronizer(
@@ -47,7 +47,7 @@ def make_synchronizer(cameras: tuple[str, ...], p: dict[str, Any], info_cams: li
         max_wait_ns=int(float(p["max_wait"]) * 1e9),
         reference="CAM_FRONT" if "CAM_FRONT" in cameras else None,
         on_set=on_set, on_incomplete=on_incomplete, info_streams=info_cams,
-        on_reset=on_reset, on_reject=on_reject)
+        on_reset=on_reset, on_reject=on_reject, degrade=p["missing_camera"] == "degrade")
 
 
 class InputSubscriptions:
@@ -73,7 +73,9 @@ class InputSubscriptions:
         self.info_topics = {cam: ct for cam, (_, ct) in topics.items()}
         self._reject_logged: Counter = Counter()
         self._type_problems: dict[str, str] = {}
-        self.sync = make_synchronizer(cameras, p, calibration.info_cams, on_set, self._on_incomplete,
+        self._on_set = on_set
+        self.silent: set[str] = set()  # cameras missing from the last set (missing_camera:=degrade)
+        self.sync = make_synchronizer(cameras, p, calibration.info_cams, self._set_cb, self._on_incomplete,
                                       self._on_reset, self._on_reject)
         self._subs = []
         # TF first: a transport that dispatches its readers in creation order then applies a
@@ -230,6 +232,27 @@ class InputSubscriptions:
         return lambda msg: self.calibration.add_tf(msg, static)
 
     # ------------------------------------------------------------------ synchroniser events
+    def _set_cb(self, s: SyncedSet) -> None:
+        """A set (complete or degraded): a camera that goes silent is logged once (WARN), and
+        once more when it is back; degraded sets are counted, per missing camera too."""
+        gone, back = [], []
+        with self.counters.lock:
+            missing = set(s.missing)
+            gone = sorted(missing - self.silent, key=self.cameras.index)
+            back = sorted(self.silent - missing, key=self.cameras.index)
+            self.silent = missing
+        if s.missing:
+            self.counters.count("degraded_sets")
+            for m in s.missing:
+                self.counters.count(f"degraded_without_{m}")
+        for m in gone:
+            self.log.warning(f"camera {m} ({self.input_topics[m]}) silent: no image within max_wait "
+                             f"{self.p['max_wait']} s; sets run degraded without it, the region only it sees "
+                             f"unknown (parameter missing_camera:=degrade)")
+        for m in back:
+            self.log.info(f"camera {m} ({self.input_topics[m]}) is back: complete sets again")
+        self._on_set(s)
+
     def _on_incomplete(self, stamp_ns: int, missing: tuple[str, ...]) -> None:
         self.counters.count("incomplete_sets")
         if self.on_lost is not None:

@@ -1,9 +1,13 @@
-"""The camera / lidar rig of the synthetic world: the real nuScenes rig.
+"""The camera / lidar rig of the synthetic world: the real nuScenes rig, or a built-in preset.
 
 Read from the real keyframe in ``../shared/data/nuscenes-real`` through nuscenes-devkit when
 it is there; otherwise from the same numbers kept here as constants (calibration of
 v1.0-mini scene-0061, vehicle n015: camera -> ego translation, rotation (w, x, y, z),
 intrinsics at 1600 x 900, and each sensor's time offset from the LIDAR_TOP keyframe).
+Presets (:func:`rig_preset`, ``make_synthetic --rig-preset``): ``robot4``, a small robot with
+four wide cameras (front, left, back, right; 100 deg horizontal field of view, 0.8 m high), and
+``front1``, the nuScenes front camera alone. Their cameras keep nuScenes channel names (the
+dataset's camera names); the model's ``model.image.cameras`` lists them.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ...classes import CAMERAS
-from ...geometry import transform_from_quat
+from ...geometry import quat_from_transform, transform_from_quat
 
 SRC_HW = (900, 1600)
 
@@ -69,6 +73,40 @@ class Rig:
         k[0] *= sx
         k[1] *= sy
         return k
+
+
+def _yaw_camera(channel: str, yaw_deg: float, xyz: tuple[float, float, float], hfov_deg: float,
+                time_offset_us: int) -> SensorCalib:
+    """A level camera looking along ``yaw_deg`` (0 = forward, 90 = left) at ``xyz`` metres, with
+    ``hfov_deg`` horizontal field of view on the 1600 x 900 source image."""
+    yaw = np.deg2rad(yaw_deg)
+    rz = np.array([[np.cos(yaw), -np.sin(yaw), 0.0], [np.sin(yaw), np.cos(yaw), 0.0], [0.0, 0.0, 1.0]])
+    opt2body = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])  # optical (x right, y down, z fwd)
+    cam2ego = np.eye(4)
+    cam2ego[:3, :3] = rz @ opt2body
+    cam2ego[:3, 3] = xyz
+    t, q = quat_from_transform(cam2ego)
+    f = (SRC_HW[1] / 2) / np.tan(np.deg2rad(hfov_deg) / 2)
+    K = np.array([[f, 0.0, SRC_HW[1] / 2], [0.0, f, SRC_HW[0] / 2], [0.0, 0.0, 1.0]])
+    return SensorCalib(channel, t.tolist(), q.tolist(), K, time_offset_us)
+
+
+RIG_PRESETS = ("nuscenes", "robot4", "front1")
+
+
+def rig_preset(name: str, real_root: str | Path | None = None) -> Rig:
+    """A built-in rig by name (RIG_PRESETS); ``nuscenes`` is :func:`load_rig`."""
+    base = load_rig(real_root)
+    if name == "nuscenes":
+        return base
+    if name == "front1":
+        return Rig({"CAM_FRONT": base.cameras["CAM_FRONT"]}, base.lidar, f"preset front1 (CAM_FRONT of {base.source})")
+    if name == "robot4":
+        cams = {ch: _yaw_camera(ch, yaw, (0.3 * np.cos(np.deg2rad(yaw)), 0.3 * np.sin(np.deg2rad(yaw)), 0.8), 100.0, off)
+                for ch, yaw, off in (("CAM_FRONT", 0.0, 0), ("CAM_FRONT_LEFT", 90.0, -5000),
+                                     ("CAM_BACK", 180.0, -10000), ("CAM_FRONT_RIGHT", -90.0, -15000))}
+        return Rig(cams, base.lidar, "preset robot4 (4 cameras, 100 deg, 0.8 m high)")
+    raise ValueError(f"rig preset {name!r}: expected one of {', '.join(RIG_PRESETS)}")
 
 
 def default_real_root() -> Path:

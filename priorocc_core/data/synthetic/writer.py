@@ -30,7 +30,6 @@ import numpy as np
 import torch
 from pyquaternion import Quaternion
 
-from ...classes import CAMERAS
 from ..io import write_bytes_atomic, write_jpeg_atomic, write_json_atomic, write_occ_gt_atomic, write_png_atomic
 from .render import (
     BoxTable,
@@ -123,7 +122,7 @@ def generate_world(
                               "description": f"nuScenes attribute {name} (synthetic world)"})
     for tok, level in VISIBILITY:
         tab.add("visibility", {"token": tok, "level": level, "description": f"visible fraction {level[1:]} %"})
-    channels = list(CAMERAS) + ["LIDAR_TOP"]
+    channels = list(rig.cameras) + ["LIDAR_TOP"]  # the rig's cameras (six for nuScenes', fewer for a preset)
     for ch in channels:
         tab.add("sensor", {"token": _token(S, "sensor", ch), "channel": ch,
                            "modality": "lidar" if ch == "LIDAR_TOP" else "camera"})
