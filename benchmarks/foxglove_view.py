@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 READER = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[2])
-from tests import foxglove_clients as fc
+from benchmarks import foxglove_clients as fc
 port = int(sys.argv[1])
 for _ in range(600):
     try:
@@ -103,7 +103,7 @@ def stall(args) -> dict:
     sys.path.insert(0, str(ROOT))
     from priorocc_ros.foxglove import FoxgloveSink
     from priorocc_ros.transport.loopback import _ListLogger
-    from tests import foxglove_clients as fc
+    from benchmarks import foxglove_clients as fc
 
     sink = FoxgloveSink(0, logger=_ListLogger("bench", echo=True))
     sizes = _SET_SIZES
@@ -177,7 +177,7 @@ def stall_replay(args) -> dict:
     from priorocc_core.classes import CAMERAS
     from priorocc_ros.bagio import iter_raw
     from priorocc_ros.replay import replay
-    from tests import foxglove_clients as fc
+    from benchmarks import foxglove_clients as fc
 
     outputs = {"/priorocc/voxels", "/priorocc/markers", "/priorocc/bev", "/diagnostics",
                *(f"/priorocc/seg_overlay/{c}" for c in CAMERAS)}

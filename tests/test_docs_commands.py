@@ -78,6 +78,16 @@ DOCS = [
                                      "scene-0061": "{scene}"}),
     Doc("README.md", "priorocc_replay bags/demo --checkpoint models/demo --out /tmp/out --backend openvino",
         subs={"/tmp/out": "{tmp}/out"}),
+    Doc("README.md", "priorocc_replay bags/demo --checkpoint models/demo --out /tmp/out --foxglove 8765 --foxglove-wait 1",
+        skip="waits for a Foxglove viewer: tests/test_foxglove_live.py runs it with a third-party client"),
+    Doc("docs/ros.md", "priorocc_replay bags/demo --checkpoint models/demo --out /tmp/out --foxglove 8765 "
+        "--foxglove-wait 1 --foxglove-linger 30",
+        skip="waits for a Foxglove viewer: tests/test_foxglove_live.py runs it with a third-party client"),
+    Doc("docs/ros.md", "occupancy_node --transport dds -p checkpoint:=models/demo --foxglove 8765",
+        skip=f"a node that runs until stopped, and {DDS}: tests/test_foxglove_sink.py serves its outputs"),
+    Doc("docs/ros.md", "priorocc_replay bags/demo --checkpoint MY_TEMPORAL_CKPT --out /tmp/out -p motion_frame:=map",
+        skip="needs a temporal checkpoint (none is shipped): tests/test_ros_temporal.py replays a moving-ego bag "
+             "through one"),
     Doc("README.md", "occupancy_node --transport dds -p checkpoint:=models/demo",
         skip=f"a node that runs until stopped, and {DDS}: tests/test_dds_e2e.py runs it"),
     Doc("README.md", "priorocc_play bags/demo --clock & priorocc_record --out /tmp/rec --all",
@@ -85,7 +95,7 @@ DOCS = [
     # ------------------------------------------------------------------ docs/data.md
     Doc("docs/data.md", "python training/make_synthetic.py --out data/synthetic --scenes 2 --keyframes 10 --seed 0 "
         "[--width 1600 --height 900] [--version v1.0-mini] [--lidar-azimuth 1084] "
-        "[--ego-speed M_PER_S] [--turn-rate DEG_PER_S] [--no-moving-objects]",
+        "[--ego-speed M_PER_S] [--turn-rate DEG_PER_S] [--no-moving-objects] [--rig-preset nuscenes|robot4|front1]",
         skip="runs as the session fixture docs_world (the moving-ego options: tests/test_data_temporal.py)"),
     Doc("docs/data.md", "python training/generate_2d_seg_labels.py --dataroot DIR --sources projection "
         "[--out DIR/seg_2d_labels]", subs={"DIR/seg_2d_labels": "{tmp}/labels", "DIR": "{world}"},
@@ -117,9 +127,10 @@ DOCS = [
         subs={"CKPT": "{ckpt}", "/tmp/out": "{tmp}/replay", "summary.json": "{tmp}/summary.json"},
         keep=("--copy-inputs", "-p slop:=0.05", "--json summary.json"), extra=("--backend", "torch")),
     # ------------------------------------------------------------------ docs/speed.md
-    Doc("docs/speed.md", "priorocc_quantize model_dir --world SYNTH_WORLD [--world ...] "
-        "[--real ../shared/data/nuscenes-real] [--frames 300]", subs={"model_dir": "{ckpt}", "SYNTH_WORLD": "{world}"},
-        extra=("--frames", "2", "-o", "{tmp}/int8/int8.xml")),
+    Doc("docs/speed.md", "priorocc_quantize model_dir --world CALIB_WORLD [--world ...] --val-world HELD_WORLD "
+        "[--real ../shared/data/nuscenes-real] [--frames 25] [-o model_dir/openvino/int8.xml]",
+        skip="needs a second (held) world beside the calibration one: tests/test_quantize.py runs this CLI "
+             "with --world and --val-world"),
     Doc("docs/speed.md", "priorocc_export model_dir [-o model.onnx] [--logits] [--no-verify]",
         subs={"model_dir": "{ckpt}", "model.onnx": "{tmp}/model.onnx"}, keep=("-o model.onnx", "--logits")),
     Doc("docs/speed.md", ".venv/bin/python benchmarks/run.py --out benchmarks/results.json",

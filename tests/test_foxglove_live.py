@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("foxglove", reason="foxglove-sdk (requirements.txt) is not installed")
 
 from priorocc_ros.bagio import iter_raw  # noqa: E402
-from tests import foxglove_clients as fc  # noqa: E402
+from benchmarks import foxglove_clients as fc  # noqa: E402
 from tests.ros_helpers import make_tiny_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

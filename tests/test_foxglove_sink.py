@@ -17,7 +17,7 @@ from mcap_ros2._dynamic import generate_dynamic  # noqa: E402
 from priorocc_ros.foxglove import FoxgloveSink  # noqa: E402
 from priorocc_ros.msgs import deserialize, header, new_msg, ros2msg_definition, serialize  # noqa: E402
 from priorocc_ros.transport.loopback import _ListLogger  # noqa: E402
-from tests import foxglove_clients as fc  # noqa: E402
+from benchmarks import foxglove_clients as fc  # noqa: E402
 
 STAMP = 1_533_000_000_123_456_789
 

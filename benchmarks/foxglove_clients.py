@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-JS_DIR = Path(__file__).resolve().parent / "js"
+JS_DIR = Path(__file__).resolve().parents[1] / "tests" / "js"  # the npm client package lives with the tests
 SUBPROTOCOL = "foxglove.sdk.v1"
 
 
