@@ -26,6 +26,9 @@ Mutations tried (each made the named test fail; restored):
 - the node's set-parameters callback not registered (issue 27's "accepted and ignored") ->
   ``Set parameter successful`` but bev keeps coming
   (test_param_set_publish_bev_false_and_checkpoint_refused).
+- the launch file's ros2bag player always given ``--delay DELAY`` (``bag_delay:=0`` too) -> the
+  player-command assertion in the ``played`` fixture fails, so every test using it fails
+  (test_ros2_bag_play_mcap_and_sqlite3_into_the_node).
 - Not caught here: TimelineSynchronizer replaced by the plain synchroniser passed
   test_ros2_bag_play_loop_five_passes in one run (ros2 bag play delivered every boundary in
   order that time; the flips of issue 27 are timing-dependent). The order flips themselves are

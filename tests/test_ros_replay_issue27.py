@@ -5,6 +5,7 @@ Mutations tried (each made a test here fail; restored):
   CompressedImage (test_raw_only_bag_is_planned_as_image).
 - the ``sets_out == 0`` check in main removed -> exit 0 with nothing written
   (test_no_output_exits_1_with_one_summary_line).
+- the parser built without its epilog (no mapping example) -> test_help_shows_a_mapping_example.
 """
 import pytest
 
