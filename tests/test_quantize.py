@@ -57,6 +57,21 @@ def int8_checkpoint(tiny_checkpoint, val_world, tmp_path_factory):
     return ck
 
 
+def compile_configs(monkeypatch) -> list[dict]:
+    """The config of every OpenVINO ``compile_model`` call from now on (the models still compile)."""
+    import openvino as ov
+
+    seen: list[dict] = []
+    orig = ov.Core.compile_model
+
+    def spy(self, model, device=None, config=None, *args, **kw):
+        seen.append(dict(config or {}))
+        return orig(self, model, device, config, *args, **kw)
+
+    monkeypatch.setattr(ov.Core, "compile_model", spy)
+    return seen
+
+
 def test_int8_model_is_quantised(int8_checkpoint):
     import openvino as ov
 
@@ -259,16 +274,8 @@ def test_int8_float_layers_are_compiled_f32(int8_checkpoint, monkeypatch):
     config assertion fails. The read-back fails too on an avx512_bf16 CPU (checked on the dev box,
     AMD EPYC with avx512_bf16 / avx512_vnni: without the hint the demo IR's 12 float layers compile
     bf16, with it f32); on an avx2-only CPU f32 is the default and only the config assertion guards."""
-    import openvino as ov
 
-    seen = []
-    orig = ov.Core.compile_model
-
-    def spy(self, model, device=None, config=None, *args, **kw):
-        seen.append(dict(config or {}))
-        return orig(self, model, device, config, *args, **kw)
-
-    monkeypatch.setattr(ov.Core, "compile_model", spy)
+    seen = compile_configs(monkeypatch)
     p = make_predictor(int8_checkpoint, "openvino", "int8")
     assert seen and seen[-1].get("INFERENCE_PRECISION_HINT") == "f32", seen
     assert "float32" in str(p.runner.engine.get_property("INFERENCE_PRECISION_HINT")).lower()
@@ -283,7 +290,6 @@ def test_int8_float_layers_run_in_the_validated_precision(int8_checkpoint, tmp_p
     record runs."""
     import json
 
-    import openvino as ov
 
     from priorocc_core.int8_gate import default_int8_path, int8_key_file
 
@@ -293,14 +299,7 @@ def test_int8_float_layers_run_in_the_validated_precision(int8_checkpoint, tmp_p
     assert d["validation"]["float_precision"] == "f32"  # what the CLI validated by default
     d["validation"]["float_precision"] = "bf16"
     keyf.write_text(json.dumps(d))
-    seen = []
-    orig = ov.Core.compile_model
-
-    def spy(self, model, device=None, config=None, *args, **kw):
-        seen.append(dict(config or {}))
-        return orig(self, model, device, config, *args, **kw)
-
-    monkeypatch.setattr(ov.Core, "compile_model", spy)
+    seen = compile_configs(monkeypatch)
     make_predictor(ck, "openvino", "int8")
     assert seen[-1].get("INFERENCE_PRECISION_HINT") == "bf16", seen
     d["validation"]["float_precision"] = "f16"
