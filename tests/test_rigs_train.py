@@ -51,6 +51,39 @@ def test_rig_trains_evaluates_and_replays(tmp_path, rig):
     assert tuple(read_config(ck).model.image.cameras) == cams
     r = evaluate_model(read_config(ck).with_overrides(data), str(ck), "val", progress=False, rayiou=False)
     assert r["samples"] == 2 and 0.0 <= r["mIoU"] <= 100.0, r
+    if len(cams) > 1:
+        _check_dropped_camera_scoring(read_config(ck).with_overrides(data), ck, cams, tmp_path)
     write_camera_bag(tmp_path / "in", n_sets=2, jitter_ns=10_000_000)
     n = replay(tmp_path / "in", tmp_path / "out", parameters={"checkpoint": str(ck)}).node
     assert n["sets_out"] == 2 and n["unaccounted"] == 0, n
+
+
+def _check_dropped_camera_scoring(cfg, ck, cams, tmp_path):
+    """evaluate.py --drop-camera (RESULTS.md's camera-dropout study): the camera is masked out of
+    the in-process batches (its logits change), the deployed predictor given the same camera_mask
+    gives the same labels, and a name the checkpoint lacks or dropping every camera is one clear
+    error. Mutation: evaluate_model ignoring the keep mask -> the logits equal the all-camera
+    logits and the assertion below fails."""
+    import numpy as np
+    from evaluate import evaluate_model
+
+    from priorocc_core.cli import OptionError
+
+    def preds(name, **kw):
+        d = tmp_path / name
+        r = evaluate_model(cfg, str(ck), "val", progress=False, rayiou=False, save_pred=str(d), **kw)
+        return r, {f.stem: np.load(f) for f in sorted(d.glob("*.npz"))}
+
+    _, full = preds("full", save_logits=True)
+    r, dropped = preds("drop", save_logits=True, drop_cameras=[cams[-1]])
+    assert r["dropped_cameras"] == [cams[-1]]
+    assert any(not np.array_equal(full[t]["logits"], dropped[t]["logits"]) for t in full), \
+        "masking a camera changed no logit: the mask did not reach the model"
+    _, deployed = preds("deployed", drop_cameras=[cams[-1]], via_predictor=True)
+    for t in dropped:
+        agree = float((dropped[t]["pred"] == deployed[t]["pred"]).mean())
+        assert agree >= 0.999, (t, agree)
+    with pytest.raises(OptionError, match="CAM_NOPE: not a camera of this checkpoint"):
+        evaluate_model(cfg, str(ck), "val", progress=False, rayiou=False, drop_cameras=["CAM_NOPE"])
+    with pytest.raises(OptionError, match="drops every camera"):
+        evaluate_model(cfg, str(ck), "val", progress=False, rayiou=False, drop_cameras=list(cams))

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Ablations on the synthetic world, paired over seeds: the same config with and without the
 SemanticInjector (``--study injector``, the default), or without and with a BEV history
-(``--study temporal``).
+(``--study temporal``), or without and with camera dropout, each single camera dropped at test
+time (``--study dropout``).
 
     python training/ablation.py --out work_dirs/ablation [--config training/configs/ablation-small.yaml]
         [--seeds 0 1] [--iters 300] [--scenes 2] [--keyframes 10] [--val-scenes 1] [--world-seed 7]
@@ -34,6 +35,12 @@ Steps (each skipped when its output already exists, so an interrupted ablation c
 the baseline every variant is paired with), ``temporal`` (num_adj 1) and ``temporal<N>`` (num_adj N,
 --long-history, default 2); everything else of the config is the same in every variant. The report
 goes between its own markers, so RESULTS.md keeps both studies.
+
+``--study dropout``: the variants are ``no_dropout`` (data.camera_dropout=0, the baseline) and
+``dropout`` (data.camera_dropout=--dropout-rate, default 0.5: half the training samples have one
+random camera masked out); each run is evaluated with every camera and once with each single
+camera masked out (evaluate.py --each-camera-dropped); the report has mIoU per dropped camera and
+the paired comparison of the mean and the worst single drop.
 """
 from __future__ import annotations
 
@@ -67,12 +74,17 @@ STUDIES = {
                  "markers": (MARK_BEGIN, MARK_END)},
     "temporal": {"title": "Temporal ablation on a moving-ego synthetic world", "baseline": "single_frame",
                  "markers": ("<!-- ablation.py:temporal:begin -->", "<!-- ablation.py:temporal:end -->")},
+    "dropout": {"title": "Camera dropout on the synthetic world: each single camera dropped at test time",
+                "baseline": "no_dropout",
+                "markers": ("<!-- ablation.py:dropout:begin -->", "<!-- ablation.py:dropout:end -->")},
 }
 TEMPORAL_MOTION = "--ego-speed 6 --turn-rate 8"  # make_synthetic.py: 3 m and 4 deg per keyframe
 
 
-def study_variants(study: str, long_history: int = 2) -> list[tuple[str, list[str]]]:
+def study_variants(study: str, long_history: int = 2, dropout_rate: float = 0.5) -> list[tuple[str, list[str]]]:
     """The variants a study trains: (name, config overrides); the study's baseline among them."""
+    if study == "dropout":
+        return [("dropout", [f"data.camera_dropout={dropout_rate}"]), ("no_dropout", ["data.camera_dropout=0.0"])]
     if study == "injector":
         return [("injector", ["model.injector.enabled=true"]), ("no_injector", ["model.injector.enabled=false"])]
     if study == "temporal":
@@ -128,6 +140,12 @@ def metrics_of(run: dict) -> dict:
          "car": e["occ_mask_camera"]["per_class"].get("car")}
     for g in GROUPS:
         m[g] = group_miou(e, g)
+    dropped = {c: d.get("mIoU") for c, d in (e.get("camera_dropped") or {}).items()}  # --study dropout
+    for c, v in dropped.items():
+        m[f"drop:{c}"] = v
+    if dropped and all(v is not None for v in dropped.values()):
+        m["drop:mean"] = float(np.mean(list(dropped.values())))
+        m["drop:worst"] = float(min(dropped.values()))
     return m
 
 
@@ -201,6 +219,8 @@ def conclusion(runs: list[dict], study: str = "injector") -> list[str]:
             text += (f". With {c['n']} seeds and this seed-to-seed spread, only a mean difference beyond about "
                      f"+-{(hi - lo) / 2:.1f} mIoU (the interval's half-width) would be told from seed noise")
         return text + "."
+    if study == "dropout":
+        return out[:1] + dropout_conclusion(runs)
     if study == "temporal":
         base = STUDIES[study]["baseline"]
         for v in variants:
@@ -218,6 +238,54 @@ def conclusion(runs: list[dict], study: str = "injector") -> list[str]:
     if "noisy" in variants and "injector" in variants:
         out.append(answer("noisy", "injector", "What do noisy 2D labels cost against clean ones (noisy - injector)?"))
     return out
+
+
+def dropout_conclusion(runs: list[dict]) -> list[str]:
+    """--study dropout: does training with camera dropout keep more when one camera is missing (the
+    mean and the worst over single dropped cameras, paired with no_dropout), and what does it cost
+    with every camera present."""
+    base = STUDIES["dropout"]["baseline"]
+    out = []
+    for key, question in (("drop:mean", "With one camera missing (mIoU averaged over the single drops of each camera), does "
+                                        "dropout training keep more?"),
+                          ("drop:worst", "For the worst single camera to lose, does dropout training keep more?"),
+                          ("mIoU", "With every camera present, what does dropout training cost?")):
+        c = paired(runs, "dropout", key, baseline=base)
+        if c is None or c["n"] < 2:
+            out.append(f"- {question} Not enough paired seeds.")
+            continue
+        lo, hi = c["ci"]
+        sure = c["p"] == c["p"] and c["p"] < 0.05
+        head = (f"**{'yes, a gain' if c['mean'] > 0 else 'a loss'} shown**" if sure else "**not shown either way**")
+        out.append(f"- {question} {head}: {c['mean']:+.2f} mIoU on average over {c['n']} paired seeds (95 % "
+                   f"interval [{lo:+.2f}, {hi:+.2f}], p = {c['p']:.3f}, dropout better in {c['wins']} of {c['n']}).")
+    return out
+
+
+def dropout_table(runs: list[dict], variants: list[str]) -> list[str]:
+    """mIoU per single dropped camera, mean +- std over seeds per variant, and the paired difference."""
+    cams = list(dict.fromkeys(k[5:] for r in runs for k in metrics_of(r) if k.startswith("drop:")
+                              and k not in ("drop:mean", "drop:worst")))
+    if not cams:
+        return []
+    base = STUDIES["dropout"]["baseline"]
+    lines = ["## mIoU with one camera dropped (mean +- std over seeds)", "",
+             "The camera's features are masked out of the BEV pooling (as the node's `missing_camera:=degrade`, "
+             "training/evaluate.py --each-camera-dropped); every voxel of the camera mask is scored with the "
+             "network's labels, so the figure says how much of the missing camera's view the other cameras and "
+             "the learned priors recover.", "",
+             "| dropped | " + " | ".join(variants) + " | dropout - no_dropout (paired) |", "|---|" + "---|" * (len(variants) + 1)]
+    for key, name in [("mIoU", "none")] + [(f"drop:{c}", c) for c in cams] + [("drop:mean", "mean of single drops"),
+                                                                              ("drop:worst", "worst single drop")]:
+        cells = []
+        for v in variants:
+            m, sd = mean_std([metrics_of(r).get(key) for r in runs if r["variant"] == v])
+            cells.append("n/a" if m is None else f"{m:.2f} +- {sd:.2f}")
+        c = paired(runs, "dropout", key, baseline=base) if base in variants and "dropout" in variants else None
+        diff = "n/a" if c is None else (f"{c['mean']:+.2f}" + (f" [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}], p {c['p']:.3f}"
+                                                              if c.get("ci") else ""))
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {diff} |")
+    return lines + [""]
 
 
 def write_results(out: Path, runs: list[dict], args, commands: list[str]) -> Path:
@@ -247,6 +315,8 @@ def write_results(out: Path, runs: list[dict], args, commands: list[str]) -> Pat
                   f"{100 * noisy['rate_measured']:.1f} % of the labelled pixels changed "
                   f"(training/corrupt_seg_labels.py). Evaluation uses the clean validation labels.", ""]
     lines += ["## Conclusion", ""] + conclusion(runs, getattr(args, "study", "injector")) + [""]
+    if getattr(args, "study", "injector") == "dropout":
+        lines += dropout_table(runs, variants)
     lines += ["## Runs", "", "| variant | seed | " + " | ".join(k[1] for k in keys) + " | RayIoU@1/2/4 | train wall (s) |",
               "|---|---|" + "---|" * (len(keys) + 2)]
     for r in runs:
@@ -261,7 +331,7 @@ def write_results(out: Path, runs: list[dict], args, commands: list[str]) -> Pat
         rs = [r for r in runs if r["variant"] == v]
         cells = []
         for key, _ in keys:
-            m, sd = mean_std([metrics_of(r)[key] for r in rs])
+            m, sd = mean_std([metrics_of(r).get(key) for r in rs])
             cells.append("n/a" if m is None else f"{m:.2f} +- {sd:.2f}")
         cars = sum(1 for r in rs if (metrics_of(r)["car"] or 0) > 0)
         lines.append(f"| {v} | {len(rs)} | " + " | ".join(cells) + f" | {cars} of {len(rs)} seeds |")
@@ -273,6 +343,9 @@ def write_results(out: Path, runs: list[dict], args, commands: list[str]) -> Pat
             keys = (("mIoU", "mIoU"), ("objects", "objects mIoU"))
             if getattr(args, "study", "injector") == "temporal":  # RayIoU: what a history should improve
                 keys += (("RayIoU", "RayIoU"),)
+            if getattr(args, "study", "injector") == "dropout":  # what dropout should improve
+                keys += (("drop:mean", "mIoU with one camera dropped (mean over cameras)"),
+                         ("drop:worst", "mIoU with the worst camera dropped"))
             for key, name in keys:
                 lines.append(f"- **{v}**, {verdict(paired(runs, v, key, baseline=base), name)}")
     lines += ["", "## Per-class IoU (mask_camera, mean over seeds)", "",
@@ -319,6 +392,9 @@ def _main(argv) -> int:
                          f"--study injector, '{TEMPORAL_MOTION}' for --study temporal)")
     ap.add_argument("--long-history", type=int, default=2, metavar="N",
                     help="--study temporal: num_adj of the longer-history variant temporalN (default 2)")
+    ap.add_argument("--dropout-rate", type=float, default=0.5, metavar="P",
+                    help="--study dropout: data.camera_dropout of the 'dropout' variant (probability that a training "
+                         "sample has one random camera masked out; default 0.5)")
     ap.add_argument("--out", default="work_dirs/ablation")
     ap.add_argument("--config", default="training/configs/ablation-small.yaml")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -353,8 +429,10 @@ def _main(argv) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.motion_args is None:
         args.motion_args = TEMPORAL_MOTION if args.study == "temporal" else ""
-    if args.study == "temporal" and args.noisy_rate is not None:
+    if args.study != "injector" and args.noisy_rate is not None:
         ap.error("--noisy-rate belongs to --study injector")
+    if not 0.0 < args.dropout_rate <= 1.0:
+        ap.error(f"--dropout-rate {args.dropout_rate}: expected a probability in (0, 1]")
     if args.long_history < 2:
         ap.error(f"--long-history {args.long_history}: expected >= 2 (num_adj 1 is the 'temporal' variant)")
     if args.machine is None:
@@ -399,7 +477,7 @@ def _main(argv) -> int:
     label_opts = []
     if args.labels == "projection":
         label_opts = [f"data.seg_label_root={worlds['train'][0] / 'seg_2d_labels_projection'}"]
-    variants = study_variants(args.study, args.long_history)
+    variants = study_variants(args.study, args.long_history, args.dropout_rate)
     if noisy_root is not None:
         variants.append(("noisy", ["model.injector.enabled=true"]))
     variants += [parse_variant(s) for s in args.extra_variant]
@@ -449,6 +527,8 @@ def _main(argv) -> int:
             ecmd += ["--max-samples", str(args.eval_samples)]
         if args.no_rayiou:
             ecmd.append("--no-rayiou")
+        if args.study == "dropout":
+            ecmd.append("--each-camera-dropped")
         if args.device:
             ecmd += ["--device", args.device]
         if not eval_json.is_file() or eval_json.stat().st_mtime < (wd / "final").stat().st_mtime:

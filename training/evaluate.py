@@ -37,7 +37,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -78,6 +78,12 @@ def parse_args(argv=None):
     ap.add_argument("--no-rayiou", action="store_true", help="skip RayIoU")
     ap.add_argument("--max-samples", type=int, default=0, help="evaluate only the first N samples")
     ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--drop-camera", action="append", default=[], metavar="NAME",
+                    help="score the model with this camera masked out (as the node's missing_camera:=degrade: its "
+                         "features pool nothing); repeat for several")
+    ap.add_argument("--each-camera-dropped", action="store_true",
+                    help="also score the model once with each single camera masked out; the JSON gets "
+                         "'camera_dropped': {camera: results} beside the all-cameras results")
     ap.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE")
     ap.add_argument("--eval", nargs="*", default=None, help="accepted for FlashOCC test.py compatibility; ignored")
     return ap.parse_args(argv)
@@ -185,7 +191,8 @@ class PredictorRunner:
         occs, segs = [], []
         for b in range(batch["imgs"].shape[0]):
             images = [np.asarray(read_image_rgb(p)) for p in batch["image_paths"][b]]
-            p = self.pred.predict(images, batch["K"][b].numpy(), batch["cam2ego"][b].numpy())
+            mask = batch["cam_mask"][b].numpy() if "cam_mask" in batch else None
+            p = self.pred.predict(images, batch["K"][b].numpy(), batch["cam2ego"][b].numpy(), camera_mask=mask)
             occs.append(p.occupancy)
             segs.append(p.seg2d)
         seg = np.stack(segs) if all(s is not None for s in segs) and "seg_labels" in batch else None
@@ -221,11 +228,30 @@ class OriginFinder:
         return o if len(o) else None
 
 
+def camera_keep(model_cfg: Config, drop_cameras: Sequence[str]) -> Optional[np.ndarray]:
+    """The (N,) keep mask over the checkpoint's cameras with ``drop_cameras`` False; None when none
+    is dropped. OptionError for a name the checkpoint does not have or for dropping every camera."""
+    cams = list(model_cfg.model.image.cameras)
+    if not drop_cameras:
+        return None
+    unknown = [c for c in drop_cameras if c not in cams]
+    if unknown:
+        raise cli.OptionError(f"--drop-camera {', '.join(unknown)}: not a camera of this checkpoint; expected one of {cams}")
+    keep = np.array([c not in drop_cameras for c in cams], dtype=bool)
+    if not keep.any():
+        raise cli.OptionError(f"--drop-camera: drops every camera of this checkpoint ({cams}); keep at least one")
+    return keep
+
+
 def evaluate_model(cfg: Config, ckpt: str, split: str, backend: str = "torch", device: Optional[str] = None,
                    weights: str = "auto", rayiou: bool = True, no_mask: bool = False, max_samples: int = 0,
                    batch_size: int = 1, save_pred: Optional[str] = None, progress: bool = True,
-                   precision: str = "fp32", via_predictor: bool = False, save_logits: bool = False) -> dict:
-    """Run a checkpoint over ``split`` of cfg's dataset; returns the results dict."""
+                   precision: str = "fp32", via_predictor: bool = False, save_logits: bool = False,
+                   drop_cameras: Sequence[str] = ()) -> dict:
+    """Run a checkpoint over ``split`` of cfg's dataset; returns the results dict. ``drop_cameras``:
+    names of the checkpoint's cameras scored as missing (their features masked out of the pooling,
+    as the node's ``missing_camera:=degrade``); every voxel of the camera mask is still scored with
+    the network's labels, so the figure says what the remaining cameras recover."""
     from torch.utils.data import DataLoader, Subset
 
     from priorocc_core.data import OccDataset, collate, config_num_adj
@@ -237,6 +263,7 @@ def evaluate_model(cfg: Config, ckpt: str, split: str, backend: str = "torch", d
               f"the model section of the config given ({cfg.name}); the given config's data section is used",
               flush=True)
     run_cfg = Config(name=model_cfg.name, model=model_cfg.model, data=cfg.data, train=cfg.train)
+    keep = camera_keep(model_cfg, drop_cameras)  # (N,) bool or None
     num_adj = config_num_adj(run_cfg)  # a temporal model: each sample carries its previous keyframes
     ds = OccDataset(run_cfg, split=split, train=False)
     n = len(ds) if max_samples <= 0 else min(max_samples, len(ds))
@@ -268,6 +295,8 @@ def evaluate_model(cfg: Config, ckpt: str, split: str, backend: str = "torch", d
     for batch in loader:
         if "voxel_semantics" not in batch:
             raise SystemExit(f"split {split!r}: samples have no Occ3D ground truth (voxel_semantics)")
+        if keep is not None:
+            batch["cam_mask"] = torch.from_numpy(keep)[None].expand(batch["imgs"].shape[0], -1)
         t = time.time()
         occ, seg = runner(batch)
         t_model += time.time() - t
@@ -293,11 +322,18 @@ def evaluate_model(cfg: Config, ckpt: str, split: str, backend: str = "torch", d
     r.update({"checkpoint": str(ckpt), "weights": which, "split": split, "backend": backend,
               "precision": precision, "via_predictor": not in_process, "device": str(dev),
               "config": model_cfg.name, "wall_s": time.time() - t0, "model_s_per_sample": t_model / max(n, 1),
-              "injector": bool(model_cfg.model.injector.enabled),
+              "injector": bool(model_cfg.model.injector.enabled), "dropped_cameras": list(drop_cameras),
               # temporal models: non-sequential, each sample's previous keyframes recomputed from their images
               "temporal": {"num_adj": num_adj, "mode": "non-sequential" if num_adj else None}})
     r["_table"] = ev.table()
     return r
+
+
+def load_checkpoint_cameras(ckpt: str) -> list[str]:
+    """The camera names of a checkpoint's own config, in order."""
+    from priorocc_core.checkpoint import read_config
+
+    return list(read_config(ckpt).model.image.cameras)
 
 
 def _save_npz(path: Path, arrays: dict) -> None:
@@ -399,10 +435,20 @@ def _main(argv) -> int:
         opts = cli.inference_options(args)
         if args.save_logits and not args.save_pred:
             raise cli.OptionError("--save-logits needs --save-pred DIR")
-        r = evaluate_model(cfg, args.checkpoint, split, opts["backend"], opts["device"], args.weights,
-                           not args.no_rayiou, args.also_no_mask, args.max_samples, args.batch_size, args.save_pred,
-                           precision=opts["precision"], via_predictor=args.via_predictor,
-                           save_logits=args.save_logits)
+        def score(drop, save_pred=args.save_pred):
+            return evaluate_model(cfg, args.checkpoint, split, opts["backend"], opts["device"], args.weights,
+                                  not args.no_rayiou, args.also_no_mask, args.max_samples, args.batch_size, save_pred,
+                                  precision=opts["precision"], via_predictor=args.via_predictor,
+                                  save_logits=args.save_logits, drop_cameras=drop)
+
+        r = score(args.drop_camera)
+        if args.each_camera_dropped:  # one more pass per camera, that camera masked out (issue 30's study)
+            r["camera_dropped"] = {}
+            for cam in load_checkpoint_cameras(args.checkpoint):
+                rc = score(sorted(set(args.drop_camera) | {cam}), save_pred=None)
+                rc.pop("_table", None)
+                r["camera_dropped"][cam] = rc
+                print(f"{cam} dropped: mIoU {rc['mIoU']:.2f}", flush=True)
         ck = Path(args.checkpoint)
         out = Path(args.out) if args.out else (ck if ck.is_dir() else ck.parent) / f"eval_{split}.json"
     table = r.pop("_table", None)
