@@ -175,6 +175,11 @@ DOCS = [
         "--world-seed 2026 --world-args \"--width 352 --height 198 --version v1.0-mini --lidar-azimuth 360\" "
         "--cfg-options data.version=v1.0-mini --jobs 2 --results-md RESULTS.md",
         skip="hours of CPU (RESULTS.md); tests/test_ablation_report.py checks the temporal study's report"),
+    Doc("docs/training.md", "python training/ablation.py --study dropout --out work_dirs/abl30 --config "
+        "training/configs/demo-small.yaml --seeds 0 1 2 --iters 250 --scenes 8 --keyframes 6 --val-scenes 2 "
+        "--world-seed 2030 --world-args \"--width 352 --height 198 --version v1.0-mini --lidar-azimuth 360\" "
+        "--cfg-options data.version=v1.0-mini --no-rayiou --jobs 2 --results-md RESULTS.md",
+        skip="an hour of CPU (RESULTS.md); tests/test_ablation_report.py checks the dropout study's report"),
     Doc("docs/training.md", "python training/demo_report.py --run WORK_DIR --val-world VAL_WORLD --demo-world "
         "demo_out/world --baseline models/demo --results-md RESULTS.md --train-command \"...\"",
         skip="reports on a finished demo-model training run (hours)"),
