@@ -4,7 +4,7 @@
 reads files) serves it with this folder and ``launch/priorocc.foxglove-layout.json``; Debian's
 Chromium (software WebGL) opens Foxglove Studio 1.48 (``@foxglove/studio-base`` from npm, the
 last open-source release; ``page.html`` mounts its App with the layout and a ``remote-file``
-data source) at the bag's last set, and ``shot.js`` (puppeteer-core) takes the picture.
+data source) at the bag's end (its last set and final diagnostics), and ``shot.js`` (puppeteer-core) takes the picture.
 
     make foxglove-screenshot      # apt-get install chromium, npm ci here, then this script
     PYTHONPATH=. .venv/bin/python docs/foxglove_screenshot/make.py --checkpoint models/demo
@@ -84,10 +84,11 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         super().end_headers()
 
 
-def last_stamp_ns(bag: Path, topic: str) -> int:
+def end_ns(bag: Path) -> int:
+    """The bag's last log time (the replay's final /diagnostics, after the last set)."""
     from priorocc_ros.bagio import iter_raw
 
-    return max(t for tp, _, t, _ in iter_raw(bag, [topic]) if tp == topic)
+    return max(t for _, _, t, _ in iter_raw(bag, []))
 
 
 def rfc3339(ns: int) -> str:
@@ -116,7 +117,7 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "priorocc_ros.replay", args.bag, "--checkpoint", args.checkpoint,
                         "--out", str(out_bag)], env=env, check=True, stdout=subprocess.DEVNULL)
         mcap = next(out_bag.glob("*.mcap"))
-        when = rfc3339(last_stamp_ns(out_bag, "/priorocc/markers"))
+        when = rfc3339(end_ns(out_bag))
         RangeHandler.mapped = {"/layout.json": LAYOUT, "/out.mcap": mcap}
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
                                                  functools.partial(RangeHandler, directory=str(HERE)))
