@@ -10,7 +10,7 @@ COLCON_STAMP := $(COLCON_VENV)/.installed
 MM_VENV := .venv-mm
 MM_TESTS := tests/test_train_mm_plugin.py
 
-.PHONY: test demo venv mm-venv viz-debs clean
+.PHONY: test demo venv mm-venv viz-debs foxglove-screenshot clean
 
 $(STAMP): requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,14 @@ test: $(STAMP) $(COLCON_STAMP)
 	@$(MAKE) --no-print-directory viz-debs
 	$(PY) .ci/test_all.py -- $(PY) -m pytest -q tests --ignore=$(MM_TESTS) \
 	                      -- env OMP_NUM_THREADS=1 $(MM_VENV)/bin/python -m pytest -q $(MM_TESTS)
+
+# The README's Foxglove picture (docs/img/foxglove_demo.png): Debian's Chromium (apt, ~400 MB)
+# and Foxglove Studio 1.48 from npm (docs/foxglove_screenshot); not part of `make test`.
+foxglove-screenshot: $(STAMP)
+	@command -v npm >/dev/null && command -v chromium >/dev/null || \
+	  (apt-get update -q && apt-get install -y -q --no-install-recommends nodejs npm chromium)
+	cd docs/foxglove_screenshot && npm ci --no-audit --no-fund
+	PYTHONPATH=. $(PY) docs/foxglove_screenshot/make.py
 
 demo: $(STAMP)
 	$(PY) training/demo.py --checkpoint models/demo --out demo_out

@@ -7,7 +7,8 @@
   stall-replay  the node (replay code, demo model) over --frames sets, without and with a
             client that subscribes to everything and never reads for the whole run
   stall     60 s of 5 MB sets at 10 Hz handed to the server while a client subscribes to
-            everything and never reads: publish() call times, process memory, counters
+            everything and never reads: publish() call times, process memory, counters; then
+            the client reads what is left: messages offered, received and lost
 
     PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python benchmarks/foxglove_view.py overhead --repeats 3
     PYTHONPATH=. .venv/bin/python benchmarks/foxglove_view.py serve --sets 100
@@ -128,12 +129,27 @@ def stall(args) -> dict:
             rss.append(fc.rss_bytes() - rss0)
         time.sleep(max(0.0, 0.1 - (time.monotonic() - t_set)))
     st = sink.stats()
+    received = _drain(fc, s)  # the client reads at last: what it gets, against what was offered
     s.close()
     sink.close(timeout=2.0)
     c = np.asarray(calls) * 1e6
+    offered = k * len(sizes)
     return dict(seconds=args.seconds, sets=k, mb_offered=k * sum(sizes.values()) / 1e6,
                 publish_us=dict(p50=float(np.percentile(c, 50)), p99=float(np.percentile(c, 99)), max=float(c.max())),
-                rss_growth_mb=dict(max=max(rss) / 1e6, last=rss[-1] / 1e6, first=rss[0] / 1e6), counters=st)
+                rss_growth_mb=dict(max=max(rss) / 1e6, last=rss[-1] / 1e6, first=rss[0] / 1e6), counters=st,
+                messages=dict(offered=offered, received=received, lost=offered - received))
+
+
+def _drain(fc, s, quiet: float = 3.0) -> int:
+    """Read a stalled client's socket until the server sends nothing for ``quiet`` s; the
+    number of message-data frames (binary, op 1) it got."""
+    reader, n = fc.FrameReader(s), 0
+    while True:
+        try:
+            op, payload = reader.next(time.monotonic() + quiet)
+        except (TimeoutError, ConnectionError):
+            return n
+        n += op == 2 and payload[:1] == b"\x01"
 
 
 def serve(args) -> dict:

@@ -9,8 +9,10 @@ in MCAP, nested types included), message encoding ``cdr``. Nothing is encoded tw
 The node never waits for a viewer: ``publish`` appends to a bounded hand-off queue (the
 oldest message is dropped and counted when it is full) and returns; one worker thread hands
 the messages to the SDK, whose per-client outbox is bounded too (``backlog`` messages; the
-SDK drops the oldest for a client that does not read, and says so once per episode, counted
-here as ``foxglove_outbox_full``). Counters go into ``counters`` (the transport's ``stats``,
+SDK drops the oldest for a client that does not read). How many it dropped is not known here:
+foxglove-sdk 0.30.3 keeps that number inside its Rust send path and only logs ``outbox for
+client ADDR full``, at most once per 30 s for the whole process (one throttle shared by every
+client); those lines are counted as ``foxglove_outbox_full`` (docs/ros.md). Counters go into ``counters`` (the transport's ``stats``,
 which the node reports in /diagnostics as ``transport_foxglove_*``).
 
 The server binds loopback (127.0.0.1) unless the caller names another host (``--foxglove-host``);
@@ -43,7 +45,9 @@ class _SdkLogBridge(logging.Handler):
     line per event: a client connecting and leaving at info; a client's first problem (a
     malformed message, a connection cut mid-frame, a full outbox) as one warning naming it and
     what the SDK said, its later problems counted only (``foxglove_client_errors``,
-    ``foxglove_outbox_full``); a problem naming no client once per distinct text."""
+    ``foxglove_outbox_full``: the SDK's full-outbox lines, at most one per 30 s for all clients
+    together, so a count of reports, not of messages or clients); a problem naming no client
+    once per distinct text."""
 
     _CLIENT = re.compile(r"client (\S+?:\d+)|from (\S+?:\d+)")
 

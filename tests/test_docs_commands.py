@@ -63,6 +63,8 @@ DOCS = [
     Doc("README.md", "make demo", subs={"demo_out": "{tmp}/demo_out"},
         extra=("--keyframes", "1", "--width", "176", "--height", "99", "--backend", "torch", "--precision", "fp32")),
     Doc("README.md", "make test", skip="the test suite itself"),
+    Doc("README.md", "make foxglove-screenshot",
+        skip="installs Chromium (apt) and Foxglove Studio (npm, 230 MB); regenerates docs/img/foxglove_demo.png"),
     Doc("README.md", ".venv/bin/python training/integration_test.py --config training/configs/priorocc-r50.yaml",
         skip="the full-size R50 network takes minutes on a CPU; the script runs below on a checkpoint and "
              "tests/test_core_model.py builds these configs"),

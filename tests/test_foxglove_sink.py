@@ -134,6 +134,10 @@ def test_stalled_client_is_bounded_counted_and_never_waited_for(sink):
     holds 8 messages), the full outbox is counted (``foxglove_outbox_full``) and logged once
     naming the client, and a client that reads still gets the newest message afterwards.
 
+    The SDK's full-outbox line is throttled to one per 30 s for the whole process: this is the
+    only test here that counts on such a line (test_close_... fills an outbox after it, asserting
+    nothing about the line).
+
     Mutations: ``message_backlog_size=self.backlog`` removed (SDK default 1024) -> growth
     314 MB, assertion fails; the bridge's outbox branch removed -> count and log assertions
     fail."""

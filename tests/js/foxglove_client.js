@@ -6,6 +6,7 @@
 // bytes, trailing, summary}]}, errors: [...]}. Used by tests/test_foxglove_live.py.
 //
 // With EXPECT, it leaves as soon as every advertised /priorocc/ channel brought EXPECT messages.
+// On stderr, "subscribed N channels" once it has subscribed to an advertisement's N channels.
 //
 //   node foxglove_client.js ws://127.0.0.1:PORT [TIMEOUT_MS] [SUBPROTOCOL] [EXPECT]
 "use strict";
@@ -77,6 +78,8 @@ client.on("advertise", (chs) => {
     readers.set(id, { topic: ch.topic, reader });
     messages[ch.topic] = messages[ch.topic] || [];
   }
+  // one line per advertisement handled: a test starts its data once the client listens
+  process.stderr.write(`subscribed ${chs.length} channels\n`);
 });
 client.on("message", ({ subscriptionId, timestamp, data }) => {
   const sub = readers.get(subscriptionId);
