@@ -38,6 +38,7 @@ from torch import nn
 
 from .atomic import atomic_write_with
 from .config import Config
+from .errors import PriorOccError
 from .geometry import surround_rig
 from .model.bev_pool import PoolingIndices
 from .model.plan import PoolingPlanner
@@ -45,6 +46,23 @@ from .model.postprocess import occ_labels, seg_labels
 from .model.temporal import frame_stamp, history_inputs, push_history
 
 OPSET = 17
+
+
+class ExportUnsupported(PriorOccError):
+    """A network this exporter cannot write as a graph."""
+
+
+def check_exportable(cfg: Config) -> None:
+    """ExportUnsupported (one line) for what the graph cannot hold yet: the camera-aware depth net
+    and FlashOCC M2's stereo depth."""
+    if cfg.model.temporal.stereo:
+        what, inputs = "FlashOCC M2's stereo depth", "the camera parameters, the previous frame's stride-4 features"
+    elif cfg.model.view_transformer.depth_net != "conv":
+        what, inputs = "the camera-aware depth net", "the camera parameters"
+    else:
+        return
+    raise ExportUnsupported(f"export: {cfg.name}: {what} is not exportable: its graph would take {inputs} as inputs, "
+                            "which is not written; run it with the torch backend")
 
 
 class ExportWrapper(nn.Module):
@@ -55,6 +73,7 @@ class ExportWrapper(nn.Module):
 
     def __init__(self, model: nn.Module, cfg: Config, logits: bool = False):
         super().__init__()
+        check_exportable(cfg)
         self.model = model
         self.n = len(cfg.model.image.cameras)
         self.input_size = tuple(cfg.model.image.input_size)

@@ -44,6 +44,11 @@ class ResNetBackbone(nn.Module):
         self.with_cp = with_cp
         self.out_channels = [resnet_stage_channels(depth)[i] for i in self.out_indices]
 
+    def stage0(self, x: torch.Tensor) -> torch.Tensor:
+        """Only the stem and stage C2: (B*N, 3, H, W) -> (B*N, C_2, H/4, W/4), the stride-4 features
+        BEVStereo4D's extra reference frame needs (its ``extract_stereo_ref_feat``)."""
+        return self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         outs = []
