@@ -146,7 +146,9 @@ class GraphRunner:
         self.engine = engine  # the onnxruntime session / OpenVINO compiled model, for inspection
         self.history = history  # temporal models: how the graph's history inputs / output are laid out
 
-    def __call__(self, imgs: torch.Tensor, plan: PoolingIndices, history=None, ego2global=None, stamp=None) -> dict:
+    def __call__(self, imgs: torch.Tensor, plan: PoolingIndices, history=None, ego2global=None, stamp=None,
+                 cameras: dict | None = None) -> dict:
+        """cameras (cam2ego, K, img_aug, bev_aug): a stereo graph's geometry (HistoryGraph.feeds)."""
         feeds = {"imgs": imgs.cpu().numpy(), **{k: getattr(plan, k).cpu().numpy() for k in PLAN_INPUTS}}
         if history is None:
             out = self._run(feeds)
@@ -154,9 +156,10 @@ class GraphRunner:
         h = self.history
         if h is None:
             raise BackendError("this graph has no history inputs (exported from a single-frame model)")
-        feeds.update(h.feeds(history, ego2global))
+        feeds.update(h.feeds(history, ego2global, cameras))
         out = self._run(feeds)
-        return {"occ": out["occ"], "seg": out.get("seg"), "history": h.push(history, out["bev"], ego2global, stamp)}
+        return {"occ": out["occ"], "seg": out.get("seg"),
+                "history": h.push(history, out["bev"], ego2global, stamp, out.get("stereo_feats"), cameras)}
 
 
 def _onnx_file(checkpoint, model, cfg, onnx_path, cache_dir) -> Path:

@@ -153,9 +153,9 @@ def test_sequential_equals_non_sequential_over_ten_frames_with_a_reset(num_adj, 
     a stand-in frame through a cost volume that the sequential mode never computed (docs/design.md,
     "Stereo depth"). The history's stride-4 features matter: zeroed, the next frame differs.
 
-    Mutations tried: push_history keeping the previous stride-4 features instead of this frame's ->
-    frame 2 differs; the sequential cost volume taken against the frame itself (history ignored)
-    -> frame 1 differs; current_last False in the sequential fuse -> frame 0 differs."""
+    Mutations tried (each failed this test): push_history keeping the previous stride-4 features
+    instead of this frame's; the sequential cost volume taken against the frame itself (history
+    ignored); current_last False in the sequential fuse."""
     model, cfg, frames = stereo_model if num_adj == 2 else build_stereo(num_adj)
     hist, start = tp.reset_history(), 0
     with torch.no_grad():
@@ -266,40 +266,90 @@ def test_integration_script_passes_on_tiny_stereo(capsys):
     assert "loss_depth" in out
 
 
-def test_export_refuses_the_stereo_model_in_one_line(stereo_model, tmp_path):
-    """ONNX export of M2 is not supported (the graph would need the cost volume's inputs): one
-    error naming it, nothing written; the onnxruntime predictor says the same.
-
-    Mutation tried: check_exportable not called -> the trace fails deep inside (a ValueError of the
-    depth net: the camera parameters missing), not an ExportUnsupported."""
+@pytest.fixture(scope="module")
+def m2_sequences():
+    """A num_adj 1 stereo model (M2's layout, tiny) run by the torch predictor over 10 synthetic sets
+    of a moving ego, reset at frame 6; and the model, for the graph backends."""
+    from benchmarks.inputs import synthetic_frame
     from priorocc_core.backends import make_predictor
+
+    model, cfg, _ = build_stereo(1)
+    frames = [synthetic_frame(hw=(180, 320), seed=t) for t in range(10)]
+    return model, cfg, frames, run_predictor(make_predictor((model, cfg)), frames)
+
+
+def run_predictor(pred, frames):
+    from tests.test_temporal_inference import pose
+
+    out, hist = [], None
+    for t, f in enumerate(frames):
+        if t == 6:
+            hist = tp.reset_history()
+        p = pred.predict(f["images"], f["K"], f["cam2ego"], ego2global=pose(t), history=hist, stamp=0.5 * t)
+        hist = p.history
+        out.append(p)
+    return out
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_exported_stereo_graph_agrees_with_torch_over_ten_frames(m2_sequences, backend, tmp_path):
+    """M2's graph: the history (BEV maps, the previous stride-4 features) and the cost volume's
+    geometry (camera parameters, the sampling grid, computed on the host by the model's own
+    functions) as inputs, this frame's BEV map and stride-4 features as outputs. onnxruntime and
+    OpenVINO give >= 99.9 % of PyTorch's voxel labels on every frame of a 10-frame sequence with a
+    reset, and return the same history.
+
+    Mutations tried: HistoryGraph.push dropping the graph's stride-4 output (stereo_feats None) ->
+    the next frame's history check fails (TemporalError); HistoryGraph.feeds passing zeros as
+    prev_stereo -> the labels / maps differ from frame 1 on. (prev_stereo_valid forced to 1 is not
+    seen: at an empty history the frame against itself with no motion and zeros with the bias
+    everywhere both give a uniform cost volume; the flag is kept for exactness in general.)"""
+    import onnx
+
+    from priorocc_core.backends import make_predictor
+    from priorocc_core.export import ExportWrapper, export_onnx
+
+    model, cfg, frames, ref = m2_sequences
+    g = onnx.load(export_onnx(model, cfg, tmp_path / "m2.onnx"))
+    assert [i.name for i in g.graph.input] == [*ExportWrapper.INPUT_NAMES, *ExportWrapper.HISTORY_NAMES,
+                                               *ExportWrapper.STEREO_NAMES]
+    assert [o.name for o in g.graph.output] == ["occ", "seg", "bev", "stereo_feats"]
+    got = run_predictor(make_predictor((model, cfg), backend=backend, cache_dir=tmp_path), frames)
+    for t, (a, r) in enumerate(zip(got, ref)):
+        assert float((a.occupancy == r.occupancy).mean()) >= 0.999, f"frame {t}"
+        for x, y in ((a.history.feats[0], r.history.feats[0]), (a.history.stereo_feats, r.history.stereo_feats)):
+            assert float((x - y.float()).abs().max()) <= 1e-4 * float(y.abs().max()), f"frame {t}"
+
+
+def test_camera_aware_depth_net_without_stereo_is_not_exported(tmp_path):
+    """A camera-aware depth net without stereo (BEVDepth's, no FlashOCC config converts to it): one
+    error naming it, nothing written.
+
+    Mutation tried: check_exportable not called -> the trace fails deep inside (the depth net's
+    camera parameters missing: a ValueError), not an ExportUnsupported."""
     from priorocc_core.export import ExportUnsupported, export_onnx
 
-    model, cfg, _ = stereo_model
-    with pytest.raises(ExportUnsupported, match="stereo depth is not exportable.*torch backend"):
-        export_onnx(model, cfg, tmp_path / "m2.onnx")
-    assert not (tmp_path / "m2.onnx").exists()
-    with pytest.raises(ExportUnsupported, match="not exportable"):
-        make_predictor((model, cfg), backend="onnxruntime", cache_dir=tmp_path)
+    cfg = temporal_cfg(num_adj=0, pre_process=False, extra=["model.view_transformer.depth_net=camera_aware"])
+    with pytest.raises(ExportUnsupported, match="camera-aware depth net without stereo is not exportable"):
+        export_onnx(build_model(cfg.model).eval(), cfg, tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()
 
 
-def test_torch_predictor_runs_the_stereo_model_with_its_history(stereo_model):
+def test_torch_predictor_runs_the_stereo_model_with_its_history(m2_sequences):
     """The predictor (torch backend) hands the set's cameras to the camera-aware depth net and
-    carries the stereo history: three frames, the stride-4 features in every returned history, and
-    the same frame with a fresh history gives another BEV map of its own (the cost volume used the
-    previous frame's features).
+    carries the stereo history: the stride-4 features in every returned history, restarted at the
+    reset, and the same frame with a fresh history gives another BEV map of its own (the cost
+    volume used the previous frame's features).
 
     Mutation tried: Predictor.prepare without the cameras -> KeyError 'cam2ego' in the model."""
-    from benchmarks.inputs import synthetic_frame
     from priorocc_core.backends import make_predictor
     from tests.test_temporal_inference import pose
 
-    model, cfg, _ = stereo_model
-    pred = make_predictor((model, cfg))
-    hist, frames = None, [synthetic_frame(hw=(180, 320), seed=t) for t in range(3)]
-    for t, f in enumerate(frames):
-        p = pred.predict(f["images"], f["K"], f["cam2ego"], ego2global=pose(t), history=hist, stamp=0.5 * t)
-        hist = p.history
-        assert len(hist) == min(t + 1, 2) and hist.stereo_feats.shape == model.stereo_shape(1, 6)
-    fresh = pred.predict(frames[2]["images"], frames[2]["K"], frames[2]["cam2ego"], ego2global=pose(2))
-    assert not torch.equal(fresh.history.feats[0], p.history.feats[0])
+    model, cfg, frames, seq = m2_sequences
+    assert [len(p.history) for p in seq] == [1] * 10  # num_adj 1
+    assert all(p.history.stereo_feats.shape == model.stereo_shape(1, 6) for p in seq)
+    f = frames[2]
+    fresh = make_predictor((model, cfg)).predict(f["images"], f["K"], f["cam2ego"], ego2global=pose(2))
+    assert not torch.equal(fresh.history.feats[0], seq[2].history.feats[0])
+    assert torch.equal(fresh.history.feats[0], make_predictor((model, cfg)).predict(
+        f["images"], f["K"], f["cam2ego"], ego2global=pose(2), history=tp.reset_history()).history.feats[0])

@@ -31,6 +31,7 @@ from priorocc_core.checkpoint import load_checkpoint  # noqa: E402
 from priorocc_core.config import load_config  # noqa: E402
 from priorocc_core.geometry import surround_rig  # noqa: E402
 from priorocc_core.model import build_model  # noqa: E402
+from priorocc_core.model.image_encoder import stage0_shape  # noqa: E402
 from priorocc_core.model.temporal import frame_order, reset_history  # noqa: E402
 
 
@@ -101,8 +102,7 @@ def expected_shapes(cfg, b: int) -> dict:
         exp["temporal: sequential history (each frame)"] = (b, c_bev, dy, dx)
         exp["temporal: sequential occupancy labels"] = (b, dx, dy, dz)
     if cfg.temporal.stereo:
-        h4, w4 = -(-(-(-h // 2)) // 2), -(-(-(-w // 2)) // 2)  # ResNet's stem: two stride-2 steps, rounding up
-        c4 = 64 if cfg.backbone.depth in (18, 34) else 256
+        c4, h4, w4 = stage0_shape(cfg.backbone.depth, (h, w))
         exp["stereo: stride-4 features (backbone stage 0)"] = (b * n, c4, h4, w4)
         exp["stereo: cost volume"] = (b * n, cfg.grid.num_depth_bins, h4, w4)
         exp["stereo: sequential history stride-4 features"] = (b * n, c4, h4, w4)

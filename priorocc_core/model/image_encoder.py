@@ -26,6 +26,13 @@ def resnet_stage_channels(depth: int) -> tuple[int, int, int, int]:
     return (64, 128, 256, 512) if depth in (18, 34) else (256, 512, 1024, 2048)
 
 
+def stage0_shape(depth: int, input_hw: tuple[int, int]) -> tuple[int, int, int]:
+    """(C_2, H/4, W/4) of stage C2's output (:meth:`ResNetBackbone.stage0`): the stem's conv and
+    max-pool each halve the size, rounding up."""
+    h, w = input_hw
+    return resnet_stage_channels(depth)[0], ((h + 1) // 2 + 1) // 2, ((w + 1) // 2 + 1) // 2
+
+
 class ResNetBackbone(nn.Module):
     """torchvision ResNet without its classifier; returns the stages in ``out_indices``.
 

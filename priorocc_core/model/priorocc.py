@@ -29,7 +29,7 @@ from torch import nn
 from ..config import ConfigError, ModelConfig
 from .bev_encoder import BEVResNet, FPNLSS
 from .bev_pool import PoolingIndices
-from .image_encoder import CustomFPN, ResNetBackbone
+from .image_encoder import CustomFPN, ResNetBackbone, stage0_shape
 from .occ_head import OccHead2D
 from .postprocess import occ_labels
 from .semantic_injector import SemanticInjector, loss_2d_seg
@@ -117,16 +117,21 @@ class PriorOcc(nn.Module):
             return None
         return camera_params(cam2ego.float(), K.float(), img_aug.float(), bev_aug.float()).flatten(0, 1)
 
+    def stereo_grid(self, curr2adj: torch.Tensor, K: torch.Tensor, img_aug: torch.Tensor) -> torch.Tensor:
+        """Where each (depth bin, stride-4 pixel) of this frame lands in the previous image
+        (:func:`.stereo.currpix2adjgrid`): curr2adj (B, N, 4, 4) (:func:`.stereo.currcam2adjcam`), K and
+        img_aug (B, N, 3, 3) of this frame -> (B*N, D*H/4, W/4, 2). Geometry only: the exported graph
+        takes it as an input, computed on the host by this same function."""
+        _, _, h4, w4 = self.stereo_shape(1, 1)
+        frustum = self.view_transformer.cv_frustum.to(curr2adj.device)
+        return st.currpix2adjgrid(frustum, curr2adj.float(), K.float(), img_aug.float(), (4 * h4, 4 * w4))
+
     @torch.no_grad()
-    def stereo_cost(self, curr4: torch.Tensor, prev4: torch.Tensor, curr2adj: torch.Tensor, K: torch.Tensor,
-                    img_aug: torch.Tensor) -> torch.Tensor:
+    def stereo_cost(self, curr4: torch.Tensor, prev4: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         """The cost volume (B*N, D, H/4, W/4) of this frame's stride-4 features curr4 against the
-        previous frame's prev4 (B*N, C_2, H/4, W/4); curr2adj (B, N, 4, 4) (:func:`.stereo.currcam2adjcam`),
-        K and img_aug (B, N, 3, 3) of this frame. Without gradient, as BEVStereo4D."""
-        h4, w4 = curr4.shape[2:]
-        frustum = self.view_transformer.cv_frustum.to(curr4.device)
-        grid = st.currpix2adjgrid(frustum, curr2adj.float(), K.float(), img_aug.float(), (4 * h4, 4 * w4))
-        return st.cost_volume(prev4.to(curr4.dtype), curr4, grid, self.cfg.temporal.stereo_bias)
+        previous frame's prev4 (B*N, C_2, H/4, W/4) along ``grid`` (:meth:`stereo_grid`). Without
+        gradient, as BEVStereo4D."""
+        return st.cost_volume(prev4.to(curr4.dtype), curr4, grid.to(curr4.dtype), self.cfg.temporal.stereo_bias)
 
     def bev_to_logits(self, bev: torch.Tensor) -> torch.Tensor:
         """(B, C_bev, Dy, Dx) -> occupancy logits (B, Dx, Dy, Dz, K)."""
@@ -174,14 +179,14 @@ class PriorOcc(nn.Module):
         """One frame: (B, N, 3, H, W) -> (bev (B, C_bev, Dy, Dx) after the pre-process net,
         depth (B*N, D, h, w), seg logits (B*N, K, h, w) or None). Camera-aware depth net: cam
         (B*N, 27). Stereo: stereo_prev = (prev4 (B*N, C_2, H/4, W/4) of the previous frame, or None
-        for this frame itself (a scene's start), curr2adj (B, N, 4, 4), K, img_aug (B, N, 3, 3) of
-        this frame); then this frame's stride-4 features come back as a fourth value."""
+        for this frame itself (a scene's start), grid (:meth:`stereo_grid`)); then this frame's
+        stride-4 features come back as a fourth value."""
         feats, f4 = self.encode_images_stereo(imgs.flatten(0, 1))  # (B*N, C, h, w), (B*N, C_2, H/4, W/4)
         feats, seg = self.inject(feats)
         cost = None
         if self.stereo:
-            prev4, curr2adj, K, img_aug = stereo_prev
-            cost = self.stereo_cost(f4, f4 if prev4 is None else prev4, curr2adj, K, img_aug)
+            prev4, grid = stereo_prev
+            cost = self.stereo_cost(f4, f4 if prev4 is None else prev4, grid)
         bev, depth = self.features_to_bev(feats, plan, cam, cost)  # (B, C_bev, Dy, Dx)
         if self.pre_process_net is not None:
             bev = self.pre_process_net(bev)[0]
@@ -203,10 +208,26 @@ class PriorOcc(nn.Module):
         logits = self.bev_to_logits(tp.fuse_past(bev, prev, valid, curr2adj, *self.bev_lower_step))
         return logits, seg, depth, bev
 
+    def forward_sequential_stereo(self, imgs: torch.Tensor, plan: PoolingIndices, prev: torch.Tensor,
+                                  valid: torch.Tensor, curr2adj: torch.Tensor, cam: torch.Tensor, prev4: torch.Tensor,
+                                  prev4_valid: torch.Tensor, grid: torch.Tensor):
+        """:meth:`forward_sequential` of a stereo model, also its exported graph's: plus cam (B*N, 27),
+        the previous frame's stride-4 features prev4 (B*N, C_2, H/4, W/4), prev4_valid (1,) (0: an
+        empty history, this frame's own features stand in, exactly), grid (:meth:`stereo_grid`) ->
+        (occ logits, seg logits or None, depth, this frame's bev, its stride-4 features)."""
+        feats, f4 = self.encode_images_stereo(imgs.flatten(0, 1))  # (B*N, C, h, w), (B*N, C_2, H/4, W/4)
+        feats, seg = self.inject(feats)
+        v = prev4_valid.to(f4.dtype).view(1, 1, 1, 1)
+        cost = self.stereo_cost(f4, v * prev4.to(f4.dtype) + (1.0 - v) * f4, grid)
+        bev, depth = self.features_to_bev(feats, plan, cam, cost)  # (B, C_bev, Dy, Dx)
+        if self.pre_process_net is not None:
+            bev = self.pre_process_net(bev)[0]
+        logits = self.bev_to_logits(tp.fuse_past(bev, prev, valid, curr2adj, *self.bev_lower_step, current_last=True))
+        return logits, seg, depth, bev, f4
+
     def stereo_shape(self, b: int, n: int) -> tuple[int, int, int, int]:
         """(B*N, C_2, H/4, W/4) of a stereo model's stride-4 features (the history keeps one)."""
-        h, w = self.cfg.image.input_size
-        return (b * n, self.backbone.out_channels[0], ((h + 1) // 2 + 1) // 2, ((w + 1) // 2 + 1) // 2)
+        return (b * n, *stage0_shape(self.cfg.backbone.depth, tuple(self.cfg.image.input_size)))
 
     def past_bevs(self, batch: dict, imgs: torch.Tensor, ego2global: torch.Tensor):
         """Non-sequential mode: the num_adj past frames of ``batch["adj"]`` (index 0 = t-1), computed
@@ -248,7 +269,8 @@ class PriorOcc(nn.Module):
             cam = self.camera_params(batch["cam2ego"], a["K"], a["img_aug"], bev_aug)
             stereo_prev = None
             if self.stereo:
-                stereo_prev = (prev4, st.currcam2adjcam(a["cam2ego"], e_adj, *prev_cams), a["K"], a["img_aug"])
+                stereo_prev = (prev4, self.stereo_grid(st.currcam2adjcam(a["cam2ego"], e_adj, *prev_cams), a["K"],
+                                                       a["img_aug"]))
             with torch.no_grad():
                 if self.cfg.temporal.align_after_view_transformation:
                     plan = self.planner(a["cam2ego"], a["K"], a["img_aug"], bev_aug)
@@ -265,7 +287,8 @@ class PriorOcc(nn.Module):
             out[i] = f
         if not self.stereo:
             return out, None
-        return out, (prev4, st.currcam2adjcam(batch["cam2ego"], ego2global, *prev_cams), batch["K"], batch["img_aug"])
+        return out, (prev4, self.stereo_grid(st.currcam2adjcam(batch["cam2ego"], ego2global, *prev_cams), batch["K"],
+                                             batch["img_aug"]))
 
     def forward_temporal(self, batch: dict, plan: PoolingIndices | None, history: tp.BEVHistory | None) -> dict:
         """batch: the current frame's keys as :meth:`forward` plus ego2global (B, 4, 4) (the pose of
@@ -296,13 +319,10 @@ class PriorOcc(nn.Module):
                                                       stereo_shape)
             f4 = None
             if self.stereo:
-                prev4, adj_cams, adj_pose = ((history.stereo_feats, history.stereo_cam2ego, history.ego2global[0])
-                                             if len(history) else (None, batch["cam2ego"], ego2global))
-                stereo_prev = (prev4, st.currcam2adjcam(batch["cam2ego"], ego2global, adj_cams, adj_pose), batch["K"],
-                               batch["img_aug"])
-                bev, depth, seg, f4 = self.frame_to_bev(imgs, plan, cam, stereo_prev)
-                logits = self.bev_to_logits(tp.fuse_past(bev, prev, valid, curr2adj, *self.bev_lower_step,
-                                                         current_last=True))
+                prev4, prev4_valid, grid = tp.stereo_inputs(history, batch["cam2ego"], ego2global, stereo_shape,
+                                                            self.stereo_grid, batch["K"], batch["img_aug"])
+                logits, seg, depth, bev, f4 = self.forward_sequential_stereo(imgs, plan, prev, valid, curr2adj, cam,
+                                                                             prev4, prev4_valid, grid)
             else:
                 logits, seg, depth, bev = self.forward_sequential(imgs, plan, prev, valid, curr2adj, cam)
             out["history"] = tp.push_history(history, key, self.num_adj, bev, ego2global,

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ..errors import PriorOccError
 from .bev_encoder import BEVResNet
+from .stereo import currcam2adjcam
 
 
 class TemporalError(PriorOccError):
@@ -199,6 +200,22 @@ def history_inputs(history: BEVHistory, key: str, num_adj: int, bev_shape: tuple
     poses = [e.to(dev) for e in history.ego2global] + [ego2global] * missing
     curr2adj = torch.stack([augment_curr2adj(curr2adj_from_poses(ego2global, e), bev_aug) for e in poses], dim=1)
     return prev, valid, curr2adj
+
+
+def stereo_inputs(history: BEVHistory, cam2ego: torch.Tensor, ego2global: torch.Tensor, stereo_shape: tuple,
+                  stereo_grid, K: torch.Tensor, img_aug: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A checked stereo history (:func:`check_history`) -> what the stereo model's sequential network
+    (and its graph) takes besides :func:`history_inputs`: prev4 (B*N, C_2, H/4, W/4) (zeros when the
+    history is empty), prev4_valid (1,) (0: this frame's own features stand in, the repeated frame of
+    a scene's start), grid = stereo_grid(currcam2adjcam, K, img_aug) of this frame against the
+    previous one (against itself when empty). cam2ego (B, N, 4, 4), ego2global (B, 4, 4): this frame's."""
+    if len(history):
+        prev4, adj_cams, adj_pose, v = history.stereo_feats, history.stereo_cam2ego, history.ego2global[0], 1.0
+    else:
+        prev4, adj_cams, adj_pose, v = torch.zeros(stereo_shape, device=cam2ego.device), cam2ego, ego2global, 0.0
+    grid = stereo_grid(currcam2adjcam(cam2ego, ego2global, adj_cams.to(cam2ego.device), adj_pose.to(cam2ego.device)),
+                       K, img_aug)
+    return prev4.float(), torch.tensor([v], device=cam2ego.device), grid
 
 
 def fuse_past(bev: torch.Tensor, prev: torch.Tensor, valid: torch.Tensor, curr2adj: torch.Tensor,
