@@ -40,6 +40,27 @@ def test_sid_depth_bins():
     assert torch.equal(depth_bin_centres((1.0, 45.0, 0.5)), torch.arange(1.0, 45.0, 0.5))
 
 
+def test_depth_loss_targets_sid_bins():
+    """The depth supervision of a SID model (FlashOCC's get_downsampled_gt_depth with sid): a lidar
+    depth just above bin k's centre is the one-hot target k, so a prediction of bin k costs ~0 and
+    one of bin k - 1 costs much more.
+
+    Mutation tried: depth_loss without the sid branch (uniform bin index) -> bin k's prediction
+    costs as much as a wrong one; the first assertion fails."""
+    from priorocc_core.model.view_transformer import LSSViewTransformer
+
+    cfg = stereo_cfg().model
+    vt = LSSViewTransformer(cfg.grid, cfg.image.input_size, 32, 8, 16, sid=True)
+    d = depth_bin_centres(cfg.grid.depth, sid=True)
+    h, w = cfg.image.input_size
+    for k in (3, 12, len(d) - 2):
+        target = torch.full((1, 1, h, w), float(d[k]) * 1.001)
+        onehot = F.one_hot(torch.tensor(k), len(d)).float().view(1, -1, 1, 1).expand(1, -1, h // 16, w // 16)
+        wrong = F.one_hot(torch.tensor(k - 1), len(d)).float().view(1, -1, 1, 1).expand(1, -1, h // 16, w // 16)
+        assert float(vt.depth_loss(onehot, target)) < 1e-3, k
+        assert float(vt.depth_loss(wrong, target)) > 10.0, k
+
+
 def camera(f=100.0, hw=(64, 128)):
     h, w = hw
     return torch.tensor([[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1.0]]).view(1, 1, 3, 3)
