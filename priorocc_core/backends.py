@@ -99,8 +99,10 @@ class TorchRunner:
         self._forward = torch.compile(self.model, dynamic=False) if compile else self.model
 
     @torch.no_grad()
-    def __call__(self, imgs: torch.Tensor, plan: PoolingIndices, history=None, ego2global=None, stamp=None) -> dict:
-        """history / ego2global (1, 4, 4) / stamp: temporal models (sequential mode), see inference.py."""
+    def __call__(self, imgs: torch.Tensor, plan: PoolingIndices, history=None, ego2global=None, stamp=None,
+                 cameras: dict | None = None) -> dict:
+        """history / ego2global (1, 4, 4) / stamp: temporal models (sequential mode); cameras (cam2ego,
+        K, img_aug, bev_aug): the camera-aware depth net's geometry; see inference.py."""
         x = imgs.to(self.device, self.dtype)
         if self.channels_last:
             # (B, N, 3, H, W) -> the backbone sees (B*N, 3, H, W) in NHWC memory order
@@ -108,11 +110,12 @@ class TorchRunner:
             x = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (b, n))
         if plan.ranks_bev.device != self.device:
             plan = plan.to(self.device)
+        geometry = {} if cameras is None else {k: v.to(self.device) for k, v in cameras.items()}
         if history is None:
-            out = self._forward({"imgs": x}, plan)
+            out = self._forward({"imgs": x, **geometry}, plan)
         else:
             batch = {"imgs": x, "ego2global": ego2global.to(self.device), "stamp": stamp,
-                     "bev_aug": torch.eye(4, device=self.device)[None]}
+                     "bev_aug": torch.eye(4, device=self.device)[None], **geometry}
             out = self._forward(batch, plan, history=history)
         return self._labels(out)
 
@@ -143,7 +146,9 @@ class GraphRunner:
         self.engine = engine  # the onnxruntime session / OpenVINO compiled model, for inspection
         self.history = history  # temporal models: how the graph's history inputs / output are laid out
 
-    def __call__(self, imgs: torch.Tensor, plan: PoolingIndices, history=None, ego2global=None, stamp=None) -> dict:
+    def __call__(self, imgs: torch.Tensor, plan: PoolingIndices, history=None, ego2global=None, stamp=None,
+                 cameras: dict | None = None) -> dict:
+        """cameras (cam2ego, K, img_aug, bev_aug): a stereo graph's geometry (HistoryGraph.feeds)."""
         feeds = {"imgs": imgs.cpu().numpy(), **{k: getattr(plan, k).cpu().numpy() for k in PLAN_INPUTS}}
         if history is None:
             out = self._run(feeds)
@@ -151,9 +156,10 @@ class GraphRunner:
         h = self.history
         if h is None:
             raise BackendError("this graph has no history inputs (exported from a single-frame model)")
-        feeds.update(h.feeds(history, ego2global))
+        feeds.update(h.feeds(history, ego2global, cameras))
         out = self._run(feeds)
-        return {"occ": out["occ"], "seg": out.get("seg"), "history": h.push(history, out["bev"], ego2global, stamp)}
+        return {"occ": out["occ"], "seg": out.get("seg"),
+                "history": h.push(history, out["bev"], ego2global, stamp, out.get("stereo_feats"), cameras)}
 
 
 def _onnx_file(checkpoint, model, cfg, onnx_path, cache_dir) -> Path:

@@ -123,6 +123,11 @@ class ViewTransformerConfig:
     out_channels: int = 64  # C_bev (context channels)
     downsample: int = 16
     depth_loss_weight: float = 0.0  # > 0 turns on depth supervision (needs a depth target)
+    sid: bool = False  # FlashOCC's spacing-increasing depth bins (same count as grid.depth's arange)
+    # "conv": one 1x1 conv (FlashOCC's LSSViewTransformer); "camera_aware": BEVDepth's DepthNet
+    # (camera MLP + SE, three BasicBlocks, ASPP; LSSViewTransformerBEVDepth / BEVStereo)
+    depth_net: str = "conv"
+    aspp_mid_channels: int = 96  # camera_aware: ASPP's branch channels (FlashOCC's aspp_mid_channels)
 
 
 @dataclass
@@ -163,7 +168,11 @@ class TemporalConfig:
     # The sequential (cached) mode always warps, as BEVDet's benchmark_sequential does.
     align_after_view_transformation: bool = False
     pre_process: PreProcessConfig = field(default_factory=PreProcessConfig)
-    stereo: bool = False  # BEVStereo4D's cost volume: not implemented, refused when true
+    # BEVStereo4D: the camera-aware depth net also gets a stereo cost volume between this frame's
+    # and the previous frame's stride-4 backbone features (backbone.out_indices starts with 0;
+    # one extra past frame feeds the oldest frame's cost volume). docs/design.md, "Stereo depth".
+    stereo: bool = False
+    stereo_bias: float = 5.0  # cost added where the previous frame has no feature (FlashOCC's depthnet bias)
 
 
 @dataclass

@@ -15,6 +15,14 @@ A temporal model (model.temporal.num_adj = A > 0) adds its history, explicit sta
   prev_valid  (A,) float32      1 = a past frame, 0 = missing (the current frame stands in)
   curr2adj    (1, A, 4, 4) float32 current key ego -> each past key ego (from the ego poses)
   bev         (1, C, Dy, Dx) float32 this frame's BEV map (output): the next call's prev_bev[:, 0]
+A stereo model (FlashOCC M2, model.temporal.stereo) adds what its cost volume needs, computed on
+the host by the same functions the PyTorch model uses (HistoryGraph):
+  cam_params        (N, 27) float32 the camera-aware depth net's input (model/depth_net.camera_params)
+  prev_stereo       (N, C_2, H/4, W/4) float32 the previous frame's stride-4 features (input)
+  prev_stereo_valid (1,) float32   0 = none (an empty history: this frame's own features stand in)
+  stereo_grid       (N, D*H/4, W/4, 2) float32 where each depth bin of each stride-4 pixel lands in the
+                    previous image (model/stereo.currpix2adjgrid, from both frames' cameras and poses)
+  stereo_feats      (N, C_2, H/4, W/4) float32 this frame's stride-4 features (output): the next prev_stereo
 
 The pooling plan is passed as inputs, not baked as constants: one ONNX file then serves any
 calibration (a recalibrated or different vehicle needs no re-export, and a stale rig cannot be
@@ -38,13 +46,31 @@ from torch import nn
 
 from .atomic import atomic_write_with
 from .config import Config
+from .errors import PriorOccError
 from .geometry import surround_rig
 from .model.bev_pool import PoolingIndices
 from .model.plan import PoolingPlanner
 from .model.postprocess import occ_labels, seg_labels
-from .model.temporal import frame_stamp, history_inputs, push_history
+from .geometry import create_frustum
+from .model.depth_net import camera_params
+from .model.image_encoder import stage0_shape
+from .model.stereo import currpix2adjgrid
+from .model.temporal import frame_stamp, history_inputs, push_history, stereo_inputs
 
 OPSET = 17
+
+
+class ExportUnsupported(PriorOccError):
+    """A network this exporter cannot write as a graph."""
+
+
+def check_exportable(cfg: Config) -> None:
+    """ExportUnsupported (one line) for what the graph cannot hold yet: the camera-aware depth net
+    without stereo (FlashOCC M2's, with stereo, is exported)."""
+    if cfg.model.view_transformer.depth_net != "conv" and not cfg.model.temporal.stereo:
+        raise ExportUnsupported(f"export: {cfg.name}: the camera-aware depth net without stereo is not exportable: its "
+                                "graph would take the camera parameters as an input, which is not written; run it "
+                                "with the torch backend")
 
 
 class ExportWrapper(nn.Module):
@@ -52,9 +78,11 @@ class ExportWrapper(nn.Module):
 
     INPUT_NAMES = ("imgs", "ranks_bev", "ranks_depth", "ranks_feat")
     HISTORY_NAMES = ("prev_bev", "prev_valid", "curr2adj")
+    STEREO_NAMES = ("cam_params", "prev_stereo", "prev_stereo_valid", "stereo_grid")
 
     def __init__(self, model: nn.Module, cfg: Config, logits: bool = False):
         super().__init__()
+        check_exportable(cfg)
         self.model = model
         self.n = len(cfg.model.image.cameras)
         self.input_size = tuple(cfg.model.image.input_size)
@@ -63,13 +91,21 @@ class ExportWrapper(nn.Module):
         self.with_seg = model.injector is not None
         self.logits = logits
         self.temporal = cfg.model.temporal.num_adj > 0
-        self.input_names = list(self.INPUT_NAMES) + (list(self.HISTORY_NAMES) if self.temporal else [])
+        self.stereo = cfg.model.temporal.stereo
+        self.input_names = (list(self.INPUT_NAMES) + (list(self.HISTORY_NAMES) if self.temporal else [])
+                            + (list(self.STEREO_NAMES) if self.stereo else []))
         self.output_names = (["occ"] + (["seg"] if self.with_seg else []) + (["occ_logits"] if logits else [])
-                             + (["bev"] if self.temporal else []))
+                             + (["bev"] if self.temporal else []) + (["stereo_feats"] if self.stereo else []))
 
-    def forward(self, imgs, ranks_bev, ranks_depth, ranks_feat, prev_bev=None, prev_valid=None, curr2adj=None):
+    def forward(self, imgs, ranks_bev, ranks_depth, ranks_feat, prev_bev=None, prev_valid=None, curr2adj=None,
+                cam_params=None, prev_stereo=None, prev_stereo_valid=None, stereo_grid=None):
         plan = PoolingIndices(ranks_bev, ranks_depth, ranks_feat, self.out_shape)
-        if self.temporal:
+        f4 = None
+        if self.stereo:
+            logits, seg, _, bev, f4 = self.model.forward_sequential_stereo(
+                imgs, plan, prev_bev, prev_valid, curr2adj, cam_params, prev_stereo, prev_stereo_valid, stereo_grid)
+            seg = None if seg is None else seg.unflatten(0, imgs.shape[:2])
+        elif self.temporal:
             logits, seg, _, bev = self.model.forward_sequential(imgs, plan, prev_bev, prev_valid, curr2adj)
             seg = None if seg is None else seg.unflatten(0, imgs.shape[:2])
         else:
@@ -82,6 +118,8 @@ class ExportWrapper(nn.Module):
             res.append(logits)
         if self.temporal:
             res.append(bev.float())
+        if f4 is not None:
+            res.append(f4.float())
         return tuple(res)
 
 
@@ -90,19 +128,39 @@ class HistoryGraph:
     history -> graph inputs, and the graph's bev output -> the next history (model/temporal.py)."""
 
     def __init__(self, cfg: Config, key: str):
-        dx, dy, _ = cfg.model.grid.size_xyz
-        self.key, self.num_adj = key, cfg.model.temporal.num_adj
-        self.bev_shape = (1, cfg.model.view_transformer.out_channels * cfg.model.grid.size_xyz[2], dy, dx)
+        m = cfg.model
+        dx, dy, _ = m.grid.size_xyz
+        self.key, self.num_adj = key, m.temporal.num_adj
+        self.bev_shape = (1, m.view_transformer.out_channels * m.grid.size_xyz[2], dy, dx)
         self.bev_aug = torch.eye(4)[None]
+        self.stereo = m.temporal.stereo
+        if self.stereo:  # the shapes and the frustum the PyTorch model has (PriorOcc.stereo_shape, its cv_frustum)
+            self.stereo_shape = (len(m.image.cameras), *stage0_shape(m.backbone.depth, tuple(m.image.input_size)))
+            self.cv_frustum = create_frustum(m.grid.depth, tuple(m.image.input_size), 4, m.view_transformer.sid)
 
-    def feeds(self, history, ego2global) -> dict:
+    def stereo_grid(self, curr2adj, K, img_aug):
+        _, _, h4, w4 = self.stereo_shape
+        return currpix2adjgrid(self.cv_frustum, curr2adj.float(), K.float(), img_aug.float(), (4 * h4, 4 * w4))
+
+    def feeds(self, history, ego2global, cameras: dict | None = None) -> dict:
+        """The graph's history inputs; a stereo graph also needs this set's ``cameras`` (cam2ego, K,
+        img_aug, bev_aug (1, N, ...)), as the predictor passes them."""
         prev, valid, curr2adj = history_inputs(history, self.key, self.num_adj, self.bev_shape, ego2global.double(),
-                                               self.bev_aug)
-        return {"prev_bev": prev.float().numpy(), "prev_valid": valid.numpy(), "curr2adj": curr2adj.numpy()}
+                                               self.bev_aug, self.stereo_shape if self.stereo else None)
+        out = {"prev_bev": prev.float().numpy(), "prev_valid": valid.numpy(), "curr2adj": curr2adj.numpy()}
+        if self.stereo:
+            c = {k: v.cpu() for k, v in cameras.items()}
+            prev4, v4, grid = stereo_inputs(history, c["cam2ego"], ego2global.double(), self.stereo_shape,
+                                            self.stereo_grid, c["K"], c["img_aug"])
+            out.update(cam_params=camera_params(c["cam2ego"], c["K"], c["img_aug"], c["bev_aug"]).flatten(0, 1).numpy(),
+                       prev_stereo=prev4.cpu().numpy(), prev_stereo_valid=v4.numpy(), stereo_grid=grid.numpy())
+        return out
 
-    def push(self, history, bev, ego2global, stamp):
+    def push(self, history, bev, ego2global, stamp, stereo_feats=None, cameras: dict | None = None):
+        f4 = None if stereo_feats is None else torch.from_numpy(np.asarray(stereo_feats, dtype=np.float32))
         return push_history(history, self.key, self.num_adj, torch.from_numpy(np.asarray(bev, dtype=np.float32)),
-                            ego2global, frame_stamp(stamp, 1, "cpu"), self.bev_aug)
+                            ego2global, frame_stamp(stamp, 1, "cpu"), self.bev_aug, f4,
+                            None if cameras is None or not self.stereo else cameras["cam2ego"].cpu())
 
 
 def graph_history(cfg: Config, model, path: Path | None) -> HistoryGraph | None:
@@ -134,6 +192,14 @@ def example_inputs(cfg: Config, seed: int = 0) -> tuple[torch.Tensor, ...]:
         curr2adj = torch.eye(4).repeat(1, a, 1, 1)
         curr2adj[0, :, 0, 3] = torch.arange(1, a + 1, dtype=torch.float32) * 2.0  # 2 m per frame
         args += (torch.randn(1, a, c, dy, dx, generator=g), torch.ones(a), curr2adj)
+    if cfg.model.temporal.stereo:  # the previous frame 2 m behind: each camera moved 2 m along ego x
+        rig = example_rig(cfg)
+        hg = HistoryGraph(cfg, "")
+        move = torch.eye(4)
+        move[0, 3] = 2.0
+        cam_move = torch.linalg.inv(rig["cam2ego"]) @ move @ rig["cam2ego"]  # (1, N, 4, 4) current camera -> previous
+        args += (camera_params(*rig.values()).flatten(0, 1), torch.randn(hg.stereo_shape, generator=g), torch.ones(1),
+                 hg.stereo_grid(cam_move, rig["K"], rig["img_aug"]))
     return args
 
 

@@ -8,12 +8,14 @@ input size, augmentation ranges), ``grid_config`` (grid, depth bins), ``bda_aug_
 the model (ResNet backbone, CustomFPN neck, LSS view transformer, CustomResNet + FPN_LSS BEV encoder,
 BEVOCCHead2D, PriorOcc's ``semantic_injector``), optimiser, lr schedule, runner length, batch size,
 info files, EMA hook, fp16 and ``load_from``; the 4D part (``num_adj``, ``align_after_view_transfromation``,
-``pre_process``) becomes ``model.temporal``. Everything else that would change the network or the
-training (the stereo depth module, panoptic parts, other heads or losses, BEV rotation / scale
-augmentation, ...) is listed in the output, on stdout and as comments at the top of the YAML; settings
-with no meaning here (detection class names, pipelines, evaluation) are listed by name. A 4D-stereo
-config (FlashOCC M2 / M3) converts to its 4D network WITHOUT the stereo depth module, which is not
-implemented: a ``WARNING`` line says so first. A config this project cannot build at all (a model type
+``pre_process``) becomes ``model.temporal``; a 4D-stereo config (FlashOCC M2, ``BEVStereo4DOCC``
+with ``LSSViewTransformerBEVStereo``) becomes the same with ``model.temporal.stereo`` (the stereo
+cost volume, backbone out_indices (0, 2, 3)), BEVDepth's camera-aware depth net with ASPP
+(``depthnet_cfg``) and SID depth bins. Everything else that would change the network or the
+training (panoptic parts, other heads or losses, deformable convs in the depth net, BEV rotation /
+scale augmentation, ...) is listed in the output, on stdout and as comments at the top of the YAML;
+settings with no meaning here (detection class names, pipelines, evaluation) are listed by name. A
+config this project cannot build at all (a model type
 that is not a FlashOCC / BEVDet occupancy detector, a Swin or other non-ResNet backbone, another image
 neck) is an error naming the key: one line, exit 2, nothing written.
 """
@@ -39,12 +41,9 @@ MODEL_TYPES = {
     "BEVDet4DOCC": "",
     "BEVDepth4DOCC": "",
     "BEVDepth4DPano": "panoptic FlashOCC",
-    "BEVStereo4DOCC": "the stereo depth module (BEVStereo4D's cost volume)",
+    "BEVStereo4DOCC": "",
 }
 TEMPORAL_TYPES = ("BEVDet4DOCC", "BEVDepth4DOCC", "BEVDepth4DPano", "BEVStereo4DOCC")
-STEREO_WARNING = ("WARNING: {src} is a 4D-stereo config (model.type={mtype}): the stereo depth module is not "
-                  "implemented here; converted WITHOUT it (FlashOCC-4D: the same past frames, plain LSS depth), "
-                  "which is not FlashOCC's published network and cannot import its checkpoint's depth net")
 # top-level names of a FlashOCC file that carry nothing this project's config can hold
 NO_MEANING_HERE = ("plugin", "plugin_dir", "point_cloud_range", "class_names", "voxel_size", "numC_Trans",
                    "dataset_type", "file_client_args", "train_pipeline", "test_pipeline", "eval_pipeline",
@@ -193,10 +192,9 @@ class _Converter:
                                       "ResNet backbones here); nothing written")
         else:
             out_idx = list(bb.get("out_indices", (2, 3)))
-            if stereo and out_idx and out_idx[0] == 0:
-                self.unmapped(f"model.img_backbone.out_indices={out_idx}: stage 0 feeds the stereo depth module "
-                              "only; kept here without it")
-                out_idx = out_idx[1:]
+            if stereo and out_idx[:1] != [0]:
+                raise FlashOCCConfigError(f"model.img_backbone.out_indices={out_idx}: a stereo model needs stage 0 "
+                                          "first (the cost volume's stride-4 features); nothing written")
             m["backbone"] = {"depth": int(bb.get("depth")), "out_indices": out_idx,
                              "with_cp": bool(bb.get("with_cp", False))}
             pre = bb.get("pretrained", None)
@@ -220,19 +218,32 @@ class _Converter:
         neck.rest()
         # view transformer
         vtype = vt.get("type", "LSSViewTransformer")
-        if vtype != "LSSViewTransformer":
-            what = "stereo depth" if "Stereo" in vtype else "BEVDepth's DepthNet (camera-aware, ASPP)"
-            self.unmapped(f"model.img_view_transformer.type={vtype}: the depth net here is one 1x1 conv ({what} "
-                          "not mapped; its depth supervision weight is)")
+        if stereo != (vtype == "LSSViewTransformerBEVStereo"):
+            raise FlashOCCConfigError(f"model.img_view_transformer.type={vtype} with model.type={model.d.get('type')}: "
+                                      "the stereo view transformer goes with BEVStereo4DOCC only; nothing written")
+        if vtype not in ("LSSViewTransformer", "LSSViewTransformerBEVStereo"):
+            self.unmapped(f"model.img_view_transformer.type={vtype}: the depth net here is one 1x1 conv (BEVDepth's "
+                          "DepthNet (camera-aware, ASPP) not mapped; its depth supervision weight is)")
         if list(vt.get("input_size", m["image"]["input_size"])) != m["image"]["input_size"]:
             raise FlashOCCConfigError(f"model.img_view_transformer.input_size {vt.d['input_size']} differs from "
                                       f"data_config.input_size {m['image']['input_size']}")
         m["view_transformer"] = {"in_channels": int(vt.get("in_channels")), "out_channels": int(vt.get("out_channels")),
                                  "downsample": int(vt.get("downsample", 16)),
                                  "depth_loss_weight": float(vt.get("loss_depth_weight", 0.0))}
-        vt.expect("sid", False, "uniform depth bins here (no spacing-increasing discretisation)")
         vt.expect("collapse_z", True, "the BEV map collapses z here")
-        vt.get("depthnet_cfg", None)
+        m["view_transformer"]["sid"] = bool(vt.get("sid", False))
+        if stereo:
+            m["view_transformer"]["depth_net"] = "camera_aware"
+            dn = _Section(self, vt.get("depthnet_cfg", None), "model.img_view_transformer.depthnet_cfg")
+            dn.expect("use_dcn", False, "no deformable conv in the depth net here")
+            dn.expect("use_aspp", True, "the depth net here has its ASPP")
+            dn.expect("stereo", True, "a stereo model's depth net takes the cost volume")
+            m["view_transformer"]["aspp_mid_channels"] = int(dn.get("aspp_mid_channels", vt.d.get("in_channels")))
+            self.out["model"].setdefault("temporal", {})["stereo_bias"] = float(dn.get("bias", 0.0))
+            dn.get("with_cp", None)
+            dn.rest()
+        else:
+            vt.get("depthnet_cfg", None)
         vt.rest()
         # BEV encoder
         be = model.sub("img_bev_encoder_backbone")
@@ -304,7 +315,9 @@ class _Converter:
         num_adj = model.get("num_adj", 1)  # BEVDet4D's default
         if not isinstance(num_adj, int) or num_adj < 1:
             raise FlashOCCConfigError(f"model.num_adj={_short(num_adj)}: expected an integer >= 1")
-        t = {"num_adj": num_adj, "align_after_view_transformation": bool(model.get("align_after_view_transfromation", False))}
+        t = {**self.out["model"].get("temporal", {}), "num_adj": num_adj,
+             "align_after_view_transformation": bool(model.get("align_after_view_transfromation", False)),
+             "stereo": model.d.get("type") == "BEVStereo4DOCC"}
         ids = self.v.get("multi_adj_frame_id_cfg")
         if ids is not None and (not isinstance(ids, (list, tuple)) or len(ids) != 3 or ids[0] != 1 or ids[2] != 1
                                 or len(range(*ids)) != num_adj):
@@ -428,7 +441,7 @@ def _fill(defaults: dict, given: dict) -> dict:
 
 def convert_flashocc_config(path: str | Path) -> tuple[Config, list[str]]:
     """The project's Config for the FlashOCC config file at ``path``, and the list of what was not
-    mapped (a 4D-stereo source: the first note is :data:`STEREO_WARNING`)."""
+    mapped."""
     path = Path(path)
     try:
         variables, notes = read_mmcv_config(path)
@@ -436,9 +449,6 @@ def convert_flashocc_config(path: str | Path) -> tuple[Config, list[str]]:
         raise FlashOCCConfigError(str(e)) from None
     conv = _Converter(variables, path.stem.lower())
     given = conv.convert()
-    mtype = variables["model"].get("type") if isinstance(variables.get("model"), dict) else None
-    if mtype == "BEVStereo4DOCC":
-        conv.notes.insert(0, STEREO_WARNING.format(src=path.name, mtype=mtype))
     try:
         cfg = Config.from_dict(_fill(Config().to_dict(), given))
     except ConfigError as e:
@@ -479,7 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.model.temporal.num_adj:
         print(f"temporal: {cfg.model.temporal.num_adj} past frame(s), align_after_view_transformation "
               f"{cfg.model.temporal.align_after_view_transformation}, pre_process "
-              f"{'on' if cfg.model.temporal.pre_process.enabled else 'off'}")
+              f"{'on' if cfg.model.temporal.pre_process.enabled else 'off'}, stereo depth "
+              f"{'on (one more reference frame)' if cfg.model.temporal.stereo else 'off'}")
     if notes:
         print(f"not mapped ({len(notes)}):")
         for n in notes:

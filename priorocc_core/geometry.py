@@ -114,18 +114,32 @@ def project_points(
 
 
 # --------------------------------------------------------------------------- lift-splat frustum
+def depth_bin_centres(depth_bins: tuple[float, float, float], sid: bool = False) -> torch.Tensor:
+    """(D,) float32 depth bin centres in metres: ``arange(start, stop, step)``, or with ``sid``
+    (FlashOCC's spacing-increasing discretisation, STS) the same count D spaced geometrically,
+    ``exp(log(start) + i / (D - 1) * log((stop - 1) / start))``, computed in float32 as FlashOCC does."""
+    d = torch.arange(*depth_bins, dtype=torch.float32)
+    if not sid:
+        return d
+    n_d = d.shape[0]
+    i = torch.arange(n_d).float()
+    start, stop = torch.tensor(depth_bins).float()[:2]
+    return torch.exp(torch.log(start) + i / (n_d - 1) * torch.log((stop - 1) / start))
+
+
 def create_frustum(
-    depth_bins: tuple[float, float, float], input_hw: tuple[int, int], downsample: int
+    depth_bins: tuple[float, float, float], input_hw: tuple[int, int], downsample: int, sid: bool = False
 ) -> torch.Tensor:
     """Frustum template laid out as FlashOCC's ``create_frustum``.
 
-    depth_bins = (start, stop, step): bin centres ``arange(start, stop, step)``;
-    pixel centres ``linspace(0, W_in - 1, W_feat)`` and ``linspace(0, H_in - 1, H_feat)``.
+    depth_bins = (start, stop, step): bin centres ``arange(start, stop, step)`` (``sid``: spaced
+    geometrically, :func:`depth_bin_centres`); pixel centres ``linspace(0, W_in - 1, W_feat)`` and
+    ``linspace(0, H_in - 1, H_feat)``.
     Returns (D, fH, fW, 3) with last axis (u, v, d) in augmented-image pixels and metres.
     """
     h_in, w_in = input_hw
     fh, fw = h_in // downsample, w_in // downsample
-    d = torch.arange(*depth_bins, dtype=torch.float32).view(-1, 1, 1).expand(-1, fh, fw)
+    d = depth_bin_centres(depth_bins, sid).view(-1, 1, 1).expand(-1, fh, fw)
     n_d = d.shape[0]
     u = torch.linspace(0, w_in - 1, fw, dtype=torch.float32).view(1, 1, fw).expand(n_d, fh, fw)
     v = torch.linspace(0, h_in - 1, fh, dtype=torch.float32).view(1, fh, 1).expand(n_d, fh, fw)

@@ -27,9 +27,10 @@ from .config import Config, load_config
 from .errors import PriorOccError
 
 # (source regex, target template, what it is). First match wins. Source names are those of
-# FlashOCC's BEVDetOCC / BEVDet4DOCC (projects/mmdet3d_plugin/models/detectors/bevdet_occ.py,
+# FlashOCC's BEVDetOCC / BEVDet4DOCC / BEVStereo4DOCC (projects/mmdet3d_plugin/models/detectors/bevdet_occ.py,
 # bevdet4d.py: the 4D model adds only ``pre_process_net``; its BEV encoder takes (num_adj + 1) x C_bev
-# channels, which the shapes check) and PriorOcc's
+# channels, which the shapes check; the stereo model's DepthNet, model_utils/depthnet.py, keeps its
+# names under view_transformer.depth_net, priorocc_core/model/depth_net.py) and PriorOcc's
 # SemanticInjector (projects/mmdet3d_plugin/models/model_utils/semantic_injector.py).
 NAME_TABLE: list[tuple[str, str, str]] = [
     # image backbone: mmdet ResNet uses torchvision's layer names
@@ -43,8 +44,9 @@ NAME_TABLE: list[tuple[str, str, str]] = [
     (r"^semantic_injector\.seg_head\.3\.(weight|bias)$", r"injector.seg_head.classifier.\1", "SegHead 1x1 classifier"),
     (r"^semantic_injector\.fusion_layer\.0\.weight$", r"injector.fusion.conv.weight", "FusionLayer 1x1 conv"),
     (r"^semantic_injector\.fusion_layer\.1\.(.+)$", r"injector.fusion.bn.\1", "FusionLayer BN"),
-    # view transformer: one 1x1 conv, depth logits first then context
-    (r"^img_view_transformer\.depth_net\.(weight|bias)$", r"view_transformer.depth_net.\1", "LSS depth/context conv"),
+    # view transformer: one 1x1 conv (depth logits first, then context), or BEVDepth's camera-aware DepthNet
+    # (with the stereo cost volume's convs), whose module names are kept as they are
+    (r"^img_view_transformer\.depth_net\.(.+)$", r"view_transformer.depth_net.\1", "depth net (LSS conv / DepthNet)"),
     # BEVDet4D's pre-process net (model.temporal.pre_process): a stride-1 CustomResNet per frame
     (r"^pre_process_net\.layers\.(.+)$", r"pre_process_net.layers.\1", "BEVDet4D pre-process CustomResNet"),
     # BEV encoder
@@ -58,7 +60,6 @@ NAME_TABLE: list[tuple[str, str, str]] = [
 # Source prefixes with no counterpart here, and why.
 KNOWN_SKIPS: list[tuple[str, str]] = [
     (r"^pts_bbox_head\.", "3D detection head (CenterHead): no counterpart in an occupancy network"),
-    (r"^img_view_transformer\.depth_net\.(?!weight$|bias$)", "BEVDepth DepthNet layers: not in the plain LSS depth net"),
     (r"^language_self_gating\.", "PriorOcc's optional LanguageSelfGating: not implemented here"),
 ]
 
@@ -140,6 +141,8 @@ def detect_layout(names, container: str = "state dict") -> str:
     """Which published network a source's tensor names come from."""
     prefixes = {n.split(".", 1)[0] for n in names}
     temporal = ", temporal (BEVDet4D pre_process_net)" if "pre_process_net" in prefixes else ""
+    if any(n.startswith("img_view_transformer.depth_net.cost_volumn_net.") for n in names):
+        temporal += ", stereo depth (BEVStereo4D cost volume)"
     if "semantic_injector" in prefixes and "occ_head" in prefixes:
         net = f"PriorOcc (FlashOCC BEVDetOCC + SemanticInjector{temporal})"
     elif "occ_head" in prefixes:

@@ -52,6 +52,8 @@ class Prepared:
     preprocess_s: float
     ego2global: torch.Tensor | None = None  # (1, 4, 4) float64, temporal models
     stamp: float | None = None  # seconds, temporal models (stored in the history)
+    # cam2ego, K (1, N, 4, 4) / (1, N, 3, 3): the camera-aware depth net's input (FlashOCC M2), else None
+    cameras: dict | None = None
 
 
 def preprocess(images: Sequence[np.ndarray], K: np.ndarray, cam2ego: np.ndarray, cfg: Config,
@@ -87,7 +89,8 @@ def preprocess(images: Sequence[np.ndarray], K: np.ndarray, cam2ego: np.ndarray,
 
 
 # A runner: (imgs (1, N, 3, H, W) float32, plan) -> dict(occ (1, Dx, Dy, Dz) uint8, seg (1, N, H, W) uint8 | None);
-# temporal models: also history=, ego2global= (1, 4, 4), stamp= keywords -> also "history" (the next one)
+# temporal models: also history=, ego2global= (1, 4, 4), stamp= keywords -> also "history" (the next one);
+# a camera-aware depth net (torch only): also cameras= (cam2ego, K, img_aug, bev_aug of the set)
 Runner = Callable[..., dict]
 
 
@@ -136,7 +139,9 @@ class Predictor:
         plan = self.planner(batch["cam2ego"], batch["K"], batch["img_aug"], batch["bev_aug"])
         if camera_mask is not None:
             plan = self.planner.masked(plan, torch.as_tensor(np.asarray(camera_mask, dtype=bool))[None])
-        return Prepared(batch["imgs"], plan, batch["img_aug"], time.perf_counter() - t0, e, stamp)
+        cams = ({k: batch[k] for k in ("cam2ego", "K", "img_aug", "bev_aug")}
+                if self.cfg.model.view_transformer.depth_net != "conv" else None)
+        return Prepared(batch["imgs"], plan, batch["img_aug"], time.perf_counter() - t0, e, stamp, cams)
 
     @torch.no_grad()
     def run(self, prepared: Prepared, history: BEVHistory | None = None) -> Prediction:
@@ -146,12 +151,14 @@ class Predictor:
         if self.temporal:
             if prepared.ego2global is None:
                 raise TemporalError("predict: ego2global missing (this model fuses past frames)")
+            cams = {} if prepared.cameras is None else {"cameras": prepared.cameras}
             out = self.runner(prepared.imgs, prepared.plan, history=reset_history() if history is None else history,
-                              ego2global=prepared.ego2global, stamp=prepared.stamp)
+                              ego2global=prepared.ego2global, stamp=prepared.stamp, **cams)
         elif history is not None:
             raise TemporalError("predict: history given to a single-frame model (model.temporal.num_adj is 0)")
         else:
-            out = self.runner(prepared.imgs, prepared.plan)
+            out = self.runner(prepared.imgs, prepared.plan, **({} if prepared.cameras is None else
+                                                               {"cameras": prepared.cameras}))
         t2 = time.perf_counter()
         occ = np.asarray(out["occ"])[0].astype(np.uint8, copy=False)
         seg = out.get("seg")

@@ -21,10 +21,14 @@ def cfg_of(name: str, small_images=True) -> Config:
 
 
 @pytest.mark.parametrize("layout,config", [(L.flashocc_m0, "flashocc-r50-m0"), (L.priorocc_r50, "priorocc-r50"),
-                                           (L.flashocc_4d, "flashocc-r50-4d")])
+                                           (L.flashocc_4d, "flashocc-r50-4d"),
+                                           (L.flashocc_m2, "flashocc-r50-4d-stereo")])
 def test_published_layout_maps_every_tensor_once(tmp_path, layout, config):
-    """Mutation tried (4D): the pre_process_net rule removed from NAME_TABLE -> its tensors are
-    skipped and the test fails."""
+    """Mutations tried: (4D) the pre_process_net rule removed from NAME_TABLE -> its tensors are
+    skipped and the test fails; (M2) the depth-net rule back to ``(weight|bias)`` only -> the
+    DepthNet's tensors are skipped; DepthNet's ASPP branch channels taken from mid_channels (256)
+    instead of aspp_mid_channels -> shapes differ, skipped; the stereo BasicBlock's 1x1 shortcut
+    without bias -> its bias is skipped."""
     src = tmp_path / "src.pth"
     L.save_mmcv_checkpoint(src, layout())
     cfg = cfg_of(config)
@@ -36,7 +40,8 @@ def test_published_layout_maps_every_tensor_once(tmp_path, layout, config):
     assert set(targets) == set(build_model(cfg.model).state_dict())  # and every model tensor is covered
     assert not report.missing
     sd = L.random_state_dict(layout())
-    assert torch.equal(state["view_transformer.depth_net.weight"], sd["img_view_transformer.depth_net.weight"])
+    depth = "depth_conv.4.weight" if config.endswith("stereo") else "weight"  # M2: DepthNet's last conv
+    assert torch.equal(state[f"view_transformer.depth_net.{depth}"], sd[f"img_view_transformer.depth_net.{depth}"])
     assert torch.equal(state["neck.lateral_convs.1.weight"], sd["img_neck.lateral_convs.1.conv.weight"])
     assert torch.equal(state["occ_head.predicter.2.bias"], sd["occ_head.predicter.2.bias"])
 

@@ -70,6 +70,9 @@ DOCS = [
              "tests/test_core_model.py builds these configs"),
     Doc("README.md", ".venv/bin/python training/integration_test.py --config training/configs/flashocc-r50.yaml",
         skip="as the priorocc-r50 line"),
+    Doc("README.md", ".venv/bin/python training/integration_test.py --config training/configs/flashocc-r50-4d-stereo.yaml",
+        skip="as the priorocc-r50 line (a full-size M2 took 10 min here); tests/test_stereo_model.py runs the script "
+             "on the tiny M2-class network"),
     Doc("README.md", ".venv/bin/priorocc_import flashocc-r50-M0.pth --config training/configs/flashocc-r50-m0.yaml "
         "--out ckpts/flashocc-m0", skip="FlashOCC's published weights are a download (tests/test_core_importer.py "
                                         "imports checkpoints of their layout)"),

@@ -6,7 +6,7 @@ flashocc-stbase-4d-stereo-512x1408_4x4_2e-4.py (read from FlashOCC's repository)
 
 Mutations tried (each made a test here fail, then restored): FPN_LSS out_channels taken from the
 BEV backbone's second stage; occ_z step = the pooling z step instead of range / Dz; the depth bins
-replaced by M1's; the temporal keys dropped without a note; the `sid` check dropped; the _base_
+replaced by M1's; the temporal keys dropped without a note; the `sid` flag not taken (4D); the _base_
 merge letting the base win; `for` bodies not run (data[...].update); calls of any builtin allowed
 (open() writes the marker file); the unsupported-type check removed; the injector's mid_channels
 fixed at 256. The temporal tests carry their own mutations.
@@ -108,30 +108,50 @@ def test_injector_settings_are_taken_from_the_file(tmp_path):
         True, 128, 11, 0.5, True)
 
 
-def test_4d_stereo_converts_to_a_temporal_config_with_a_loud_stereo_warning(capsys, tmp_path):
-    """FlashOCC's M2 file (flashocc-r50-4d-stereo.py) -> FlashOCC-4D: num_adj 1, pre-process, past
-    cameras lifted into the current ego, i.e. our flashocc-r50-4d.yaml network tensor for tensor;
-    the stereo depth module (not implemented) is the first note and a WARNING line on stdout.
+def test_4d_stereo_converts_to_flashocc_m2_with_stereo_depth(capsys, tmp_path):
+    """FlashOCC's M2 file (flashocc-r50-4d-stereo.py) -> FlashOCC M2: num_adj 1, pre-process, past
+    cameras lifted into the current ego, stereo depth (the cost volume's stage 0 kept in
+    out_indices, BEVDepth's DepthNet with ASPP 96, SID bins, bias 5), i.e. our
+    flashocc-r50-4d-stereo.yaml network tensor for tensor; nothing of the model is left unmapped
+    and no WARNING is printed.
 
     Mutations tried: the temporal keys dropped (the old single-frame conversion) -> fails on
-    num_adj; the BEV encoder's numC_input expected as one frame -> a numC_input note appears;
-    the WARNING note not inserted -> fails."""
+    num_adj; ``stereo`` not set in model.temporal -> fails on the tuple; stage 0 dropped from
+    out_indices (the old conversion) -> fails on out_indices; depthnet_cfg's aspp_mid_channels
+    ignored (256) -> the shapes differ."""
     cfg, notes = convert_flashocc_config(FIX / "flashocc-r50-4d-stereo.py")
-    t = cfg.model.temporal
-    assert (t.num_adj, t.align_after_view_transformation, t.pre_process.enabled, t.pre_process.num_layer, t.stereo) == (
-        1, False, True, 1, False)
-    assert notes[0].startswith("WARNING: flashocc-r50-4d-stereo.py is a 4D-stereo config") and "WITHOUT" in notes[0]
-    text = "\n".join(notes)
-    for part in ("model.type=BEVStereo4DOCC", "LSSViewTransformerBEVStereo", "sid=True", "out_indices=[0, 2, 3]"):
-        assert part in text, part
-    assert "numC_input" not in text and "num_adj" not in text and "pre_process" not in text
-    assert cfg.model.view_transformer.out_channels == 80 and cfg.model.backbone.out_indices == (2, 3)
-    assert _shapes(cfg) == _shapes(load_config(CONFIGS / "flashocc-r50-4d.yaml"))
+    t, vt = cfg.model.temporal, cfg.model.view_transformer
+    assert (t.num_adj, t.align_after_view_transformation, t.pre_process.enabled, t.pre_process.num_layer, t.stereo,
+            t.stereo_bias) == (1, False, True, 1, True, 5.0)
+    assert (vt.out_channels, vt.sid, vt.depth_net, vt.aspp_mid_channels, vt.depth_loss_weight) == (
+        80, True, "camera_aware", 96, 0.05)
+    assert cfg.model.backbone.out_indices == (0, 2, 3)
+    assert not any(n.startswith("WARNING") for n in notes)
+    assert [n for n in notes if n.startswith("model.")] == [n for n in notes if "pretrained=" in n], notes
+    assert _shapes(cfg) == _shapes(load_config(CONFIGS / "flashocc-r50-4d-stereo.yaml"))
     assert main([str(FIX / "flashocc-r50-4d-stereo.py"), "--out", str(tmp_path / "m2.yaml")]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[1].startswith("WARNING:") and "stereo depth module is not implemented" in out[1]
-    assert out[2].startswith("temporal: 1 past frame(s)")
-    assert load_config(tmp_path / "m2.yaml").model.temporal.num_adj == 1
+    assert not any(line.startswith("WARNING") for line in out)
+    assert out[1].startswith("temporal: 1 past frame(s)") and "stereo depth on" in out[1]
+    assert load_config(tmp_path / "m2.yaml").model.temporal.stereo
+
+
+def test_stereo_model_with_a_plain_view_transformer_is_refused(tmp_path):
+    """BEVStereo4DOCC whose view transformer is not LSSViewTransformerBEVStereo (or whose backbone
+    drops stage 0): one line naming the key, exit 2, nothing written.
+
+    Mutation tried: the type pairing check removed -> a stereo config without the camera-aware
+    depth net is written (exit 0)."""
+    src = (FIX / "flashocc-r50-4d-stereo.py").read_text()
+    for bad, key in ((src.replace("type='LSSViewTransformerBEVStereo'", "type='LSSViewTransformer'"),
+                      "model.img_view_transformer.type=LSSViewTransformer"),
+                     (src.replace("out_indices=(0, 2, 3)", "out_indices=(2, 3)"), "model.img_backbone.out_indices")):
+        (tmp_path / "src.py").write_text(bad)
+        out = tmp_path / "x.yaml"
+        r = subprocess.run([sys.executable, "-m", "priorocc_core.flashocc_config", str(tmp_path / "src.py"),
+                            "--out", str(out)], capture_output=True, text=True, cwd=REPO)
+        assert r.returncode == 2 and key in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
 
 
 def test_4d_without_stereo_maps_whole(tmp_path):
@@ -145,6 +165,11 @@ def test_4d_without_stereo_maps_whole(tmp_path):
     cfg, notes = convert_flashocc_config(tmp_path / "bevdet4d.py")
     assert cfg.model.temporal.num_adj == 1 and not any(n.startswith("WARNING") for n in notes)
     assert [n for n in notes if n.startswith("model.")] == [n for n in notes if "pretrained=" in n], notes
+    assert not cfg.model.temporal.stereo and cfg.model.view_transformer.depth_net == "conv"
+    (tmp_path / "sid.py").write_text(src.replace("in_channels=256, out_channels=numC_Trans,",
+                                                 "in_channels=256, out_channels=numC_Trans, sid=True,"))
+    sid_cfg, notes = convert_flashocc_config(tmp_path / "sid.py")
+    assert sid_cfg.model.view_transformer.sid and not any("sid" in n for n in notes)  # SID bins without stereo: taken
     src2 = src.replace("num_layer=[1, ]", "num_layer=[2, ]").replace(
         "align_after_view_transfromation=False", "align_after_view_transfromation=True, with_prev=False").replace(
         "multi_adj_frame_id_cfg = (1, 1 + 1, 1)", "multi_adj_frame_id_cfg = (1, 2 + 1, 2)").replace(

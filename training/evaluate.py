@@ -254,7 +254,7 @@ def evaluate_model(cfg: Config, ckpt: str, split: str, backend: str = "torch", d
     the network's labels, so the figure says what the remaining cameras recover."""
     from torch.utils.data import DataLoader, Subset
 
-    from priorocc_core.data import OccDataset, collate, config_num_adj
+    from priorocc_core.data import OccDataset, collate
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, model_cfg, which = load_model(ckpt, dev, weights)
@@ -264,7 +264,7 @@ def evaluate_model(cfg: Config, ckpt: str, split: str, backend: str = "torch", d
               flush=True)
     run_cfg = Config(name=model_cfg.name, model=model_cfg.model, data=cfg.data, train=cfg.train)
     keep = camera_keep(model_cfg, drop_cameras)  # (N,) bool or None
-    num_adj = config_num_adj(run_cfg)  # a temporal model: each sample carries its previous keyframes
+    num_adj = run_cfg.model.temporal.num_adj  # a temporal model: each sample carries its previous keyframes
     ds = OccDataset(run_cfg, split=split, train=False)
     n = len(ds) if max_samples <= 0 else min(max_samples, len(ds))
     if n == 0:

@@ -6,9 +6,12 @@ mismatch with the shapes in docs/design.md.
     python training/integration_test.py --config training/configs/priorocc-r50.yaml
     python training/integration_test.py --checkpoint CKPT_DIR     # e.g. an imported FlashOCC model
     python training/integration_test.py --config training/configs/flashocc-r50-4d.yaml   # temporal
+    python training/integration_test.py --config training/configs/flashocc-r50-4d-stereo.yaml   # FlashOCC M2
 
 A temporal model (model.temporal.num_adj > 0) also gets num_adj past frames of a moving ego, the
-shapes of its pre-process net, aligned past frames and encoder input, and two sequential frames.
+shapes of its pre-process net, aligned past frames and encoder input, and two sequential frames;
+a stereo model one past frame more (the reference frame), the shapes of its stride-4 features and
+cost volume, and of the stride-4 features its history keeps.
 """
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ from priorocc_core.checkpoint import load_checkpoint  # noqa: E402
 from priorocc_core.config import load_config  # noqa: E402
 from priorocc_core.geometry import surround_rig  # noqa: E402
 from priorocc_core.model import build_model  # noqa: E402
-from priorocc_core.model.temporal import reset_history  # noqa: E402
+from priorocc_core.model.image_encoder import stage0_shape  # noqa: E402
+from priorocc_core.model.temporal import frame_order, reset_history  # noqa: E402
 
 
 def random_inputs(cfg, b: int, seed: int = 0) -> dict:
@@ -66,7 +70,7 @@ def past_frames(cfg, b: int, g: torch.Generator) -> dict:
     cam2ego, K = surround_rig(n, (h, w), focal=w * 0.9, height=1.6)
     adj = [dict(imgs=torch.randn(b, n, 3, h, w, generator=g), cam2ego=cam2ego.repeat(b, 1, 1, 1),
                 K=K.repeat(b, 1, 1, 1), img_aug=torch.eye(3).repeat(b, n, 1, 1), ego2global=ego_pose(b, -i - 1))
-           for i in range(cfg.temporal.num_adj)]
+           for i in range(cfg.temporal.num_adj + int(cfg.temporal.stereo))]
     return dict(ego2global=ego_pose(b, 0), adj=adj)
 
 
@@ -97,6 +101,11 @@ def expected_shapes(cfg, b: int) -> dict:
         exp["temporal: past frames aligned"] = (b, k * c_bev, dy, dx)
         exp["temporal: sequential history (each frame)"] = (b, c_bev, dy, dx)
         exp["temporal: sequential occupancy labels"] = (b, dx, dy, dz)
+    if cfg.temporal.stereo:
+        c4, h4, w4 = stage0_shape(cfg.backbone.depth, (h, w))
+        exp["stereo: stride-4 features (backbone stage 0)"] = (b * n, c4, h4, w4)
+        exp["stereo: cost volume"] = (b * n, cfg.grid.num_depth_bins, h4, w4)
+        exp["stereo: sequential history stride-4 features"] = (b * n, c4, h4, w4)
     return exp
 
 
@@ -108,22 +117,29 @@ def run(model, cfg, b: int) -> list[str]:
     model.eval()
     with torch.no_grad():
         t0 = time.perf_counter()
-        feats = model.encode_images(batch["imgs"].flatten(0, 1))
+        feats, f4 = model.encode_images_stereo(batch["imgs"].flatten(0, 1))
         shapes["image features (backbone + neck)"] = tuple(feats.shape)
         fused, seg = model.inject(feats)
         if seg is not None:
             shapes["SemanticInjector: 2D logits"] = tuple(seg.shape)
             shapes["SemanticInjector: fused features"] = tuple(fused.shape)
-        bev, depth = model.features_to_bev(fused, model.planner(batch["cam2ego"], batch["K"], batch["img_aug"], batch["bev_aug"]))
+        geometry = (batch["cam2ego"], batch["K"], batch["img_aug"], batch["bev_aug"])
+        cost = past = None
+        if cfg.temporal.num_adj:  # the past frames first: a stereo model's cost volume needs t-1's features
+            past, stereo_prev = model.past_bevs(batch, batch["imgs"], batch["ego2global"].double())
+            shapes["temporal: past frames aligned"] = tuple(torch.cat(past, dim=1).shape)
+            if stereo_prev is not None:
+                shapes["stereo: stride-4 features (backbone stage 0)"] = tuple(f4.shape)
+                cost = model.stereo_cost(f4, *stereo_prev)
+                shapes["stereo: cost volume"] = tuple(cost.shape)
+        bev, depth = model.features_to_bev(fused, model.planner(*geometry), model.camera_params(*geometry), cost)
         shapes["view transformer: depth"] = tuple(depth.shape)
         shapes["BEV (lift-splat)"] = tuple(bev.shape)
         if model.pre_process_net is not None:
             bev = model.pre_process_net(bev)[0]
             shapes["temporal: pre-process (each frame)"] = tuple(bev.shape)
-        if cfg.temporal.num_adj:
-            past = torch.cat(model.past_bevs(batch, batch["imgs"], batch["ego2global"].double()), dim=1)
-            shapes["temporal: past frames aligned"] = tuple(past.shape)
-            bev = torch.cat([bev, past], dim=1)
+        if past is not None:
+            bev = torch.cat(frame_order(bev, past, cfg.temporal.stereo), dim=1)
         shapes["BEV encoder input"] = tuple(bev.shape)
         enc = model.bev_neck(model.bev_backbone(bev))
         shapes["BEV encoder"] = tuple(enc.shape)
@@ -139,11 +155,13 @@ def run(model, cfg, b: int) -> list[str]:
                 out = model(frame, history=hist)
                 hist = out["history"]
             shapes["temporal: sequential history (each frame)"] = tuple(hist.feats[0].shape)
+            if cfg.temporal.stereo:
+                shapes["stereo: sequential history stride-4 features"] = tuple(hist.stereo_feats.shape)
             shapes["temporal: sequential occupancy labels"] = tuple(out["occ"].shape)
     exp = expected_shapes(model.cfg, b)
     for name, shape in shapes.items():
         ok = exp.get(name) == shape
-        print(f"  {name:42s} {str(shape):28s} {'ok' if ok else f'EXPECTED {exp.get(name)}'}")
+        print(f"  {name:46s} {str(shape):28s} {'ok' if ok else f'EXPECTED {exp.get(name)}'}")
         if not ok:
             errors.append(f"{name}: got {shape}, expected {exp.get(name)}")
     for name in set(exp) - set(shapes):

@@ -14,7 +14,8 @@ Per sample (N cameras, network input H x W, see docs/design.md):
     sample_token, scene_name (str); image_paths (list of N str).
 A temporal model (model.temporal.num_adj > 0) also gets
     ego2global (4, 4) float32: the key ego -> global (the frame cam2ego maps into);
-    adj: list of num_adj dicts, index 0 = t-1 (the previous keyframe of the same scene), 1 = t-2, ...,
+    adj: list of num_adj dicts (stereo: num_adj + 1, the last BEVStereo4D's extra reference frame),
+    index 0 = t-1 (the previous keyframe of the same scene), 1 = t-2, ...,
     each imgs, cam2ego (into that frame's own key ego), K, img_aug, ego2global as above; at a
     scene's first keyframes the missing ones are the current frame repeated (FlashOCC). A previous
     frame is augmented exactly as its key frame (BEVDet4D: the same resize / crop / flip / rotate
@@ -44,8 +45,11 @@ FRAME_KEYS = ("imgs", "cam2ego", "K", "img_aug", "ego2global")  # what each prev
 
 def config_num_adj(cfg: Config) -> int:
     """The number of previous keyframes a sample carries: model.temporal.num_adj (0 when the config
-    has no temporal section)."""
-    return int(getattr(getattr(cfg.model, "temporal", None), "num_adj", 0) or 0)
+    has no temporal section), plus one for a stereo model (BEVStereo4D's extra reference frame,
+    whose stride-4 features feed the oldest frame's cost volume)."""
+    t = getattr(cfg.model, "temporal", None)
+    n = int(getattr(t, "num_adj", 0) or 0)
+    return n + 1 if n and getattr(t, "stereo", False) else n
 
 
 def checked_pose(m, sample: str, what: str, source: str) -> np.ndarray:

@@ -26,6 +26,13 @@ def resnet_stage_channels(depth: int) -> tuple[int, int, int, int]:
     return (64, 128, 256, 512) if depth in (18, 34) else (256, 512, 1024, 2048)
 
 
+def stage0_shape(depth: int, input_hw: tuple[int, int]) -> tuple[int, int, int]:
+    """(C_2, H/4, W/4) of stage C2's output (:meth:`ResNetBackbone.stage0`): the stem's conv and
+    max-pool each halve the size, rounding up."""
+    h, w = input_hw
+    return resnet_stage_channels(depth)[0], ((h + 1) // 2 + 1) // 2, ((w + 1) // 2 + 1) // 2
+
+
 class ResNetBackbone(nn.Module):
     """torchvision ResNet without its classifier; returns the stages in ``out_indices``.
 
@@ -43,6 +50,11 @@ class ResNetBackbone(nn.Module):
         self.out_indices = tuple(out_indices)
         self.with_cp = with_cp
         self.out_channels = [resnet_stage_channels(depth)[i] for i in self.out_indices]
+
+    def stage0(self, x: torch.Tensor) -> torch.Tensor:
+        """Only the stem and stage C2: (B*N, 3, H, W) -> (B*N, C_2, H/4, W/4), the stride-4 features
+        BEVStereo4D's extra reference frame needs (its ``extract_stereo_ref_feat``)."""
+        return self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

@@ -20,8 +20,8 @@ from .bev_pool import PoolingIndices, drop_cameras, pooling_indices
 
 
 class PoolingPlanner:
-    def __init__(self, grid: GridConfig, input_size: tuple[int, int], downsample: int):
-        self.frustum = create_frustum(grid.depth, tuple(input_size), downsample)  # (D, fH, fW, 3) (u, v, d)
+    def __init__(self, grid: GridConfig, input_size: tuple[int, int], downsample: int, sid: bool = False):
+        self.frustum = create_frustum(grid.depth, tuple(input_size), downsample, sid)  # (D, fH, fW, 3) (u, v, d)
         self.lower = torch.tensor([grid.x[0], grid.y[0], grid.z[0]], dtype=torch.float32)
         self.interval = torch.tensor([grid.x[2], grid.y[2], grid.z[2]], dtype=torch.float32)
         self.size_xyz = grid.size_xyz  # (Dx, Dy, Dz) of the pooling grid
@@ -31,7 +31,7 @@ class PoolingPlanner:
 
     @classmethod
     def from_config(cls, m: ModelConfig) -> "PoolingPlanner":
-        return cls(m.grid, tuple(m.image.input_size), m.view_transformer.downsample)
+        return cls(m.grid, tuple(m.image.input_size), m.view_transformer.downsample, m.view_transformer.sid)
 
     @property
     def num_depth_bins(self) -> int:

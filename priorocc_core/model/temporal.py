@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ..errors import PriorOccError
 from .bev_encoder import BEVResNet
+from .stereo import currcam2adjcam
 
 
 class TemporalError(PriorOccError):
@@ -121,13 +122,20 @@ class BEVHistory:
     float64 pose of that key ego; stamps: each (B,) float64 seconds (NaN when not given);
     bev_aug: (B, 4, 4) shared by all frames; key: :func:`history_key` of the model that produced
     it ("" for the empty history, which any model accepts). Missing frames (a scene's start, a
-    reset) are the current frame repeated, as FlashOCC's datasets do."""
+    reset) are the current frame repeated, as FlashOCC's datasets do.
+
+    Stereo models (model.temporal.stereo) also keep what the next frame's cost volume needs from
+    the most recent frame: stereo_feats (B*N, C_2, H/4, W/4), its stride-4 backbone features, and
+    stereo_cam2ego (B, N, 4, 4), its cameras in its key ego (its pose is ego2global[0]); None
+    otherwise."""
 
     key: str = ""
     feats: tuple[torch.Tensor, ...] = ()
     ego2global: tuple[torch.Tensor, ...] = ()
     stamps: tuple[torch.Tensor, ...] = ()
     bev_aug: torch.Tensor | None = None
+    stereo_feats: torch.Tensor | None = None
+    stereo_cam2ego: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.feats)
@@ -135,7 +143,8 @@ class BEVHistory:
     @property
     def nbytes(self) -> int:
         """Bytes of the tensors held."""
-        ts = [*self.feats, *self.ego2global, *self.stamps] + ([self.bev_aug] if self.bev_aug is not None else [])
+        ts = [*self.feats, *self.ego2global, *self.stamps] + [t for t in (self.bev_aug, self.stereo_feats,
+                                                                         self.stereo_cam2ego) if t is not None]
         return sum(t.numel() * t.element_size() for t in ts)
 
 
@@ -144,8 +153,10 @@ def reset_history() -> BEVHistory:
     return BEVHistory()
 
 
-def check_history(history: BEVHistory, key: str, num_adj: int, bev_shape: tuple, bev_aug: torch.Tensor) -> None:
-    """TemporalError unless ``history`` can be fused with a current BEV map of ``bev_shape`` (B, C, Dy, Dx)."""
+def check_history(history: BEVHistory, key: str, num_adj: int, bev_shape: tuple, bev_aug: torch.Tensor,
+                  stereo_shape: tuple | None = None) -> None:
+    """TemporalError unless ``history`` can be fused with a current BEV map of ``bev_shape`` (B, C, Dy, Dx);
+    a stereo model also needs stereo features of ``stereo_shape`` (B*N, C_2, H/4, W/4)."""
     if not isinstance(history, BEVHistory):
         raise TemporalError(f"history: expected a BEVHistory (or None for the non-sequential mode), got "
                             f"{type(history).__name__}")
@@ -165,15 +176,22 @@ def check_history(history: BEVHistory, key: str, num_adj: int, bev_shape: tuple,
         raise TemporalError("history.bev_aug: differs from this frame's bev_aug (all frames share one)")
     for i, e in enumerate(history.ego2global):
         check_pose(e, f"history.ego2global[{i}]", bev_shape[0])
+    if stereo_shape is not None:
+        f, c = history.stereo_feats, history.stereo_cam2ego
+        b, n = bev_shape[0], stereo_shape[0] // bev_shape[0]
+        if f is None or tuple(f.shape) != tuple(stereo_shape) or c is None or tuple(c.shape) != (b, n, 4, 4):
+            got = "none" if f is None else tuple(f.shape)
+            raise TemporalError(f"history.stereo_feats: {got}, expected {tuple(stereo_shape)} with stereo_cam2ego "
+                                f"({b}, {n}, 4, 4) (the previous frame's stride-4 features and cameras, same rig)")
 
 
 def history_inputs(history: BEVHistory, key: str, num_adj: int, bev_shape: tuple, ego2global: torch.Tensor,
-                   bev_aug: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   bev_aug: torch.Tensor, stereo_shape: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A checked history -> what :func:`fuse_past` (and the exported graph) takes:
     prev (B, A, C, Dy, Dx) (zeros where missing), valid (A,) float32 (1 = a past frame, 0 = missing:
     the current frame stands in), curr2adj (B, A, 4, 4) float32 augmented (identity pose where
     missing). A = num_adj, B, C, Dy, Dx = bev_shape."""
-    check_history(history, key, num_adj, bev_shape, bev_aug)
+    check_history(history, key, num_adj, bev_shape, bev_aug, stereo_shape)
     k, dev = len(history), bev_aug.device
     missing = num_adj - k
     zeros = [torch.zeros(bev_shape, dtype=torch.float32, device=dev)] * missing
@@ -184,25 +202,53 @@ def history_inputs(history: BEVHistory, key: str, num_adj: int, bev_shape: tuple
     return prev, valid, curr2adj
 
 
+def stereo_inputs(history: BEVHistory, cam2ego: torch.Tensor, ego2global: torch.Tensor, stereo_shape: tuple,
+                  stereo_grid, K: torch.Tensor, img_aug: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A checked stereo history (:func:`check_history`) -> what the stereo model's sequential network
+    (and its graph) takes besides :func:`history_inputs`: prev4 (B*N, C_2, H/4, W/4) (zeros when the
+    history is empty), prev4_valid (1,) (0: this frame's own features stand in, the repeated frame of
+    a scene's start), grid = stereo_grid(currcam2adjcam, K, img_aug) of this frame against the
+    previous one (against itself when empty). cam2ego (B, N, 4, 4), ego2global (B, 4, 4): this frame's."""
+    if len(history):
+        prev4, adj_cams, adj_pose, v = history.stereo_feats, history.stereo_cam2ego, history.ego2global[0], 1.0
+    else:
+        prev4, adj_cams, adj_pose, v = torch.zeros(stereo_shape, device=cam2ego.device), cam2ego, ego2global, 0.0
+    grid = stereo_grid(currcam2adjcam(cam2ego, ego2global, adj_cams.to(cam2ego.device), adj_pose.to(cam2ego.device)),
+                       K, img_aug)
+    return prev4.float(), torch.tensor([v], device=cam2ego.device), grid
+
+
 def fuse_past(bev: torch.Tensor, prev: torch.Tensor, valid: torch.Tensor, curr2adj: torch.Tensor,
-              lower_xy: tuple[float, float], step_xy: tuple[float, float]) -> torch.Tensor:
+              lower_xy: tuple[float, float], step_xy: tuple[float, float], current_last: bool = False) -> torch.Tensor:
     """The BEV encoder's input of the sequential mode and of the exported graph: bev (B, C, Dy, Dx)
     current; prev (B, A, C, Dy, Dx) past maps in their own key egos; valid (A,) (0: the current
-    map stands in); curr2adj (B, A, 4, 4) -> (B, (A+1) C, Dy, Dx), current first, then t-1, t-2, ..."""
+    map stands in); curr2adj (B, A, 4, 4) -> (B, (A+1) C, Dy, Dx), current first, then t-1, t-2, ...
+    (``current_last``: t-A, ..., t-1, current, the order of BEVStereo4D, :func:`frame_order`)."""
     b, c, dy, dx = bev.shape
     a = prev.shape[1]
     v = valid.to(bev.dtype).view(1, a, 1, 1, 1)
     past = v * prev.to(bev.dtype) + (1.0 - v) * bev[:, None]  # (B, A, C, Dy, Dx)
     warped = warp_bev(past.flatten(0, 1), curr2adj.flatten(0, 1), lower_xy, step_xy)  # (B*A, C, Dy, Dx)
-    return torch.cat([bev, warped.view(b, a * c, dy, dx)], dim=1)
+    return torch.cat(frame_order(bev, list(warped.view(b, a, c, dy, dx).unbind(1)), current_last), dim=1)
+
+
+def frame_order(bev: torch.Tensor, past: list[torch.Tensor], current_last: bool) -> list[torch.Tensor]:
+    """The order of the frames' maps in the BEV encoder's input: past (t-1 first) -> [current, t-1,
+    ..., t-A] (BEVDet4D), or with ``current_last`` [t-A, ..., t-1, current] (BEVStereo4D walks its
+    frames from the oldest, and its published weights expect that order)."""
+    return list(past[::-1]) + [bev] if current_last else [bev] + list(past)
 
 
 def push_history(history: BEVHistory, key: str, num_adj: int, bev: torch.Tensor, ego2global: torch.Tensor,
-                 stamp: torch.Tensor, bev_aug: torch.Tensor) -> BEVHistory:
-    """The history after this frame: its BEV map first, the oldest frames dropped beyond num_adj."""
+                 stamp: torch.Tensor, bev_aug: torch.Tensor, stereo_feats: torch.Tensor | None = None,
+                 stereo_cam2ego: torch.Tensor | None = None) -> BEVHistory:
+    """The history after this frame: its BEV map first, the oldest frames dropped beyond num_adj;
+    a stereo model's stride-4 features and cameras of this frame replace the previous ones."""
     return BEVHistory(key, ((bev.detach(),) + history.feats)[:num_adj],
                       ((ego2global.double(),) + history.ego2global)[:num_adj],
-                      ((stamp.double(),) + history.stamps)[:num_adj], bev_aug.detach().float())
+                      ((stamp.double(),) + history.stamps)[:num_adj], bev_aug.detach().float(),
+                      None if stereo_feats is None else stereo_feats.detach(),
+                      None if stereo_cam2ego is None else stereo_cam2ego.detach().double())
 
 
 def frame_stamp(stamp, batch: int, device) -> torch.Tensor:
