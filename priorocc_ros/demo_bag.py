@@ -14,7 +14,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m priorocc_ros.demo_bag", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(REPO / "bags" / "demo"))
     ap.add_argument("--keyframes", type=int, default=6)
@@ -24,7 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lidar", action="store_true", help="include LIDAR_TOP (larger bag)")
     ap.add_argument("--occ-gt", action="store_true", help="include /occ_gt/voxels (about 4.7 MB per keyframe)")
     ap.add_argument("--overwrite", action="store_true")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     from nuscenes.nuscenes import NuScenes
 
     from priorocc_core.data.synthetic import generate_world

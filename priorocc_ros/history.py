@@ -33,6 +33,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import torch
+
+from priorocc_core.model.temporal import TemporalError, check_pose
 
 RESET_REASONS = ("no_odometry", "bad_odometry", "time_jump_back", "gap", "dropped_set")
 
@@ -75,18 +78,15 @@ class Decision:
 
 
 def valid_pose(m: np.ndarray | None) -> str | None:
-    """None when ``m`` is a usable rigid (4, 4) transform, else why not."""
+    """None when ``m`` is a usable rigid (4, 4) transform, else why not: the model's own pose check
+    (priorocc_core's ``check_pose``, one definition of a usable key-ego pose)."""
     if m is None:
         return "no transform"
     m = np.asarray(m, dtype=np.float64)
-    if m.shape != (4, 4):
-        return f"shape {m.shape}, expected (4, 4)"
-    if not np.all(np.isfinite(m)):
-        return "non-finite values"
-    r = m[:3, :3]
-    if not np.allclose(r @ r.T, np.eye(3), atol=1e-4) or abs(np.linalg.det(r) - 1.0) > 1e-4 \
-            or not np.allclose(m[3], (0, 0, 0, 1), atol=1e-9):
-        return "not a rigid transform"
+    try:
+        check_pose(torch.from_numpy(m).reshape(1, *m.shape), "ego2motion", 1)
+    except TemporalError as e:
+        return str(e)
     return None
 
 

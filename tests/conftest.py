@@ -1,4 +1,5 @@
-"""Shared fixtures: the repo root, the tiny config, a tiny checkpoint, the real data folder."""
+"""Shared fixtures: the repo root, the tiny config, a tiny checkpoint (single-frame and temporal), the
+real data folder."""
 from __future__ import annotations
 
 import os
@@ -59,4 +60,28 @@ def tiny_checkpoint(tmp_path_factory, tiny_cfg):
     model = build_model(tiny_cfg.model)
     path = tmp_path_factory.mktemp("ckpt") / "tiny"
     save_checkpoint(path, model, tiny_cfg, step=1)
+    return path
+
+
+@pytest.fixture(scope="session")
+def temporal_ckpt(tmp_path_factory):
+    """A tiny temporal model (tiny-temporal.yaml: num_adj 1) saved through the real checkpoint
+    code; BatchNorm statistics of a trained-looking model, so that the labels vary with the input
+    (and with the history)."""
+    import torch
+
+    from priorocc_core.checkpoint import save_checkpoint
+    from priorocc_core.config import Config
+    from priorocc_core.model import build_model
+
+    cfg = Config.from_yaml(ROOT / "training" / "configs" / "tiny-temporal.yaml")
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.01, 0.1)
+    path = tmp_path_factory.mktemp("tck") / "tiny-temporal"
+    save_checkpoint(path, model, cfg, step=1)
     return path

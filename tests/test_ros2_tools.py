@@ -52,7 +52,8 @@ import pytest
 from priorocc_core.classes import OCC_COLORS
 from benchmarks.local_dds import loopback_config, unique_domain_id
 from priorocc_ros.occupancy_node import READY_LINE
-from tests.test_ros2_real import COLCON, DEMO_BAG, DEMO_CKPT, PROBE, ROOT, Proc, _pids_started, _require, _running, bag_stamps
+from tests.test_ros2_real import (COLCON, DEMO_BAG, DEMO_CKPT, ROOT, Probe, Proc, _pids_started, _require, _running,
+                                  bag_stamps)
 
 ROS2_DIR = ROOT.parent / "shared" / "ros2"
 VIZ = ROS2_DIR / "activate-viz.sh"
@@ -101,37 +102,6 @@ def start_node(env, tmp, *params: str) -> Proc:
                 env, cwd=tmp)
     assert node.wait_for(READY_LINE, 120), node.text[-3000:]
     return node
-
-
-class Probe:
-    """tests/ros2_probe.py in the background; its JSON lines read while it runs."""
-
-    def __init__(self, env, tmp: Path, *args: str, timeout: float = 120.0):
-        self.out = tmp / f"probe{next(_IDS)}.jsonl"
-        self.p = subprocess.Popen([sys.executable, str(PROBE), "--out", str(self.out), "--timeout", str(timeout),
-                                   *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-    def records(self) -> list[dict]:
-        if not self.out.exists():
-            return []
-        return [json.loads(line) for line in self.out.read_text().splitlines() if line.endswith("}")]
-
-    def count(self, topic: str) -> int:
-        return sum(1 for r in self.records() if r.get("topic") == topic)
-
-    def wait(self, timeout: float) -> list[dict]:
-        try:
-            self.p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.p.terminate()
-            self.p.wait(10)
-        return self.records()
-
-    def wait_count(self, topic: str, n: int, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.count(topic) < n and self.p.poll() is None:
-            time.sleep(0.2)
-        return self.count(topic)
 
 
 def launch_player_command(env, bag: Path, loop: bool = False) -> list[str]:

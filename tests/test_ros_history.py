@@ -5,6 +5,8 @@ Mutations tried (each fails the test named):
 - ``admit`` without the time-jump check (a bag loop keeps the history): ``test_time_jump_back_resets``.
 - ``admit`` without the sequence check: ``test_dropped_set_resets``.
 - TfBuffer interpolation weight ``1 - w``: ``test_odometry_is_interpolated_between_samples``.
+- ``check_pose`` (priorocc_core, the one pose check ``valid_pose`` calls) without the determinant
+  test: ``test_missing_or_bad_odometry_resets_and_names_why`` (the reflection is admitted).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from priorocc_ros.calibration import TfBuffer, matrix_to_transform_stamped
 from priorocc_ros.history import HistoryPolicy, HistoryState, SetMotion, admit, forget, remember
@@ -73,10 +76,20 @@ def test_missing_or_bad_odometry_resets_and_names_why():
     bad = pose()
     bad[0, 3] = float("nan")
     d = admit(state, SetMotion(500_000_000, 1, bad), POLICY)
-    assert d.reset == "bad_odometry" and "non-finite" in d.detail
+    assert d.reset == "bad_odometry" and "ego2motion: not finite" in d.detail
     skew = pose()
     skew[:3, :3] *= 2.0
-    assert admit(state, SetMotion(500_000_000, 1, skew), POLICY).reset == "bad_odometry"
+    d = admit(state, SetMotion(500_000_000, 1, skew), POLICY)
+    assert d.reset == "bad_odometry" and "not a rigid transform" in d.detail
+    mirror = pose(1.0)
+    mirror[1, :3] *= -1.0  # orthonormal, determinant -1: a reflection, no motion of a rigid body
+    d = admit(state, SetMotion(500_000_000, 1, mirror), POLICY)
+    assert d.reset == "bad_odometry" and "a reflection" in d.detail
+    # the one pose check: the model's (priorocc_core check_pose) says the same of these poses
+    from priorocc_core.model.temporal import TemporalError, check_pose
+    for m in (bad, skew, mirror):
+        with pytest.raises(TemporalError, match="not finite|not a rigid"):
+            check_pose(torch.from_numpy(m)[None], "ego2global", 1)
     # a failed set leaves nothing behind: the next set starts afresh without counting a reset
     assert admit(forget(state, 500_000_000, 1), SetMotion(1_000_000_000, 2, pose()), POLICY).reset is None
 

@@ -18,9 +18,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from .conftest import ROOT
-
-
 class Spy:
     """A Predictor that records what the node gave it: per set the images, K, cam2ego, pose and
     whether a history came in; delegates everything to the real predictor."""
@@ -47,27 +44,6 @@ class Spy:
         out = self.pred.run(prepared, history)
         call["occ"] = out.occupancy.copy()
         return out
-
-
-@pytest.fixture(scope="module")
-def temporal_ckpt(tmp_path_factory):
-    import torch
-
-    from priorocc_core.checkpoint import save_checkpoint
-    from priorocc_core.config import Config
-    from priorocc_core.model import build_model
-
-    cfg = Config.from_yaml(ROOT / "training" / "configs" / "tiny-temporal.yaml")
-    torch.manual_seed(0)
-    model = build_model(cfg.model)
-    with torch.no_grad():
-        for m in model.modules():  # BatchNorm statistics of a trained-looking model: the labels vary with the input
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.01, 0.1)
-    path = tmp_path_factory.mktemp("tck") / "tiny-temporal"
-    save_checkpoint(path, model, cfg, step=1)
-    return path
 
 
 @pytest.fixture(scope="module")

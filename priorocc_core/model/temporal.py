@@ -31,7 +31,8 @@ class TemporalError(PriorOccError):
 
 # --------------------------------------------------------------------------- poses
 def check_pose(ego2global, where: str, batch: int) -> torch.Tensor:
-    """A (B, 4, 4) key-ego pose, finite and rigid -> float64; else TemporalError naming ``where``."""
+    """A (B, 4, 4) key-ego pose, finite and rigid (a proper rotation) -> float64; else TemporalError
+    naming ``where``. The one pose check: the node's odometry (priorocc_ros/history.py) uses it too."""
     if ego2global is None:
         raise TemporalError(f"{where}: missing (a temporal model needs each frame's ego2global (B, 4, 4))")
     if not isinstance(ego2global, torch.Tensor) or tuple(ego2global.shape) != (batch, 4, 4):
@@ -43,8 +44,10 @@ def check_pose(ego2global, where: str, batch: int) -> torch.Tensor:
     r = e[:, :3, :3]
     eye = torch.eye(3, dtype=e.dtype, device=e.device)
     bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=e.dtype, device=e.device)
-    if (r @ r.transpose(1, 2) - eye).abs().max() > 1e-3 or (e[:, 3] - bottom).abs().max() > 1e-6:
-        raise TemporalError(f"{where}: not a rigid transform (rotation not orthonormal or last row not 0 0 0 1)")
+    if (r @ r.transpose(1, 2) - eye).abs().max() > 1e-3 or (torch.linalg.det(r) <= 0).any() \
+            or (e[:, 3] - bottom).abs().max() > 1e-6:
+        raise TemporalError(f"{where}: not a rigid transform (rotation not orthonormal, a reflection, "
+                            f"or last row not 0 0 0 1)")
     return ego2global.double()
 
 
