@@ -120,7 +120,9 @@ def time_pipelined(pipe, msgs: list, K: np.ndarray, cam2ego: np.ndarray, sets: i
     rows = []
     for _ in range(rounds):
         load = os.getloadavg()[0]
+        c = time.process_time()
         net = statistics.median(pipe.predictor.run(prepared).timings["model"] for _ in range(sets))
+        net_cpu = (time.process_time() - c) / sets  # every thread of this process: the runtime's workers
         cpu.clear()
         out_t.clear()
         net_in.clear()
@@ -135,14 +137,18 @@ def time_pipelined(pipe, msgs: list, K: np.ndarray, cam2ego: np.ndarray, sets: i
         steady = (out_t[-1] - out_t[0]) / (sets - 1)
         rows.append({"loadavg_1min": [load, os.getloadavg()[0]], "network_alone_s": net, "steady_per_set_s": steady,
                      "wall_per_set_s": (out_t[-1] - t0) / sets, "network_in_pipeline_s": statistics.median(net_in),
-                     "cpu_per_set_s": {k: statistics.median(v) for k, v in cpu.items()},
+                     "cpu_per_set_s": {k: statistics.median(v) for k, v in cpu.items()}, "network_alone_cpu_s": net_cpu,
                      "frame_over_network": steady / net})
     med = lambda k: statistics.median(r[k] for r in rows)  # noqa: E731
+    overhead = statistics.median(r["cpu_per_set_s"]["decode_prepare"] + r["cpu_per_set_s"]["build_serialize"]
+                                 for r in rows)
     return {"sets": sets, "rounds": rows, "frame_over_network": med("frame_over_network"),
             "steady_per_set_s": med("steady_per_set_s"), "network_alone_s": med("network_alone_s"),
-            "network_in_pipeline_s": med("network_in_pipeline_s"),
-            "overhead_cpu_per_set_s": statistics.median(
-                r["cpu_per_set_s"]["decode_prepare"] + r["cpu_per_set_s"]["build_serialize"] for r in rows)}
+            "network_in_pipeline_s": med("network_in_pipeline_s"), "overhead_cpu_per_set_s": overhead,
+            "network_alone_cpu_s": med("network_alone_cpu_s"),
+            # CPU seconds of a whole set / of the network alone: what the wall ratio tends to when
+            # the cores are the bottleneck (a loaded machine, or the network using every core)
+            "cpu_frame_over_network": 1.0 + overhead / med("network_alone_cpu_s")}
 
 
 def work_frame(spec: dict) -> dict:

@@ -658,7 +658,8 @@ def _print_summary(results: dict, log) -> None:
                 p = m.get("pipelined") or {}
                 log(f"  {pair:18s} {mode:5s} network {m['network_s']:.3f} s  one at a time {m['frame_over_network']:.3f}"
                     + (f"  pipelined {p['frame_over_network']:.3f} (network alone {p['network_alone_s']:.3f} s, "
-                       f"steady {p['steady_per_set_s']:.3f} s/set, overhead CPU {p['overhead_cpu_per_set_s'] * 1e3:.0f} ms/set, "
+                       f"steady {p['steady_per_set_s']:.3f} s/set, overhead CPU {p['overhead_cpu_per_set_s'] * 1e3:.0f} ms/set = "
+                       f"{p['cpu_frame_over_network']:.3f} of the network's {p['network_alone_cpu_s']:.2f} CPU s, "
                        f"load {', '.join('%.1f' % x['loadavg_1min'][0] for x in p['rounds'])})" if p else ""))
             if fp.get("fraction"):
                 log(f"  {pair:18s} {fp['fraction'] * 100:.1f} % of {fp['peak']} ({r['achieved_gflops_per_s']:.1f} / "
