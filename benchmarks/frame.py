@@ -1,14 +1,15 @@
 """The whole frame, JPEG bytes to serialised output messages, through the node's own pipeline
 (``priorocc_ros.pipeline.OccupancyPipeline``): section ``frame`` of benchmarks/run.py.
 
-Per backend / precision (any make_predictor arguments, int8 included), both preprocessing modes:
-``exact`` (full decode, FlashOCC's BICUBIC resize then crop) and ``fast`` (DCT-scaled decode at
-the network's size, ``jpeg_reduce=0``, resize + crop fused); per stage medians: decode,
+Per backend / precision (any make_predictor arguments, int8 included), three preprocessing modes
+(``MODES``): ``exact`` (full decode, FlashOCC's BICUBIC resize then crop), ``fused`` (full decode,
+resize + crop in one call: ``preprocess:=fast``) and ``fast`` (DCT-scaled decode at the network's
+size, ``jpeg_reduce:=0``, and fused), each one's voxel agreement with ``exact``; per stage medians: decode,
 preprocess, network, postprocess, output building (PointCloud2 + MarkerArray + OccupancyGrid,
 no overlays) and CDR serialisation; ``frame_over_network`` = the sum / network (one set at a
 time: the node's ``pipelined:=false``). Output building is also timed on a fixed volume of the
 real Occ3D labels (39,092 occupied voxels) or, without them, 40,000 random occupied voxels,
-against the network time of the same run. Voxel agreement fast vs exact on the same frame; peak RSS.
+against the network time of the same run; peak RSS.
 
 ``pipelined`` (what the node runs by default): ``sets`` sets through the node's three stages in
 their own threads (``priorocc_ros.runner.InferenceRunner``, the pipeline calls that ``priorocc_ros.node.stages``
@@ -30,6 +31,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 OCC3D_REAL = ROOT.parent / "shared" / "data" / "occ3d-real"
+
+
+# preprocessing modes: the node's parameters jpeg_reduce and preprocess (fused = preprocess:=fast)
+MODES = {"exact": {"jpeg_reduce": 1, "fused_resize": False},  # FlashOCC's pixels
+         "fused": {"jpeg_reduce": 1, "fused_resize": True},  # full decode, resize + crop in one call
+         "fast": {"jpeg_reduce": 0, "fused_resize": True}}  # DCT-scaled decode at the network's size + fused
 
 
 def fixed_volume(occ_size: tuple[int, int, int], n: int = 40_000, seed: int = 0) -> tuple[np.ndarray, str]:
@@ -175,9 +182,9 @@ def work_frame(spec: dict) -> dict:
     res: dict = {"backend": pred.choice.backend, "precision": pred.choice.precision, "label": spec["label"],
                  "config": pred.cfg.name, "peaks": peaks, "openvino_matmul": ov_rates, "modes": {}}
     occs = {}
-    for mode in ("exact", "fast"):
-        opts = PipelineOptions(publish_overlay=False, jpeg_reduce=0 if mode == "fast" else 1)
-        pred.fused_resize = mode == "fast"
+    for mode in spec.get("modes", MODES):
+        opts = PipelineOptions(publish_overlay=False, jpeg_reduce=MODES[mode]["jpeg_reduce"])
+        pred.fused_resize = MODES[mode]["fused_resize"]
         pipe = OccupancyPipeline(pred, pred.cameras, opts)
         for _ in range(spec.get("warmup", 3)):
             r = pipe.run(0, msgs, frame["K"], frame["cam2ego"])
@@ -196,7 +203,11 @@ def work_frame(spec: dict) -> dict:
                               "output_bytes": sum(outputs_bytes), "occupied": r.num_occupied}
         res["modes"][mode]["pipelined"] = time_pipelined(pipe, msgs, frame["K"], frame["cam2ego"],
                                                          spec.get("sets", 10), spec.get("rounds", 2))
-    res["fast_vs_exact_voxel_agreement"] = float((occs["fast"] == occs["exact"]).mean())
+    for mode in occs:
+        res["modes"][mode]["voxel_agreement_with_exact"] = float((occs[mode] == occs["exact"]).mean()) \
+            if "exact" in occs else None
+    if "fast" in occs and "exact" in occs:
+        res["fast_vs_exact_voxel_agreement"] = res["modes"]["fast"]["voxel_agreement_with_exact"]
     vol, what = fixed_volume(pred.cfg.model.grid.occ_size)
     res["outputs_fixed_volume"] = dict(time_outputs(pipe, vol, reps), volume=what)
     best_net = min(m["network_s"] for m in res["modes"].values())

@@ -663,7 +663,8 @@ def _print_summary(results: dict, log) -> None:
                        f"load {', '.join('%.1f' % x['loadavg_1min'][0] for x in p['rounds'])})" if p else ""))
             if fp.get("fraction"):
                 log(f"  {pair:18s} {fp['fraction'] * 100:.1f} % of {fp['peak']} ({r['achieved_gflops_per_s']:.1f} / "
-                    f"{fp['peak_gflops_per_s']:.1f} GFLOP/s); fast vs exact voxels {r['fast_vs_exact_voxel_agreement'] * 100:.3f} %")
+                    f"{fp['peak_gflops_per_s']:.1f} GFLOP/s); voxel agreement with exact: "
+                    + ", ".join(f"{k} {m['voxel_agreement_with_exact'] * 100:.3f} %" for k, m in r["modes"].items()))
     sc = results.get("scaling")
     if sc and "error" not in sc:
         log(f"\n== scaling ({sc['config']}, {sc['label']}) ==")
