@@ -1,20 +1,20 @@
 """The whole frame, JPEG bytes to serialised output messages, through the node's own pipeline
 (``priorocc_ros.pipeline.OccupancyPipeline``): section ``frame`` of benchmarks/run.py.
 
-Per backend / precision (any make_predictor arguments, int8 included), three preprocessing modes
-(``MODES``): ``exact`` (full decode, FlashOCC's BICUBIC resize then crop), ``fused`` (full decode,
-resize + crop in one call: ``preprocess:=fast``) and ``fast`` (DCT-scaled decode at the network's
-size, ``jpeg_reduce:=0``, and fused), each one's voxel agreement with ``exact``; per stage medians: decode,
-preprocess, network, postprocess, output building (PointCloud2 + MarkerArray + OccupancyGrid,
-no overlays) and CDR serialisation; ``frame_over_network`` = the sum / network (one set at a
+Per backend / precision (any make_predictor arguments, int8 included), three preprocessing
+modes (``MODES``): ``exact`` (full decode, FlashOCC's BICUBIC resize then crop), ``fused`` (full
+decode, resize + crop in one call: ``preprocess:=fast``) and ``fast`` (DCT-scaled decode at the
+network's size, ``jpeg_reduce:=0``, and fused), each one's voxel agreement with ``exact``; per
+stage medians: decode, preprocess, network, postprocess, output building (PointCloud2 +
+MarkerArray + OccupancyGrid, no overlays) and CDR serialisation; ``frame_over_network`` = the sum / network (one set at a
 time: the node's ``pipelined:=false``). Output building is also timed on a fixed volume of the
 real Occ3D labels (39,092 occupied voxels) or, without them, 40,000 random occupied voxels,
 against the network time of the same run; peak RSS.
 
 ``pipelined`` (what the node runs by default): ``sets`` sets through the node's three stages in
-their own threads (``priorocc_ros.runner.InferenceRunner``, the pipeline calls that ``priorocc_ros.node.stages``
-makes: decode + preprocessing + plan, network, messages + CDR), the entry
-blocking (nothing dropped); per-set wall time in steady state = (last set out - first set out) /
+their own threads (``priorocc_ros.runner.InferenceRunner``; the pipeline calls that
+``priorocc_ros.node.stages`` makes: decode + preprocessing + plan, network, messages + CDR), the
+entry blocking (nothing dropped); per-set wall time in steady state = (last set out - first set out) /
 (sets - 1). Against it, in the same worker and interleaved round by round, the network alone on
 the same prepared input (``Predictor.run``, ``sets`` calls, median). ``frame_over_network`` of a
 round = steady per-set time / that round's network-alone median; the result is the median over
