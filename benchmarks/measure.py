@@ -8,6 +8,14 @@ import time
 WARMUP = 3  # calls before the timed ones, per backend and per stage (docs/speed.md): the first build kernels and plans
 
 
+# the peak a path is measured against: a matrix product of its own precision, same worker
+SAME_PRECISION_PEAK = {("torch", "fp32"): ("torch mm", "fp32"), ("torch", "bf16"): ("torch mm", "bf16"),
+                       ("onnxruntime", "fp32"): ("torch mm", "fp32"),
+                       ("openvino", "fp32"): ("openvino 1x1 conv", "f32"),
+                       ("openvino", "bf16"): ("openvino 1x1 conv", "bf16"),
+                       ("openvino", "int8"): ("openvino 1x1 conv", "int8")}
+
+
 def timeit(fn, repeats: int, warmup: int = WARMUP) -> dict:
     """Median / min / all of ``repeats`` wall-clock runs after ``warmup`` runs."""
     for _ in range(warmup):

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.measure import WARMUP, matmul_peaks, timeit  # noqa: E402
+from benchmarks.measure import SAME_PRECISION_PEAK, WARMUP, matmul_peaks, timeit  # noqa: E402
 from priorocc_core.atomic import atomic_write_bytes  # noqa: E402
 from priorocc_core.autoselect import cpu_flags, cpu_name  # noqa: E402
 
@@ -206,14 +206,6 @@ def work_backend(spec: dict) -> dict:
     res["peaks_after"] = after
     res["fraction_of_peak"] = _fraction_of_peak(spec, res, best, ov_rates)
     return res
-
-
-# the peak a path is measured against: a matrix product of its own precision, same worker
-SAME_PRECISION_PEAK = {("torch", "fp32"): ("torch mm", "fp32"), ("torch", "bf16"): ("torch mm", "bf16"),
-                       ("onnxruntime", "fp32"): ("torch mm", "fp32"),
-                       ("openvino", "fp32"): ("openvino 1x1 conv", "f32"),
-                       ("openvino", "bf16"): ("openvino 1x1 conv", "bf16"),
-                       ("openvino", "int8"): ("openvino 1x1 conv", "int8")}
 
 
 def _fraction_of_peak(spec: dict, res: dict, peaks: dict, ov_rates: dict | None) -> dict:
@@ -432,6 +424,10 @@ def main(argv=None) -> int:
                          "--frame-backends, benchmarks/frame.py)")
     ap.add_argument("--frame-backends", default="auto:auto,openvino:fp32,openvino:int8",
                     help="section frame: backend:precision pairs (int8 needs --int8 IR per config)")
+    ap.add_argument("--frame-sets", type=int, default=10,
+                    help="section frame: sets per pipelined run (steady state over them, >= 2)")
+    ap.add_argument("--frame-rounds", type=int, default=2,
+                    help="section frame: interleaved rounds of network alone then the pipelined frame")
     ap.add_argument("--int8", action="append", default=[], metavar="CONFIG=IR.xml",
                     help="sections frame and backends (row openvino-int8): the priorocc_quantize IR of a config "
                          "(repeatable)")
@@ -571,7 +567,7 @@ def main(argv=None) -> int:
                 log(f"[frame] {cfg_name} {pair}")
                 rows[pair] = run_worker(dict(common, task="frame", checkpoint=ckpt(cfg_name), backend=backend,
                                              precision=precision, opts=opts, label=f"{cfg_name}__{pair}",
-                                             frame=frame), log)
+                                             frame=frame, sets=a.frame_sets, rounds=a.frame_rounds), log)
                 save()
     save()
     _print_summary(results, log)
@@ -651,6 +647,24 @@ def _print_summary(results: dict, log) -> None:
                 + (f"{fp['fraction'] * 100:5.1f}% of {fp['peak']} ({fp['achieved_gflops_per_s']:.1f} / "
                    f"{fp['peak_gflops_per_s']:.1f} GFLOP/s)" if (fp := r.get("fraction_of_peak")) and fp.get("fraction")
                    else ""))
+    for cfg_name, rows in results.get("frame_sections", {}).items():
+        log(f"\n== {cfg_name}: frame, JPEG bytes to serialised messages / network ==")
+        for pair, r in rows.items():
+            if "error" in r:
+                log(f"  {pair:18s} ERROR {r['error'].splitlines()[-1] if r['error'] else ''}")
+                continue
+            fp = r.get("fraction_of_peak") or {}
+            for mode, m in r["modes"].items():
+                p = m.get("pipelined") or {}
+                log(f"  {pair:18s} {mode:5s} network {m['network_s']:.3f} s  one at a time {m['frame_over_network']:.3f}"
+                    + (f"  pipelined {p['frame_over_network']:.3f} (network alone {p['network_alone_s']:.3f} s, "
+                       f"steady {p['steady_per_set_s']:.3f} s/set, overhead CPU {p['overhead_cpu_per_set_s'] * 1e3:.0f} ms/set = "
+                       f"{p['cpu_frame_over_network']:.3f} of the network's {p['network_alone_cpu_s']:.2f} CPU s, "
+                       f"load {', '.join('%.1f' % x['loadavg_1min'][0] for x in p['rounds'])})" if p else ""))
+            if fp.get("fraction"):
+                log(f"  {pair:18s} {fp['fraction'] * 100:.1f} % of {fp['peak']} ({r['achieved_gflops_per_s']:.1f} / "
+                    f"{fp['peak_gflops_per_s']:.1f} GFLOP/s); voxel agreement with exact: "
+                    + ", ".join(f"{k} {m['voxel_agreement_with_exact'] * 100:.3f} %" for k, m in r["modes"].items()))
     sc = results.get("scaling")
     if sc and "error" not in sc:
         log(f"\n== scaling ({sc['config']}, {sc['label']}) ==")

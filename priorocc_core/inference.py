@@ -70,17 +70,18 @@ def preprocess(images: Sequence[np.ndarray], K: np.ndarray, cam2ego: np.ndarray,
     cam2ego = np.asarray(cam2ego, dtype=np.float64)
     if K.shape != (n, 3, 3) or cam2ego.shape != (n, 4, 4):
         raise ValueError(f"predict: expected K (N,3,3) and cam2ego (N,4,4) for N={n}, got {K.shape} and {cam2ego.shape}")
-    imgs, augs = [], []
+    fh, fw = cfg.model.image.input_size
+    imgs = np.empty((1, n, 3, fh, fw), np.float32)  # each camera normalised into its slot: no stacking copy
+    augs = []
     for i, img in enumerate(images):
         img = np.asarray(img)
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise ValueError(f"predict: image {i} ({cameras[i]}) must be (H, W, 3) uint8 RGB, got {img.shape} {img.dtype}")
-        x, aug, _ = prepare_camera(img, cfg.model.image, fused=fused)
-        imgs.append(x)
+        _, aug, _ = prepare_camera(img, cfg.model.image, fused=fused, out=imgs[0, i])
         augs.append(aug)
     f32 = dict(dtype=torch.float32, device=device)
     return dict(
-        imgs=torch.stack(imgs)[None].to(device),
+        imgs=torch.from_numpy(imgs).to(device),
         cam2ego=torch.as_tensor(cam2ego, **f32)[None],
         K=torch.as_tensor(K, **f32)[None],
         img_aug=torch.as_tensor(np.stack(augs), **f32)[None],

@@ -85,27 +85,33 @@ def _normalise_lut(cfg: ImageConfig) -> np.ndarray:
     return (np.arange(256, dtype=np.float32)[None, :] - mean[:, None]) / std[:, None]
 
 
-def normalize_image(img_rgb: np.ndarray | Image.Image, cfg: ImageConfig) -> torch.Tensor:
+def normalize_image(img_rgb: np.ndarray | Image.Image, cfg: ImageConfig, out: np.ndarray | None = None) -> torch.Tensor:
     """(H, W, 3) uint8 RGB -> (3, H, W) float32 normalised in ``cfg.channel_order``.
 
     uint8 input: one table look-up per channel straight into the (3, H, W) output (the same
     float32 arithmetic as mmcv's ``(img - mean) / std``, bit for bit, without the (H, W, 3)
-    float copies); other dtypes are computed directly."""
+    float copies); other dtypes are computed directly. ``out``: a C-contiguous (3, H, W)
+    float32 array to write into (one camera's slot of the batch: no stacking copy); the tensor
+    returned then shares its memory."""
     a = np.asarray(img_rgb)
     if a.ndim != 3 or a.shape[2] != 3:
         raise ValueError(f"normalize_image: expected an (H, W, 3) RGB image, got shape {a.shape}")
     if cfg.channel_order not in ("bgr", "rgb"):
         raise ValueError(f"image.channel_order must be 'bgr' or 'rgb', got {cfg.channel_order!r}")
+    shape = (3,) + a.shape[:2]
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
+    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"normalize_image: out must be C-contiguous float32 {shape}, got {out.dtype} {out.shape}")
     src = (2, 1, 0) if cfg.channel_order == "bgr" else (0, 1, 2)  # FlashOCC: BGR order, mean[0] on blue
     if a.dtype == np.uint8:
         lut = _normalise_lut(cfg)
-        out = np.empty((3,) + a.shape[:2], dtype=np.float32)
         for c in range(3):
             np.take(lut[c], a[:, :, src[c]], out=out[c])
         return torch.from_numpy(out)
     f = a.astype(np.float32)[..., list(src)]
-    f = (f - np.asarray(cfg.mean, dtype=np.float32)) / np.asarray(cfg.std, dtype=np.float32)
-    return torch.from_numpy(np.ascontiguousarray(f.transpose(2, 0, 1)))
+    out[...] = ((f - np.asarray(cfg.mean, dtype=np.float32)) / np.asarray(cfg.std, dtype=np.float32)).transpose(2, 0, 1)
+    return torch.from_numpy(out)
 
 
 def resize_crop_fused(img: Image.Image, aug: ImageAug, resample=Image.BICUBIC) -> Image.Image:
@@ -121,12 +127,13 @@ def resize_crop_fused(img: Image.Image, aug: ImageAug, resample=Image.BICUBIC) -
 
 
 def prepare_camera(img_rgb: np.ndarray | Image.Image, cfg: ImageConfig, aug: ImageAug | None = None,
-                   fused: bool = False):
+                   fused: bool = False, out: np.ndarray | None = None):
     """One camera image -> (normalised (3, H, W) tensor, img_aug (3, 3), augmented PIL image).
 
-    fused: resize + crop in one call (:func:`resize_crop_fused`; faster, not FlashOCC's exact pixels)."""
+    fused: resize + crop in one call (:func:`resize_crop_fused`; faster, not FlashOCC's exact pixels).
+    out: the (3, H, W) float32 slot to normalise into (see :func:`normalize_image`)."""
     pil = img_rgb if isinstance(img_rgb, Image.Image) else Image.fromarray(np.asarray(img_rgb))
     if aug is None:
         aug = test_time_aug((pil.height, pil.width), cfg)
-    out = resize_crop_fused(pil, aug) if fused else apply_image_aug(pil, aug)
-    return normalize_image(out, cfg), aug.matrix(), out
+    view = resize_crop_fused(pil, aug) if fused else apply_image_aug(pil, aug)
+    return normalize_image(view, cfg, out), aug.matrix(), view

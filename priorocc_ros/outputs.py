@@ -52,6 +52,21 @@ class VoxelGrid:
         return (np.asarray(self.origin, dtype=np.float32)
                 + (idx.astype(np.float32) + 0.5) * np.float32(self.voxel_size))
 
+    def axis_centres(self, axis: int) -> np.ndarray:
+        """(D_axis,) float32 centres along one axis, the same float32 arithmetic as ``centres``."""
+        i = np.arange(self.shape[axis], dtype=np.float32)
+        return np.float32(self.origin[axis]) + (i + np.float32(0.5)) * np.float32(self.voxel_size)
+
+
+def occupied_indices(mask: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(Dx, Dy, Dz) bool -> (flat (P,) int64, (ix, iy, iz) (P,) int32 each), in x, y, z order
+    (np.argwhere's order, without its (P, 3) int64 transpose)."""
+    flat = np.flatnonzero(mask)
+    _, dy, dz = mask.shape
+    q, iz = np.divmod(flat.astype(np.int32), np.int32(dz))
+    ix, iy = np.divmod(q, np.int32(dy))
+    return flat, (ix, iy, iz)
+
 
 def _check_occ(occ: np.ndarray, grid: VoxelGrid) -> np.ndarray:
     occ = np.asarray(occ)
@@ -70,6 +85,10 @@ def packed_rgb_float(colors: np.ndarray) -> np.ndarray:
     return ((c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]).astype(np.uint32).view(np.float32)
 
 
+_RGB_BY_LABEL = np.zeros(256, np.float32)  # packed rgb of each class index (a constant table)
+_RGB_BY_LABEL[:len(OCC_COLORS)] = packed_rgb_float(OCC_COLORS)
+
+
 def unpack_rgb_float(rgb: np.ndarray) -> np.ndarray:
     """(P,) float32 packed rgb -> (P, 3) uint8."""
     u = np.asarray(rgb, dtype=np.float32).view(np.uint32)
@@ -79,12 +98,12 @@ def unpack_rgb_float(rgb: np.ndarray) -> np.ndarray:
 def voxels_to_pointcloud2(occ: np.ndarray, header: Any, grid: VoxelGrid = VoxelGrid()) -> Any:
     """(Dx, Dy, Dz) labels -> PointCloud2 of occupied voxel centres (x, y, z, rgb, label)."""
     occ = _check_occ(occ, grid)
-    idx = np.argwhere(occupied_mask(occ))
-    labels = occ[idx[:, 0], idx[:, 1], idx[:, 2]] if idx.size else np.zeros(0, np.uint8)
-    pts = np.empty(len(idx), dtype=VOXEL_POINT_DTYPE)
-    xyz = grid.centres(idx) if idx.size else np.zeros((0, 3), np.float32)
-    pts["x"], pts["y"], pts["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
-    pts["rgb"] = packed_rgb_float(OCC_COLORS[labels])
+    flat, ijk = occupied_indices(occupied_mask(occ))
+    labels = occ.reshape(-1)[flat]
+    pts = np.empty(len(flat), dtype=VOXEL_POINT_DTYPE)
+    for ax, name in enumerate(("x", "y", "z")):  # a centre per axis index, gathered: no (P, 3) temporaries
+        pts[name] = grid.axis_centres(ax)[ijk[ax]]
+    pts["rgb"] = _RGB_BY_LABEL[labels]
     pts["label"] = labels
     PF = msg_class("sensor_msgs/msg/PointField")
     fields = [PF(name=n, offset=VOXEL_POINT_DTYPE.fields[n][1], datatype=dt, count=1)
@@ -122,10 +141,13 @@ def surface_mask(mask: np.ndarray) -> np.ndarray:
     """Occupied voxels with at least one of their 6 neighbours free or outside the grid (the
     ones a viewer can see); interior voxels are hidden by their neighbours."""
     m = np.pad(mask, 1, constant_values=False)
-    interior = np.ones_like(mask)
-    for ax in range(3):
-        for sh in (-1, 1):
-            interior &= np.roll(m, sh, axis=ax)[1:-1, 1:-1, 1:-1]
+    interior = mask.copy()
+    c = (slice(1, -1),) * 3
+    for ax in range(3):  # the two neighbours along each axis: shifted views of the padded mask, no copies
+        for lo, hi in ((0, -2), (2, None)):
+            sl = list(c)
+            sl[ax] = slice(lo, hi)
+            interior &= m[tuple(sl)]
     return mask & ~interior
 
 
@@ -139,9 +161,11 @@ def voxels_to_markers(occ: np.ndarray, header: Any, grid: VoxelGrid = VoxelGrid(
     mask = occupied_mask(occ)
     if surface_only:
         mask = surface_mask(mask)
-    idx = np.argwhere(mask)  # (P, 3), [x, y, z] order
-    labels = occ[idx[:, 0], idx[:, 1], idx[:, 2]] if idx.size else np.zeros(0, np.uint8)
-    centres = grid.centres(idx).astype(np.float64) if idx.size else np.zeros((0, 3))
+    flat, ijk = occupied_indices(mask)  # x, y, z order
+    labels = occ.reshape(-1)[flat]
+    centres = np.empty((len(flat), 3), np.float64)
+    for ax in range(3):
+        centres[:, ax] = grid.axis_centres(ax)[ijk[ax]]
     # group by class with one stable sort (keeps the x, y, z order within a class)
     order = np.argsort(labels, kind="stable")
     bounds = np.searchsorted(labels[order], np.arange(NUM_OCC_CLASSES + 1))
@@ -166,14 +190,19 @@ def voxels_to_markers(occ: np.ndarray, header: Any, grid: VoxelGrid = VoxelGrid(
     return new_msg("visualization_msgs/msg/MarkerArray", markers=markers)
 
 
+# per class index: 0 unknown (IGNORE, out of range), 1 known and not an obstacle (free, ground), 2 obstacle;
+# a column's state is its highest rank: -1, 0, 100
+_VOXEL_RANK = np.zeros(256, np.uint8)
+_VOXEL_RANK[:NUM_OCC_CLASSES] = 2
+_VOXEL_RANK[[FREE, *GROUND_CLASSES]] = 1
+_VOXEL_RANK[IGNORE] = 0
+_COLUMN_STATE = np.array([-1, 0, 100], np.int8)
+
+
 def column_states(occ: np.ndarray, visible: np.ndarray | None = None) -> np.ndarray:
     """(Dx, Dy, Dz) labels -> (Dx, Dy) int8: 100 obstacle, 0 free, -1 unknown."""
     occ = np.asarray(occ)
-    known = (occ != IGNORE) & (occ < NUM_OCC_CLASSES)
-    obstacle = known & (occ != FREE) & ~np.isin(occ, GROUND_CLASSES)
-    out = np.full(occ.shape[:2], -1, dtype=np.int8)
-    out[known.any(axis=2)] = 0
-    out[obstacle.any(axis=2)] = 100
+    out = _COLUMN_STATE[_VOXEL_RANK[occ].max(axis=2)]  # one table look-up per voxel, the column's highest rank
     if visible is not None:
         out[~np.asarray(visible, dtype=bool)] = -1
     return out

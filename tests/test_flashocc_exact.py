@@ -7,7 +7,8 @@ filter (BICUBIC), then crops the bottom rows. Published weights expect both. The
 below are written from those definitions with nuscenes-devkit and Pillow, not with the project's
 code. Mutation checks (each fails this test): ``key_ego2global`` returning the LIDAR_TOP ego pose
 (the old frame: cam2ego off by ~0.4 m), ``resample=Image.BILINEAR`` in ``apply_image_aug`` (the
-old filter), the ``key_ego`` default set to lidar.
+old filter), the ``key_ego`` default set to lidar; issue 28: ``inference.preprocess`` normalising
+every camera into the batch's first slot (``out=imgs[0, 0]``, the others left uninitialised).
 """
 from __future__ import annotations
 

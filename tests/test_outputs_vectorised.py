@@ -3,7 +3,12 @@ messages of a per-voxel reference written straight from the message definitions:
 equal (rosbags' serialiser on the reference, ``msgs.serialize`` on ours) on a random volume.
 
 Mutations tried: the sentinel's length patch skipped (both marker tests fail); an unstable
-sort (quicksort) in voxels_to_markers (point order within a class changes: both fail). Not
+sort (quicksort) in voxels_to_markers (point order within a class changes: both fail); issue 28's
+gathered builders: surface_mask testing one neighbour per axis only (``(2, None)`` shift dropped:
+both marker tests fail), occupied_indices dividing by Dy before Dz (the cloud and both marker tests fail), the
+rgb table shifted by one class (cloud test fails), the ground classes ranked as obstacles in
+column_states' table (grid test fails). The reference's surface test is its own per-voxel
+neighbour check, not ``outputs.surface_mask``. Not
 caught, by design: centres cast to float32 before the PointList (they are float32 values).
 (msgs.PointList and its splice are shared with the rclpy / DDS output path; see also
 tests/test_ros_outputs_calib.py.)
@@ -28,12 +33,25 @@ def _random_volume(seed: int, n: int = 6000) -> np.ndarray:
     return occ
 
 
+def _enclosed(occupied, v) -> bool:
+    """All six neighbours of voxel v inside the grid and occupied (a voxel on the border is seen)."""
+    for ax in range(3):
+        for d in (-1, 1):
+            n = list(v)
+            n[ax] += d
+            if not 0 <= n[ax] < occupied.shape[ax] or not occupied[tuple(n)]:
+                return False
+    return True
+
+
 def _reference_markers(occ, hdr, grid=outputs.VoxelGrid()):
     """One Point object per surface voxel, in x, y, z order per class (the original builder)."""
     Marker, Point = msg_class("visualization_msgs/msg/Marker"), msg_class("geometry_msgs/msg/Point")
-    mask = outputs.surface_mask(outputs.occupied_mask(occ))
+    occupied = outputs.occupied_mask(occ)
     pts = {c: [] for c in range(NUM_OCC_CLASSES)}
-    for x, y, z in zip(*np.nonzero(mask)):
+    for x, y, z in zip(*np.nonzero(occupied)):
+        if _enclosed(occupied, (x, y, z)):
+            continue
         c = int(occ[x, y, z])
         cx, cy, cz = (np.float32(grid.origin[i]) + (np.float32(v) + np.float32(0.5)) * np.float32(grid.voxel_size)
                       for i, v in enumerate((x, y, z)))
