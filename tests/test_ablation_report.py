@@ -261,6 +261,7 @@ def test_dropout_study_report(tmp_path):
         runs += [run("dropout", s, 20.0, (16.0 + d, 18.0 + d)), run("no_dropout", s, 20.5, (16.0, 18.0))]
     m = ablation.metrics_of(runs[1])
     assert (m["drop:CAM_A"], m["drop:CAM_B"], m["drop:mean"], m["drop:worst"]) == (16.0, 18.0, 17.0, 16.0)
+    assert m["drop:kept"] == pytest.approx(100 * 17.0 / 20.5)  # share of its own all-camera mIoU
     c = ablation.paired(runs, "dropout", "drop:mean", baseline="no_dropout")
     assert c["mean"] == pytest.approx(3.0) and c["p"] == pytest.approx(0.0351, abs=1e-3)
     text = "\n".join(ablation.conclusion(runs, "dropout"))
@@ -270,6 +271,7 @@ def test_dropout_study_report(tmp_path):
     assert "| CAM_A | 19.00 +- 0.82 | 16.00 +- 0.00 | +3.00" in table
     assert "| worst single drop | 19.00 +- 0.82 | 16.00 +- 0.00 |" in table
     assert "| none | 20.00 +- 0.00 | 20.50 +- 0.00 | -0.50" in table
+    assert "| % of own all-camera mIoU kept | 100.00 +- 4.08 | 82.93 +- 0.00 | +17.07" in table  # (19, 20, 21) / 20
     md = tmp_path / "RESULTS.md"
     args = argparse.Namespace(config="c.yaml", iters=5, seeds=[0, 1, 2], scenes=1, keyframes=2, world_seed=7,
                               val_scenes=1, labels="world", machine="test", results_md=str(md), study="dropout")

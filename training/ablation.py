@@ -146,6 +146,8 @@ def metrics_of(run: dict) -> dict:
     if dropped and all(v is not None for v in dropped.values()):
         m["drop:mean"] = float(np.mean(list(dropped.values())))
         m["drop:worst"] = float(min(dropped.values()))
+        # graceful degradation: the share of its own all-camera mIoU a model keeps with one camera missing
+        m["drop:kept"] = 100.0 * m["drop:mean"] / m["mIoU"] if m["mIoU"] else None
     return m
 
 
@@ -249,6 +251,8 @@ def dropout_conclusion(runs: list[dict]) -> list[str]:
     for key, question in (("drop:mean", "With one camera missing (mIoU averaged over the single drops of each camera), does "
                                         "dropout training keep more?"),
                           ("drop:worst", "For the worst single camera to lose, does dropout training keep more?"),
+                          ("drop:kept", "Does dropout training degrade more gracefully (the share of its own "
+                                        "all-camera mIoU kept with one camera missing, in points of %)?"),
                           ("mIoU", "With every camera present, what does dropout training cost?")):
         c = paired(runs, "dropout", key, baseline=base)
         if c is None or c["n"] < 2:
@@ -257,7 +261,8 @@ def dropout_conclusion(runs: list[dict]) -> list[str]:
         lo, hi = c["ci"]
         sure = c["p"] == c["p"] and c["p"] < 0.05
         head = (f"**{'yes, a gain' if c['mean'] > 0 else 'a loss'} shown**" if sure else "**not shown either way**")
-        out.append(f"- {question} {head}: {c['mean']:+.2f} mIoU on average over {c['n']} paired seeds (95 % "
+        unit = "points of %" if key == "drop:kept" else "mIoU"
+        out.append(f"- {question} {head}: {c['mean']:+.2f} {unit} on average over {c['n']} paired seeds (95 % "
                    f"interval [{lo:+.2f}, {hi:+.2f}], p = {c['p']:.3f}, dropout better in {c['wins']} of {c['n']}).")
     return out
 
@@ -265,7 +270,7 @@ def dropout_conclusion(runs: list[dict]) -> list[str]:
 def dropout_table(runs: list[dict], variants: list[str]) -> list[str]:
     """mIoU per single dropped camera, mean +- std over seeds per variant, and the paired difference."""
     cams = list(dict.fromkeys(k[5:] for r in runs for k in metrics_of(r) if k.startswith("drop:")
-                              and k not in ("drop:mean", "drop:worst")))
+                              and k not in ("drop:mean", "drop:worst", "drop:kept")))
     if not cams:
         return []
     base = STUDIES["dropout"]["baseline"]
@@ -276,7 +281,8 @@ def dropout_table(runs: list[dict], variants: list[str]) -> list[str]:
              "the learned priors recover.", "",
              "| dropped | " + " | ".join(variants) + " | dropout - no_dropout (paired) |", "|---|" + "---|" * (len(variants) + 1)]
     for key, name in [("mIoU", "none")] + [(f"drop:{c}", c) for c in cams] + [("drop:mean", "mean of single drops"),
-                                                                              ("drop:worst", "worst single drop")]:
+                                                                              ("drop:worst", "worst single drop"),
+                                                                              ("drop:kept", "% of own all-camera mIoU kept")]:
         cells = []
         for v in variants:
             m, sd = mean_std([metrics_of(r).get(key) for r in runs if r["variant"] == v])
@@ -296,7 +302,7 @@ def write_results(out: Path, runs: list[dict], args, commands: list[str]) -> Pat
     argv = getattr(args, "argv", None)
     if argv is not None:
         lines += ["Reproduce (steps already done are skipped on a rerun):", "", "```bash",
-                  "python training/ablation.py " + shlex.join(argv), "```", ""]
+                  "python training/ablation.py " + shlex.join(a for a in argv if a != "--report-only"), "```", ""]
     lines += [f"Config `{args.config}`, {args.iters} iterations per run (batch size of the config), seeds "
               f"{' '.join(map(str, args.seeds))}; training world: {args.scenes} scenes x {args.keyframes} keyframes "
               f"(seed {args.world_seed}); validation world: {args.val_scenes} scenes x {args.keyframes} keyframes "
@@ -345,7 +351,8 @@ def write_results(out: Path, runs: list[dict], args, commands: list[str]) -> Pat
                 keys += (("RayIoU", "RayIoU"),)
             if getattr(args, "study", "injector") == "dropout":  # what dropout should improve
                 keys += (("drop:mean", "mIoU with one camera dropped (mean over cameras)"),
-                         ("drop:worst", "mIoU with the worst camera dropped"))
+                         ("drop:worst", "mIoU with the worst camera dropped"),
+                         ("drop:kept", "% of the all-camera mIoU kept with one camera dropped"))
             for key, name in keys:
                 lines.append(f"- **{v}**, {verdict(paired(runs, v, key, baseline=base), name)}")
     lines += ["", "## Per-class IoU (mask_camera, mean over seeds)", "",
