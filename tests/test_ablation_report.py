@@ -177,7 +177,11 @@ def test_report_only_trains_nothing_and_reports_what_was_evaluated(tmp_path, mon
     assert called == []
     runs = json.loads((out / "results.json").read_text())["runs"]
     assert [(r["seed"], r["variant"]) for r in runs] == [(0, "injector"), (0, "no_injector"), (1, "injector")]
-    assert "--report-only" in (out / "RESULTS.md").read_text()
+    # the reproduce line is the command that trains what the report shows: without --report-only
+    # (mutation tried: argv copied whole -> fails here)
+    repro = (out / "RESULTS.md").read_text().split("```bash\n", 1)[1].split("\n", 1)[0]
+    assert repro.startswith("python training/ablation.py --out ") and "--iters 3" in repro
+    assert "--report-only" not in repro
 
 
 def test_temporal_study_pairs_histories_with_the_single_frame_model(tmp_path, monkeypatch):
