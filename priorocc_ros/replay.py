@@ -233,7 +233,7 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
     lat = LatencyWindow(n=100_000)
     write_lock = threading.Lock()
     t_start = time.perf_counter()
-    sink = None
+    sink, rate = None, 0.0
     with AtomicBagWriter(output_bag, storage=storage, overwrite=overwrite) as w:
         if foxglove_server is not None:  # before the model loads: a busy port fails at once
             from priorocc_ros.foxglove import FoxgloveSink
@@ -242,6 +242,10 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
             kw = dict(foxglove_server)
             wait = int(kw.pop("wait", 0))
             linger = float(kw.pop("linger", 0.0))
+            rate = float(kw.pop("rate", 0.0))
+            if rate < 0 or rate != rate:
+                raise ReplayInputError(f"--foxglove-rate {rate}: expected 0 (as fast as the model runs) or a positive "
+                                       "speed factor")
             sink = FoxgloveSink(logger=_ListLogger("priorocc_replay", echo=True), counters=node_t.stats,
                                 name=node_name, **kw)
         core = OccupancyNodeCore(node_t, predictor=predictor, block=True, latency_window=100_000)
@@ -271,6 +275,7 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
         wanted = core.subscribed_topics()
         next_diag = None
         it = iter_raw(input_bag, summary.bag_errors)
+        pace = None  # (first bag time ns, its wall time) when the live view plays at --foxglove-rate
         while True:
             t0 = time.perf_counter()
             try:
@@ -279,6 +284,11 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
                 break
             summary.messages_read += 1
             bag_time[0] = t
+            if sink is not None and rate > 0:  # the recorded timing, scaled: what a viewer watches
+                pace = pace or (t, time.perf_counter())
+                ahead = pace[1] + (t - pace[0]) / 1e9 / rate - time.perf_counter()
+                if ahead > 0:
+                    time.sleep(ahead)
             if copy_inputs:
                 with write_lock:
                     w.write_raw(topic, msgtype, t, raw, TF_STATIC_QOS if topic == "/tf_static" else SENSOR_DATA_QOS)
@@ -371,6 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --foxglove: start replaying once N viewers subscribe to every output (at most 300 s)")
     ap.add_argument("--foxglove-linger", type=float, default=0.0, metavar="S",
                     help="with --foxglove: after the last set keep serving until the viewers disconnect, at most S s")
+    ap.add_argument("--foxglove-rate", type=float, default=0.0, metavar="R",
+                    help="with --foxglove: play the bag at R times its recorded speed, as a viewer watches it "
+                         "(default 0: as fast as the model runs; a viewer slower than that loses messages from its "
+                         "bounded outbox)")
     return ap
 
 
@@ -402,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ReplayInputError("--checkpoint is required (or -p checkpoint:=DIR)")
         fox = None if args.foxglove is None else dict(
             port=args.foxglove, host=args.foxglove_host, inputs=args.foxglove_inputs, wait=args.foxglove_wait,
-            linger=args.foxglove_linger)
+            linger=args.foxglove_linger, rate=args.foxglove_rate)
         s = replay(args.bag, args.out, parameters=params, storage=args.storage, copy_inputs=args.copy_inputs,
                    overwrite=args.overwrite, echo_log=args.verbose, remaps=remaps, foxglove_server=fox)
     except (ReplayInputError, ParameterError, ValueError) as e:
