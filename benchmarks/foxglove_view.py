@@ -100,17 +100,23 @@ def overhead(args) -> dict:
     return dict(runs=rows, median=med)
 
 
-def stall(args) -> dict:
-    sys.path.insert(0, str(ROOT))
+def _image_sink(echo: bool):
+    """A sink on a free port with one Image channel per output of the node's set sizes, and the
+    payload (CDR header + zero bytes) of each: (sink, sizes, payload)."""
     from priorocc_ros.foxglove import FoxgloveSink
     from priorocc_ros.transport.loopback import _ListLogger
+
+    sink = FoxgloveSink(0, logger=_ListLogger("bench", echo=echo))
+    for t in _SET_SIZES:
+        sink.advertise(t, "sensor_msgs/msg/Image")
+    return sink, _SET_SIZES, {t: b"\0\1\0\0" + bytes(n) for t, n in _SET_SIZES.items()}
+
+
+def stall(args) -> dict:
+    sys.path.insert(0, str(ROOT))
     from benchmarks import foxglove_clients as fc
 
-    sink = FoxgloveSink(0, logger=_ListLogger("bench", echo=True))
-    sizes = _SET_SIZES
-    for t in sizes:
-        sink.advertise(t, "sensor_msgs/msg/Image")
-    payload = {t: b"\0\1\0\0" + bytes(n) for t, n in sizes.items()}
+    sink, sizes, payload = _image_sink(echo=True)
     s, rest = fc.connect(sink.port, rcvbuf=4096)
     fc.subscribe_all(s, rest, set(sizes))
     time.sleep(0.5)
@@ -156,14 +162,7 @@ def serve(args) -> dict:
     """CPU time this process spends serving ``--sets`` sets of the node's sizes to a client
     that reads everything (in its own process): the live view's whole cost to the node."""
     sys.path.insert(0, str(ROOT))
-    from priorocc_ros.foxglove import FoxgloveSink
-    from priorocc_ros.transport.loopback import _ListLogger
-
-    sink = FoxgloveSink(0, logger=_ListLogger("bench", echo=False))
-    sizes = _SET_SIZES
-    for t in sizes:
-        sink.advertise(t, "sensor_msgs/msg/Image")
-    payload = {t: b"\0\1\0\0" + bytes(n) for t, n in sizes.items()}
+    sink, sizes, payload = _image_sink(echo=False)
     reader = subprocess.Popen([sys.executable, "-c", READER, str(sink.port), str(ROOT), json.dumps(list(sizes))],
                               stdout=subprocess.PIPE, text=True)
     if not sink.wait_for_subscribers(set(sizes), 1, timeout=60):

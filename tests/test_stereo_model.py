@@ -15,7 +15,7 @@ from priorocc_core.geometry import create_frustum, depth_bin_centres
 from priorocc_core.model import build_model
 from priorocc_core.model import stereo as st
 from priorocc_core.model import temporal as tp
-from tests.test_temporal_model import current, sequence, temporal_cfg
+from tests.test_temporal_model import current, images_with_grad, sequence, temporal_cfg
 
 STEREO = ["model.temporal.stereo=true", "model.backbone.out_indices=[0, 2, 3]",
           "model.view_transformer.depth_net=camera_aware", "model.view_transformer.sid=true",
@@ -219,10 +219,7 @@ def test_past_frames_have_no_gradient(stereo_model):
 
     Mutation tried: past_bevs without torch.no_grad -> the past images get a gradient."""
     model, cfg, frames = stereo_model
-    batch = stereo_batch(frames, 4, 2)
-    batch["imgs"] = batch["imgs"].clone().requires_grad_(True)
-    for a in batch["adj"]:
-        a["imgs"] = a["imgs"].clone().requires_grad_(True)
+    batch = images_with_grad(stereo_batch(frames, 4, 2))
     state = {k: v.clone() for k, v in model.state_dict().items()}
     model.train()
     try:

@@ -277,16 +277,21 @@ def test_align_after_false_lifts_past_cameras_into_the_current_ego():
     assert torch.allclose(seen["x"][:, c:], want, atol=1e-6)
 
 
+def images_with_grad(batch):
+    """``batch`` with its current and past images as fresh leaves that record a gradient."""
+    batch["imgs"] = batch["imgs"].clone().requires_grad_(True)
+    for a in batch["adj"]:
+        a["imgs"] = a["imgs"].clone().requires_grad_(True)
+    return batch
+
+
 def test_past_frames_have_no_gradient(model_and_frames):
     """Training the non-sequential mode: gradients reach the network through the current frame
     only (BEVDet4D's with_prev: past frames under no_grad).
 
     Mutation tried: past_bevs without torch.no_grad -> the past images get a gradient."""
     model, cfg, frames = model_and_frames
-    batch = non_sequential_batch(frames, 3, 2)
-    batch["imgs"] = batch["imgs"].clone().requires_grad_(True)
-    for a in batch["adj"]:
-        a["imgs"] = a["imgs"].clone().requires_grad_(True)
+    batch = images_with_grad(non_sequential_batch(frames, 3, 2))
     model.train()
     try:
         model(batch)["occ_logits"].sum().backward()
