@@ -44,10 +44,28 @@ def loopback_config(max_participants: int = 50, raw_images: bool = True) -> str:
     )
 
 
+def domain_slice() -> tuple[int, int]:
+    """(i, n) from ``PRIOROCC_DDS_DOMAIN_SLICE="i/n"`` (tests/conftest.py sets it in each of n
+    parallel pytest workers): worker i draws its domain ids from its own residue class mod n, so
+    two workers never share a domain. (0, 1) when unset; a malformed value is an error naming it."""
+    raw = os.environ.get("PRIOROCC_DDS_DOMAIN_SLICE", "").strip()
+    if not raw:
+        return 0, 1
+    try:
+        i, n = (int(v) for v in raw.split("/"))
+    except ValueError:
+        raise ValueError(f"PRIOROCC_DDS_DOMAIN_SLICE must be 'i/n' (e.g. '0/2'), got {raw!r}") from None
+    if not (n >= 1 and 0 <= i < n and n <= MAX_DOMAIN_ID):
+        raise ValueError(f"PRIOROCC_DDS_DOMAIN_SLICE must have 0 <= i < n <= {MAX_DOMAIN_ID}, got {raw!r}")
+    return i, n
+
+
 def unique_domain_id(seed: int | None = None) -> int:
-    """A domain id in 1..232 derived from ``seed`` (default: this process id)."""
+    """A domain id in 1..232 derived from ``seed`` (default: this process id), inside this
+    process's slice (:func:`domain_slice`)."""
     seed = os.getpid() if seed is None else int(seed)
-    return 1 + seed % MAX_DOMAIN_ID
+    i, n = domain_slice()
+    return 1 + i + n * (seed % (MAX_DOMAIN_ID // n))
 
 
 def loopback_env(domain_id: int | None = None, base: dict | None = None) -> dict[str, str]:

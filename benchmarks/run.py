@@ -426,6 +426,9 @@ def main(argv=None) -> int:
                     help="section frame: backend:precision pairs (int8 needs --int8 IR per config)")
     ap.add_argument("--frame-sets", type=int, default=10,
                     help="section frame: sets per pipelined run (steady state over them, >= 2)")
+    ap.add_argument("--frame-modes", default="exact,fused,fast",
+                    help="section frame: preprocessing modes (benchmarks/frame.py MODES), comma-separated; "
+                         "exact first (the others' voxel agreement is against it)")
     ap.add_argument("--frame-rounds", type=int, default=2,
                     help="section frame: interleaved rounds of network alone then the pipelined frame")
     ap.add_argument("--int8", action="append", default=[], metavar="CONFIG=IR.xml",
@@ -567,7 +570,8 @@ def main(argv=None) -> int:
                 log(f"[frame] {cfg_name} {pair}")
                 rows[pair] = run_worker(dict(common, task="frame", checkpoint=ckpt(cfg_name), backend=backend,
                                              precision=precision, opts=opts, label=f"{cfg_name}__{pair}",
-                                             frame=frame, sets=a.frame_sets, rounds=a.frame_rounds), log)
+                                             frame=frame, sets=a.frame_sets, rounds=a.frame_rounds,
+                                             modes=a.frame_modes.split(",")), log)
                 save()
     save()
     _print_summary(results, log)

@@ -16,6 +16,7 @@ from PIL import Image
 
 from .config import ImageConfig
 from .geometry import img_aug_matrix
+from .resize_rows import kept_rows_plan
 
 
 @dataclass
@@ -63,14 +64,28 @@ def train_aug(src_hw: tuple[int, int], cfg: ImageConfig, rng: np.random.Generato
     return ImageAug(resize, (new_w, new_h), (crop_w, crop_h, crop_w + fw, crop_h + fh), flip, rotate)
 
 
-def apply_image_aug(img: Image.Image, aug: ImageAug, resample=Image.BICUBIC) -> Image.Image:
-    """Apply ``aug`` to a PIL image the way FlashOCC's ``img_transform_core`` does.
+def apply_image_aug(img: Image.Image | np.ndarray, aug: ImageAug, resample=Image.BICUBIC) -> Image.Image:
+    """Apply ``aug`` to a PIL image (or an (H, W, 3) uint8 array: only the rows the resize reads
+    are copied into Pillow) the way FlashOCC's ``img_transform_core`` does.
 
     FlashOCC calls ``img.resize(dims)`` without a filter, which is Pillow's BICUBIC for RGB
     images: the default here is the same. Use ``resample=Image.NEAREST`` for label images.
+    BICUBIC resizes only the source rows the crop needs where :func:`kept_rows_plan` proves the
+    pixels equal to the full resize's (the test-time crop drops 140 of 396 rows: ~30 % less work).
     """
-    img = img.resize(aug.resize_dims, resample=resample)
-    img = img.crop(aug.crop)
+    x0, y0, x1, y1 = aug.crop
+    height = img.shape[0] if isinstance(img, np.ndarray) else img.height
+    r0, d = (kept_rows_plan(height, aug.resize_dims[1], y0, y1) if resample == Image.BICUBIC
+             else (0, 0))
+    if r0:
+        img = (Image.fromarray(np.ascontiguousarray(img[r0:])) if isinstance(img, np.ndarray)  # rows r0.. only
+               else img.crop((0, r0, img.width, img.height)))
+        img = img.resize((aug.resize_dims[0], aug.resize_dims[1] - d), resample=resample)
+        img = img.crop((x0, y0 - d, x1, y1 - d))
+    else:
+        img = Image.fromarray(img) if isinstance(img, np.ndarray) else img
+        img = img.resize(aug.resize_dims, resample=resample)
+        img = img.crop(aug.crop)
     if aug.flip:
         img = img.transpose(Image.FLIP_LEFT_RIGHT)
     if aug.rotate:
@@ -132,8 +147,11 @@ def prepare_camera(img_rgb: np.ndarray | Image.Image, cfg: ImageConfig, aug: Ima
 
     fused: resize + crop in one call (:func:`resize_crop_fused`; faster, not FlashOCC's exact pixels).
     out: the (3, H, W) float32 slot to normalise into (see :func:`normalize_image`)."""
-    pil = img_rgb if isinstance(img_rgb, Image.Image) else Image.fromarray(np.asarray(img_rgb))
+    src = img_rgb if isinstance(img_rgb, Image.Image) else np.asarray(img_rgb)
     if aug is None:
-        aug = test_time_aug((pil.height, pil.width), cfg)
-    view = resize_crop_fused(pil, aug) if fused else apply_image_aug(pil, aug)
+        aug = test_time_aug(src.shape[:2] if isinstance(src, np.ndarray) else (src.height, src.width), cfg)
+    if fused:
+        view = resize_crop_fused(src if isinstance(src, Image.Image) else Image.fromarray(src), aug)
+    else:
+        view = apply_image_aug(src, aug)
     return normalize_image(view, cfg, out), aug.matrix(), view

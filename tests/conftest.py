@@ -13,8 +13,23 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 def pytest_configure(config):
     """Derived artifacts (exported graphs, artifacts.py) go to a cache folder of this run's own, not
-    the user's cache and never the repository: a run sees no graph exported by another run's code."""
+    the user's cache and never the repository: a run sees no graph exported by another run's code.
+
+    Under pytest-xdist (``make test`` runs ``-n 2``) each worker also gets: its own slice of DDS
+    domain ids (benchmarks/local_dds.domain_slice: two workers never share a domain, and the
+    worker's default ``ROS_DOMAIN_ID`` is one of its own), and one OpenMP thread unless the caller
+    set ``OMP_NUM_THREADS`` (two workers x two spinning OpenMP threads on two cores stall each
+    other; child processes inherit it)."""
     import tempfile
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw"):
+        n = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+        os.environ["PRIOROCC_DDS_DOMAIN_SLICE"] = f"{int(worker[2:])}/{n}"
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        from benchmarks.local_dds import unique_domain_id
+
+        os.environ["ROS_DOMAIN_ID"] = str(unique_domain_id())
 
     if not os.environ.get("PRIOROCC_CACHE_DIR"):
         config._priorocc_cache = tempfile.mkdtemp(prefix="priorocc-test-cache-")

@@ -176,6 +176,22 @@ def test_loopback_config_is_loopback_only():
     assert all(0 < unique_domain_id(s) <= 232 for s in (0, 1, 231, 232, 10**6))
 
 
+def test_parallel_workers_draw_domain_ids_from_disjoint_slices(monkeypatch):
+    """Under ``pytest -n 2`` (tests/conftest.py) worker i of n gets PRIOROCC_DDS_DOMAIN_SLICE=i/n:
+    the two workers' domain ids never meet, whatever seeds they use, and all stay in 1..232.
+    Mutation: ``domain_slice`` ignoring the variable -> the sets intersect and this fails."""
+    seeds = range(0, 5000, 7)
+    ids = []
+    for i in (0, 1):
+        monkeypatch.setenv("PRIOROCC_DDS_DOMAIN_SLICE", f"{i}/2")
+        ids.append({unique_domain_id(s) for s in seeds})
+    assert not ids[0] & ids[1]
+    assert all(0 < d <= 232 for d in ids[0] | ids[1]) and min(len(ids[0]), len(ids[1])) > 100
+    monkeypatch.setenv("PRIOROCC_DDS_DOMAIN_SLICE", "2 of 2")
+    with pytest.raises(ValueError, match="PRIOROCC_DDS_DOMAIN_SLICE.*'2 of 2'"):
+        unique_domain_id(1)
+
+
 def test_participant_starts_with_loopback_config(dds_env):
     """Cyclone accepts the config (an invalid one makes participant creation fail)."""
     from priorocc_ros.dds.participant import DdsContext

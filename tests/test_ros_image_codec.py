@@ -1,4 +1,5 @@
 """sensor_msgs/Image and CompressedImage decoding (priorocc_ros.image_codec)."""
+import cv2
 import numpy as np
 import pytest
 
@@ -100,3 +101,22 @@ def test_encode_image():
     assert (m.height, m.width, m.step, m.encoding) == (H, W, W * 3, "rgb8")
     assert np.array_equal(decode_image(m), RGB)
     assert np.array_equal(decode_image(encode_image(RGB, header(5, "x"), "bgr8")), RGB)
+
+
+def test_jpeg_decodes_to_flashoccs_pixels_in_rgb_order():
+    """The node's JPEG decode (OpenCV, RGB written by the codec) gives, on the real keyframe's six
+    cameras, exactly the pixels FlashOCC's loader gets from ``PIL.Image.open``; at 1/2 size the
+    same as OpenCV's BGR decode swapped. Mutation: IMREAD_COLOR_RGB dropped (BGR returned) ->
+    this fails."""
+    from PIL import Image
+
+    from tests.conftest import require_shared
+
+    files = sorted(require_shared("nuscenes-real/samples").glob("CAM_*/*.jpg"))
+    assert len(files) == 6
+    for f in files:
+        data = np.frombuffer(f.read_bytes(), np.uint8)
+        msg = new_msg("sensor_msgs/msg/CompressedImage", header=header(0, "c"), format="jpeg", data=data)
+        assert np.array_equal(decode_compressed(msg), np.asarray(Image.open(f).convert("RGB"))), f.name
+    half = cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_REDUCED_COLOR_2), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(decode_compressed(msg, reduce=2), half)
