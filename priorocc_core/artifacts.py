@@ -60,20 +60,31 @@ def code_digest() -> str:
     return h.hexdigest()
 
 
-@lru_cache(maxsize=32)
-def _file_digest(path: str, stat_key: tuple) -> str:
+def _tensors_digest(items) -> str:
+    """sha256 over (name, tensor) pairs in name order: names, dtypes, shapes and bytes."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    for name, t in sorted(items, key=lambda kv: kv[0]):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
-def file_digest(path) -> str:
-    """sha256 of a file's bytes, memoised within a process on the file's identity and change time
-    (ctime moves on every write and cannot be set back, unlike the mtime a copy or checkout restores)."""
+@lru_cache(maxsize=32)
+def _weights_digest(path: str, stat_key: tuple) -> str:
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        return _tensors_digest((name, f.get_tensor(name)) for name in f.keys())
+
+
+def weights_digest(path) -> str:
+    """The tensors of a safetensors file (not its bytes: the header's metadata and layout may
+    differ between two saves of the same weights), memoised within a process on the file's
+    identity and change time (ctime moves on every write and cannot be set back, unlike the
+    mtime a copy or checkout restores)."""
     st = os.stat(path)
-    return _file_digest(str(path), (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return _weights_digest(str(path), (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
 
 
 def weights_file(checkpoint) -> Path:
@@ -83,13 +94,8 @@ def weights_file(checkpoint) -> Path:
 
 
 def state_digest(model: torch.nn.Module) -> str:
-    """sha256 over a module's state dict (names, dtypes, shapes, bytes): the weights of an in-memory model."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    """The weights of an in-memory model, digested as ``weights_digest`` digests a file."""
+    return _tensors_digest(model.state_dict().items())
 
 
 def tool_versions(*extra: str) -> dict[str, str]:
@@ -122,7 +128,7 @@ def graph_key(checkpoint, model: torch.nn.Module | None, cfg: Config, kind: str 
     or, for an in-memory ``(model, cfg)``, from ``model``'s weights; ``options`` are the export's
     own settings (e.g. ``logits``)."""
     if isinstance(checkpoint, (str, os.PathLike)):
-        weights = file_digest(weights_file(checkpoint))
+        weights = weights_digest(weights_file(checkpoint))
     elif model is not None:
         weights = state_digest(model)
     else:

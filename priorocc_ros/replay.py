@@ -102,6 +102,28 @@ class ReplayInputError(ValueError):
     message names the parameter to change."""
 
 
+class BagPacer:
+    """Plays bag time at ``rate`` times its recorded speed (``--foxglove-rate``): ``wait_for(t)``
+    sleeps until bag time ``t`` (ns) is due, counted from the first bag time it was given. Rate 0
+    never waits (as fast as the model runs)."""
+
+    def __init__(self, rate: float, clock=time.perf_counter, sleep=time.sleep):
+        if not rate >= 0 or rate == float("inf"):  # NaN fails the first test
+            raise ReplayInputError(f"--foxglove-rate {rate}: expected 0 (as fast as the model runs) or a positive, "
+                                   "finite speed factor")
+        self.rate, self._clock, self._sleep = rate, clock, sleep
+        self._start: tuple[int, float] | None = None  # (first bag time ns, its wall time s)
+
+    def wait_for(self, t_ns: int) -> None:
+        if self.rate == 0:
+            return
+        if self._start is None:
+            self._start = (t_ns, self._clock())
+        ahead = self._start[1] + (t_ns - self._start[0]) / 1e9 / self.rate - self._clock()
+        if ahead > 0:
+            self._sleep(ahead)
+
+
 @dataclass
 class CameraInput:
     camera: str  # model slot
@@ -233,7 +255,8 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
     lat = LatencyWindow(n=100_000)
     write_lock = threading.Lock()
     t_start = time.perf_counter()
-    sink, rate = None, 0.0
+    sink = None
+    pacer = BagPacer(float((foxglove_server or {}).get("rate", 0.0)))  # a bad rate fails before the output exists
     with AtomicBagWriter(output_bag, storage=storage, overwrite=overwrite) as w:
         if foxglove_server is not None:  # before the model loads: a busy port fails at once
             from priorocc_ros.foxglove import FoxgloveSink
@@ -242,10 +265,7 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
             kw = dict(foxglove_server)
             wait = int(kw.pop("wait", 0))
             linger = float(kw.pop("linger", 0.0))
-            rate = float(kw.pop("rate", 0.0))
-            if rate < 0 or rate != rate:
-                raise ReplayInputError(f"--foxglove-rate {rate}: expected 0 (as fast as the model runs) or a positive "
-                                       "speed factor")
+            kw.pop("rate", None)
             sink = FoxgloveSink(logger=_ListLogger("priorocc_replay", echo=True), counters=node_t.stats,
                                 name=node_name, **kw)
         core = OccupancyNodeCore(node_t, predictor=predictor, block=True, latency_window=100_000)
@@ -275,7 +295,6 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
         wanted = core.subscribed_topics()
         next_diag = None
         it = iter_raw(input_bag, summary.bag_errors)
-        pace = None  # (first bag time ns, its wall time) when the live view plays at --foxglove-rate
         while True:
             t0 = time.perf_counter()
             try:
@@ -284,11 +303,8 @@ def replay(input_bag: str | Path, output_bag: str | Path, predictor: Any = None,
                 break
             summary.messages_read += 1
             bag_time[0] = t
-            if sink is not None and rate > 0:  # the recorded timing, scaled: what a viewer watches
-                pace = pace or (t, time.perf_counter())
-                ahead = pace[1] + (t - pace[0]) / 1e9 / rate - time.perf_counter()
-                if ahead > 0:
-                    time.sleep(ahead)
+            if sink is not None:  # the recorded timing, scaled: what a viewer watches
+                pacer.wait_for(t)
             if copy_inputs:
                 with write_lock:
                     w.write_raw(topic, msgtype, t, raw, TF_STATIC_QOS if topic == "/tf_static" else SENSOR_DATA_QOS)

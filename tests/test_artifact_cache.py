@@ -7,6 +7,8 @@ Mutations tried (each fails the test named):
   code: its labels differ from the edited code's torch labels) and ``test_config_change_changes_the_key``.
 - ``_onnx_file`` back to ``<checkpoint>/onnx/model.onnx``: ``test_nothing_is_written_beside_the_checkpoint``.
 - ``make_predictor`` int8 without the key check: ``test_int8_ir_of_other_weights_is_refused``.
+- ``graph_key`` on the weights file's bytes again (``file_digest``, before this test):
+  ``test_same_weights_saved_twice_share_the_key`` fails (another step in the metadata, another key).
 """
 from __future__ import annotations
 
@@ -122,6 +124,27 @@ def test_weights_replaced_in_place_reexport(tiny_checkpoint, tmp_path):
     ref = make_predictor(ck, "torch").predict(images, K, cam2ego).occupancy
     assert (b == ref).mean() >= 0.999 and (a != b).any()
     assert len(_graph_folders(cache)) == 2
+
+
+def test_same_weights_saved_twice_share_the_key(tiny_checkpoint, tmp_path):
+    """The same weights saved again with other metadata (another step, another dtype round trip
+    that changes nothing) share the key, so the cached graph is found, not exported again; the
+    in-memory model gives the same weights digest as its file; one changed value changes it."""
+    import torch
+
+    from priorocc_core.checkpoint import load_checkpoint, save_checkpoint
+
+    model, cfg = load_checkpoint(tiny_checkpoint)[:2]
+    a = save_checkpoint(tmp_path / "a", model, cfg, step=3)
+    b = save_checkpoint(tmp_path / "b", model, cfg, step=12345, extra_meta={"note": "saved elsewhere"})
+    assert a.read_bytes() != b.read_bytes()
+    ka, kb = graph_key(tmp_path / "a", None, cfg), graph_key(tmp_path / "b", None, cfg)
+    assert ka.digest == kb.digest
+    assert graph_key(None, model, cfg).parts["weights"] == ka.parts["weights"]
+    with torch.no_grad():
+        next(iter(model.parameters())).view(-1)[0] += 1.0
+    save_checkpoint(tmp_path / "c", model, cfg, step=3)
+    assert graph_key(tmp_path / "c", None, cfg).parts["weights"] != ka.parts["weights"]
 
 
 def test_nothing_is_written_beside_the_checkpoint(tiny_checkpoint, tmp_path):

@@ -6,10 +6,15 @@ Mutations tried (each made a test here fail; restored):
 - the ``sets_out == 0`` check in main removed -> exit 0 with nothing written
   (test_no_output_exits_1_with_one_summary_line).
 - the parser built without its epilog (no mapping example) -> test_help_shows_a_mapping_example.
+- BagPacer counting from each message instead of the first (``self._start = (t_ns, clock())``
+  every call) -> test_foxglove_rate_plays_bag_time_scaled; its rate check reduced to ``rate < 0``
+  -> NaN and inf accepted, test_bad_foxglove_rate_exits_2_before_any_output.
 """
+from pathlib import Path
+
 import pytest
 
-from priorocc_ros.replay import ReplayInputError, build_parser, check_inputs, main, plan_inputs
+from priorocc_ros.replay import BagPacer, ReplayInputError, build_parser, check_inputs, main, plan_inputs
 from tests.ros_helpers import make_tiny_checkpoint, write_camera_bag
 
 CAMS = ["CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT"]
@@ -53,3 +58,53 @@ def test_no_output_exits_1_with_one_summary_line(tmp_path, capsys):
 def test_help_shows_a_mapping_example():
     text = build_parser().format_help()
     assert "camera_names:=[" in text and "image_topic:=" in text and "-r /CAM_FRONT" in text
+
+
+class _FakeClock:
+    """perf_counter and sleep of a replay whose model takes ``work`` s per message."""
+
+    def __init__(self):
+        self.now, self.slept = 100.0, []
+
+    def clock(self):
+        return self.now
+
+    def sleep(self, s):
+        self.slept.append(round(s, 9))
+        self.now += s
+
+
+def test_foxglove_rate_plays_bag_time_scaled():
+    """--foxglove-rate 2: bag times 0, 0.5, 1.0, 3.0 s are due at 0, 0.25, 0.5, 1.5 s of wall
+    from the first message; time the model already spent is not slept again; rate 0 never sleeps."""
+    fc = _FakeClock()
+    pacer = BagPacer(2.0, clock=fc.clock, sleep=fc.sleep)
+    t0 = 7_000_000_000  # bag time of the first message (ns)
+    pacer.wait_for(t0)
+    fc.now += 0.1  # the model's work on message 1
+    pacer.wait_for(t0 + 500_000_000)  # due at +0.25: sleeps 0.15
+    fc.now += 0.4  # a slow message: now +0.65, past the next one's +0.5
+    pacer.wait_for(t0 + 1_000_000_000)  # late: no sleep
+    pacer.wait_for(t0 + 3_000_000_000)  # due at +1.5: sleeps 0.85
+    assert fc.slept == [0.15, 0.85]
+    assert fc.now == pytest.approx(100.0 + 1.5)
+    fast = _FakeClock()
+    p0 = BagPacer(0.0, clock=fast.clock, sleep=fast.sleep)
+    for k in range(3):
+        p0.wait_for(k * 10**9)
+    assert fast.slept == []
+
+
+@pytest.mark.parametrize("rate", ["-1", "nan", "inf"])
+def test_bad_foxglove_rate_exits_2_before_any_output(tmp_path, capsys, rate):
+    """A bad --foxglove-rate: exit 2, one line naming the option and what it expects, no output
+    bag left behind (checked before the writer and the model)."""
+    pytest.importorskip("foxglove", reason="foxglove-sdk (requirements.txt) is not installed")
+    demo = Path(__file__).resolve().parents[1] / "bags" / "demo"
+    out = tmp_path / "out"
+    rc = main([str(demo), "--checkpoint", str(tmp_path / "no-model"), "--out", str(out), "--foxglove", "0",
+               "--foxglove-rate", rate])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc == 2, err
+    assert len(err) == 1 and "--foxglove-rate" in err[0] and "positive, finite speed factor" in err[0], err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
