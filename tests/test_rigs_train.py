@@ -52,18 +52,20 @@ def test_rig_trains_evaluates_and_replays(tmp_path, rig):
     r = evaluate_model(read_config(ck).with_overrides(data), str(ck), "val", progress=False, rayiou=False)
     assert r["samples"] == 2 and 0.0 <= r["mIoU"] <= 100.0, r
     if len(cams) > 1:
-        _check_dropped_camera_scoring(read_config(ck).with_overrides(data), ck, cams, tmp_path)
+        _check_dropped_camera_scoring(read_config(ck).with_overrides(data), ck, cams, tmp_path, data)
     write_camera_bag(tmp_path / "in", n_sets=2, jitter_ns=10_000_000)
     n = replay(tmp_path / "in", tmp_path / "out", parameters={"checkpoint": str(ck)}).node
     assert n["sets_out"] == 2 and n["unaccounted"] == 0, n
 
 
-def _check_dropped_camera_scoring(cfg, ck, cams, tmp_path):
+def _check_dropped_camera_scoring(cfg, ck, cams, tmp_path, data):
     """evaluate.py --drop-camera (RESULTS.md's camera-dropout study): the camera is masked out of
     the in-process batches (its logits change), the deployed predictor given the same camera_mask
     gives the same labels, and a name the checkpoint lacks or dropping every camera is one clear
     error. Mutation: evaluate_model ignoring the keep mask -> the logits equal the all-camera
-    logits and the assertion below fails."""
+    logits and the assertion below fails. ``each_camera_dropped`` (one pass, every camera dropped
+    in turn) equals one run per dropped camera; mutation: the extra runs given the main run's mask
+    (``masked(batch, keep)``) -> the robot4 rig's camera-dropped figures equal the all-camera ones."""
     import numpy as np
     from evaluate import evaluate_model
 
@@ -83,6 +85,37 @@ def _check_dropped_camera_scoring(cfg, ck, cams, tmp_path):
     for t in dropped:
         agree = float((dropped[t]["pred"] == deployed[t]["pred"]).mean())
         assert agree >= 0.999, (t, agree)
+    # --each-camera-dropped: one pass scores every camera dropped, each equal to its own run. The
+    # 2-iteration model gives one class everywhere, whatever the cameras: its weights are jittered
+    # (seeded) so that the labels depend on each camera's features.
+    import torch
+
+    from priorocc_core.checkpoint import load_checkpoint, save_checkpoint
+
+    model, mcfg = load_checkpoint(ck)[:2]
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for prm in model.parameters():
+            prm.add_(torch.randn(prm.shape, generator=gen) * 0.2)
+    varied = tmp_path / "varied"
+    save_checkpoint(varied, model, mcfg)
+    import json
+
+    from evaluate import main as evaluate_main
+    from tests.ros_helpers import TINY_CONFIG
+
+    assert evaluate_main([str(TINY_CONFIG), str(varied), "--split", "val", "--no-rayiou", "--device", "cpu",
+                          "--each-camera-dropped", "--out", str(tmp_path / "each.json"), "--cfg-options", *data]) == 0
+    one = json.loads((tmp_path / "each.json").read_text())
+    assert sorted(one["camera_dropped"]) == sorted(cams)
+    base = evaluate_model(cfg, str(varied), "val", progress=False, rayiou=False)
+    assert one["occ_mask_camera"] == base["occ_mask_camera"]  # the all-cameras figures unchanged
+    for c in (cams[0], cams[-1]):
+        alone = evaluate_model(cfg, str(varied), "val", progress=False, rayiou=False, drop_cameras=[c])
+        assert one["camera_dropped"][c]["occ_mask_camera"] == alone["occ_mask_camera"], c
+        assert one["camera_dropped"][c]["dropped_cameras"] == [c]
+    assert any(one["camera_dropped"][c]["occ_mask_camera"] != one["occ_mask_camera"] for c in cams), \
+        "no dropped camera changed a figure: the comparison above shows nothing"
     with pytest.raises(OptionError, match="CAM_NOPE: not a camera of this checkpoint"):
         evaluate_model(cfg, str(ck), "val", progress=False, rayiou=False, drop_cameras=["CAM_NOPE"])
     with pytest.raises(OptionError, match="drops every camera"):

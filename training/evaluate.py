@@ -247,11 +247,14 @@ def evaluate_model(cfg: Config, ckpt: str, split: str, backend: str = "torch", d
                    weights: str = "auto", rayiou: bool = True, no_mask: bool = False, max_samples: int = 0,
                    batch_size: int = 1, save_pred: Optional[str] = None, progress: bool = True,
                    precision: str = "fp32", via_predictor: bool = False, save_logits: bool = False,
-                   drop_cameras: Sequence[str] = ()) -> dict:
+                   drop_cameras: Sequence[str] = (), each_camera_dropped: bool = False) -> dict:
     """Run a checkpoint over ``split`` of cfg's dataset; returns the results dict. ``drop_cameras``:
     names of the checkpoint's cameras scored as missing (their features masked out of the pooling,
     as the node's ``missing_camera:=degrade``); every voxel of the camera mask is still scored with
-    the network's labels, so the figure says what the remaining cameras recover."""
+    the network's labels, so the figure says what the remaining cameras recover.
+    ``each_camera_dropped``: in the same pass (one checkpoint load, each batch read once), also
+    score each camera not already dropped as missing too; results under ``camera_dropped[name]``
+    (the predictions saved are the first run's only)."""
     from torch.utils.data import DataLoader, Subset
 
     from priorocc_core.data import OccDataset, collate
@@ -264,6 +267,9 @@ def evaluate_model(cfg: Config, ckpt: str, split: str, backend: str = "torch", d
               flush=True)
     run_cfg = Config(name=model_cfg.name, model=model_cfg.model, data=cfg.data, train=cfg.train)
     keep = camera_keep(model_cfg, drop_cameras)  # (N,) bool or None
+    cams = list(model_cfg.model.image.cameras)
+    extra = ({c: camera_keep(model_cfg, sorted(set(drop_cameras) | {c})) for c in cams if c not in drop_cameras}
+             if each_camera_dropped else {})  # camera -> (N,) keep mask with it dropped too
     num_adj = run_cfg.model.temporal.num_adj  # a temporal model: each sample carries its previous keyframes
     ds = OccDataset(run_cfg, split=split, train=False)
     n = len(ds) if max_samples <= 0 else min(max_samples, len(ds))
@@ -282,29 +288,44 @@ def evaluate_model(cfg: Config, ckpt: str, split: str, backend: str = "torch", d
         runner = PredictorRunner(model, model_cfg, ckpt, backend, str(dev), precision)
     loader = DataLoader(Subset(ds, range(n)), batch_size=batch_size, shuffle=False, collate_fn=collate,
                         num_workers=cfg.data.num_workers)
-    ev = Evaluator(model_cfg.model.grid, rayiou=rayiou, no_mask=no_mask, device=str(dev) if dev.type == "cuda" else None)
+    def evaluator():
+        return Evaluator(model_cfg.model.grid, rayiou=rayiou, no_mask=no_mask,
+                         device=str(dev) if dev.type == "cuda" else None)
+
+    ev = evaluator()
+    ev_extra = {c: evaluator() for c in extra}
     origins = OriginFinder(ds)
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=n, desc="evaluate", unit="sample", dynamic_ncols=True)
+    def masked(batch, keep_n):  # the batch with its (B, N) camera mask; keep_n None: every camera
+        if keep_n is None:
+            return batch
+        return {**batch, "cam_mask": torch.from_numpy(keep_n)[None].expand(batch["imgs"].shape[0], -1)}
+
+    def score(e, batch, b, occ_b, seg_b, i):  # one sample's prediction into evaluator e
+        gt = batch["voxel_semantics"][b].numpy()
+        mask = batch["mask_camera"][b].numpy().astype(bool) if "mask_camera" in batch else None
+        seg_gt = batch["seg_labels"][b].numpy() if ("seg_labels" in batch and seg_b is not None) else None
+        e.add(occ_b, gt, mask, seg_b, seg_gt, origins(i))
+
     t0 = time.time()
     t_model = 0.0
     idx = 0
     for batch in loader:
         if "voxel_semantics" not in batch:
             raise SystemExit(f"split {split!r}: samples have no Occ3D ground truth (voxel_semantics)")
-        if keep is not None:
-            batch["cam_mask"] = torch.from_numpy(keep)[None].expand(batch["imgs"].shape[0], -1)
+        for c, keep_c in extra.items():  # the extra runs first: the main run's logits stay the runner's last
+            occ_c, seg_c = runner(masked(batch, keep_c))
+            for b in range(occ_c.shape[0]):
+                score(ev_extra[c], batch, b, occ_c[b], None if seg_c is None else seg_c[b], idx + b)
         t = time.time()
-        occ, seg = runner(batch)
+        occ, seg = runner(masked(batch, keep))
         t_model += time.time() - t
         for b in range(occ.shape[0]):
-            gt = batch["voxel_semantics"][b].numpy()
-            mask = batch["mask_camera"][b].numpy().astype(bool) if "mask_camera" in batch else None
-            seg_gt = batch["seg_labels"][b].numpy() if ("seg_labels" in batch and seg is not None) else None
-            ev.add(occ[b], gt, mask, None if seg is None else seg[b], seg_gt, origins(idx))
+            score(ev, batch, b, occ[b], None if seg is None else seg[b], idx)
             if save_pred:
                 token = batch["sample_token"][b]
                 arrays = {"pred": occ[b].astype(np.uint8)}
@@ -325,15 +346,14 @@ def evaluate_model(cfg: Config, ckpt: str, split: str, backend: str = "torch", d
               "injector": bool(model_cfg.model.injector.enabled), "dropped_cameras": list(drop_cameras),
               # temporal models: non-sequential, each sample's previous keyframes recomputed from their images
               "temporal": {"num_adj": num_adj, "mode": "non-sequential" if num_adj else None}})
+    if extra:
+        r["camera_dropped"] = {}
+        for c, e in ev_extra.items():
+            rc = e.results()
+            rc["dropped_cameras"] = sorted(set(drop_cameras) | {c})
+            r["camera_dropped"][c] = rc
     r["_table"] = ev.table()
     return r
-
-
-def load_checkpoint_cameras(ckpt: str) -> list[str]:
-    """The camera names of a checkpoint's own config, in order."""
-    from priorocc_core.checkpoint import read_config
-
-    return list(read_config(ckpt).model.image.cameras)
 
 
 def _save_npz(path: Path, arrays: dict) -> None:
@@ -435,20 +455,13 @@ def _main(argv) -> int:
         opts = cli.inference_options(args)
         if args.save_logits and not args.save_pred:
             raise cli.OptionError("--save-logits needs --save-pred DIR")
-        def score(drop, save_pred=args.save_pred):
-            return evaluate_model(cfg, args.checkpoint, split, opts["backend"], opts["device"], args.weights,
-                                  not args.no_rayiou, args.also_no_mask, args.max_samples, args.batch_size, save_pred,
-                                  precision=opts["precision"], via_predictor=args.via_predictor,
-                                  save_logits=args.save_logits, drop_cameras=drop)
-
-        r = score(args.drop_camera)
-        if args.each_camera_dropped:  # one more pass per camera, that camera masked out (issue 30's study)
-            r["camera_dropped"] = {}
-            for cam in load_checkpoint_cameras(args.checkpoint):
-                rc = score(sorted(set(args.drop_camera) | {cam}), save_pred=None)
-                rc.pop("_table", None)
-                r["camera_dropped"][cam] = rc
-                print(f"{cam} dropped: mIoU {rc['mIoU']:.2f}", flush=True)
+        r = evaluate_model(cfg, args.checkpoint, split, opts["backend"], opts["device"], args.weights,
+                           not args.no_rayiou, args.also_no_mask, args.max_samples, args.batch_size, args.save_pred,
+                           precision=opts["precision"], via_predictor=args.via_predictor,
+                           save_logits=args.save_logits, drop_cameras=args.drop_camera,
+                           each_camera_dropped=args.each_camera_dropped)  # issue 30's study: one pass
+        for cam, rc in r.get("camera_dropped", {}).items():
+            print(f"{cam} dropped: mIoU {rc['mIoU']:.2f}", flush=True)
         ck = Path(args.checkpoint)
         out = Path(args.out) if args.out else (ck if ck.is_dir() else ck.parent) / f"eval_{split}.json"
     table = r.pop("_table", None)
