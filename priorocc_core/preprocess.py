@@ -77,15 +77,12 @@ def apply_image_aug(img: Image.Image | np.ndarray, aug: ImageAug, resample=Image
     height = img.shape[0] if isinstance(img, np.ndarray) else img.height
     r0, d = (kept_rows_plan(height, aug.resize_dims[1], y0, y1) if resample == Image.BICUBIC
              else (0, 0))
-    if r0:
-        img = (Image.fromarray(np.ascontiguousarray(img[r0:])) if isinstance(img, np.ndarray)  # rows r0.. only
-               else img.crop((0, r0, img.width, img.height)))
-        img = img.resize((aug.resize_dims[0], aug.resize_dims[1] - d), resample=resample)
-        img = img.crop((x0, y0 - d, x1, y1 - d))
-    else:
-        img = Image.fromarray(img) if isinstance(img, np.ndarray) else img
-        img = img.resize(aug.resize_dims, resample=resample)
-        img = img.crop(aug.crop)
+    if isinstance(img, np.ndarray):
+        img = Image.fromarray(np.ascontiguousarray(img[r0:]))  # rows r0.. only
+    elif r0:
+        img = img.crop((0, r0, img.width, img.height))
+    img = img.resize((aug.resize_dims[0], aug.resize_dims[1] - d), resample=resample)  # (0, 0): the full resize
+    img = img.crop((x0, y0 - d, x1, y1 - d))
     if aug.flip:
         img = img.transpose(Image.FLIP_LEFT_RIGHT)
     if aug.rotate:

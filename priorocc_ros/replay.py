@@ -14,6 +14,7 @@ building, write = serialisation + bag write).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import threading
 import time
@@ -108,7 +109,7 @@ class BagPacer:
     never waits (as fast as the model runs)."""
 
     def __init__(self, rate: float, clock=time.perf_counter, sleep=time.sleep):
-        if not rate >= 0 or rate == float("inf"):  # NaN fails the first test
+        if not (math.isfinite(rate) and rate >= 0):
             raise ReplayInputError(f"--foxglove-rate {rate}: expected 0 (as fast as the model runs) or a positive, "
                                    "finite speed factor")
         self.rate, self._clock, self._sleep = rate, clock, sleep

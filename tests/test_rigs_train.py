@@ -66,10 +66,16 @@ def _check_dropped_camera_scoring(cfg, ck, cams, tmp_path, data):
     logits and the assertion below fails. ``each_camera_dropped`` (one pass, every camera dropped
     in turn) equals one run per dropped camera; mutation: the extra runs given the main run's mask
     (``masked(batch, keep)``) -> the robot4 rig's camera-dropped figures equal the all-camera ones."""
-    import numpy as np
-    from evaluate import evaluate_model
+    import json
 
+    import numpy as np
+    import torch
+    from evaluate import evaluate_model
+    from evaluate import main as evaluate_main
+
+    from priorocc_core.checkpoint import load_checkpoint, save_checkpoint
     from priorocc_core.cli import OptionError
+    from tests.ros_helpers import TINY_CONFIG
 
     def preds(name, **kw):
         d = tmp_path / name
@@ -88,10 +94,6 @@ def _check_dropped_camera_scoring(cfg, ck, cams, tmp_path, data):
     # --each-camera-dropped: one pass scores every camera dropped, each equal to its own run. The
     # 2-iteration model gives one class everywhere, whatever the cameras: its weights are jittered
     # (seeded) so that the labels depend on each camera's features.
-    import torch
-
-    from priorocc_core.checkpoint import load_checkpoint, save_checkpoint
-
     model, mcfg = load_checkpoint(ck)[:2]
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -99,11 +101,6 @@ def _check_dropped_camera_scoring(cfg, ck, cams, tmp_path, data):
             prm.add_(torch.randn(prm.shape, generator=gen) * 0.2)
     varied = tmp_path / "varied"
     save_checkpoint(varied, model, mcfg)
-    import json
-
-    from evaluate import main as evaluate_main
-    from tests.ros_helpers import TINY_CONFIG
-
     assert evaluate_main([str(TINY_CONFIG), str(varied), "--split", "val", "--no-rayiou", "--device", "cpu",
                           "--each-camera-dropped", "--out", str(tmp_path / "each.json"), "--cfg-options", *data]) == 0
     one = json.loads((tmp_path / "each.json").read_text())

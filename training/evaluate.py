@@ -252,9 +252,9 @@ def evaluate_model(cfg: Config, ckpt: str, split: str, backend: str = "torch", d
     names of the checkpoint's cameras scored as missing (their features masked out of the pooling,
     as the node's ``missing_camera:=degrade``); every voxel of the camera mask is still scored with
     the network's labels, so the figure says what the remaining cameras recover.
-    ``each_camera_dropped``: in the same pass (one checkpoint load, each batch read once), also
-    score each camera not already dropped as missing too; results under ``camera_dropped[name]``
-    (the predictions saved are the first run's only)."""
+    ``each_camera_dropped``: in the same pass (one checkpoint load, each batch loaded once; the
+    predictor path reads a sample's images per run), also score each camera not already dropped as
+    missing too; results under ``camera_dropped[name]`` (the predictions saved are the first run's only)."""
     from torch.utils.data import DataLoader, Subset
 
     from priorocc_core.data import OccDataset, collate
@@ -268,8 +268,9 @@ def evaluate_model(cfg: Config, ckpt: str, split: str, backend: str = "torch", d
     run_cfg = Config(name=model_cfg.name, model=model_cfg.model, data=cfg.data, train=cfg.train)
     keep = camera_keep(model_cfg, drop_cameras)  # (N,) bool or None
     cams = list(model_cfg.model.image.cameras)
-    extra = ({c: camera_keep(model_cfg, sorted(set(drop_cameras) | {c})) for c in cams if c not in drop_cameras}
-             if each_camera_dropped else {})  # camera -> (N,) keep mask with it dropped too
+    extra_drops = ({c: sorted(set(drop_cameras) | {c}) for c in cams if c not in drop_cameras}
+                   if each_camera_dropped else {})  # camera -> the cameras dropped in its run
+    extra = {c: camera_keep(model_cfg, d) for c, d in extra_drops.items()}  # camera -> (N,) keep mask
     num_adj = run_cfg.model.temporal.num_adj  # a temporal model: each sample carries its previous keyframes
     ds = OccDataset(run_cfg, split=split, train=False)
     n = len(ds) if max_samples <= 0 else min(max_samples, len(ds))
@@ -288,6 +289,7 @@ def evaluate_model(cfg: Config, ckpt: str, split: str, backend: str = "torch", d
         runner = PredictorRunner(model, model_cfg, ckpt, backend, str(dev), precision)
     loader = DataLoader(Subset(ds, range(n)), batch_size=batch_size, shuffle=False, collate_fn=collate,
                         num_workers=cfg.data.num_workers)
+
     def evaluator():
         return Evaluator(model_cfg.model.grid, rayiou=rayiou, no_mask=no_mask,
                          device=str(dev) if dev.type == "cuda" else None)
@@ -300,6 +302,7 @@ def evaluate_model(cfg: Config, ckpt: str, split: str, backend: str = "torch", d
         from tqdm import tqdm
 
         bar = tqdm(total=n, desc="evaluate", unit="sample", dynamic_ncols=True)
+
     def masked(batch, keep_n):  # the batch with its (B, N) camera mask; keep_n None: every camera
         if keep_n is None:
             return batch
@@ -349,9 +352,7 @@ def evaluate_model(cfg: Config, ckpt: str, split: str, backend: str = "torch", d
     if extra:
         r["camera_dropped"] = {}
         for c, e in ev_extra.items():
-            rc = e.results()
-            rc["dropped_cameras"] = sorted(set(drop_cameras) | {c})
-            r["camera_dropped"][c] = rc
+            r["camera_dropped"][c] = dict(e.results(), dropped_cameras=extra_drops[c])
     r["_table"] = ev.table()
     return r
 
