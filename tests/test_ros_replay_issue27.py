@@ -99,7 +99,6 @@ def test_foxglove_rate_plays_bag_time_scaled():
 def test_bad_foxglove_rate_exits_2_before_any_output(tmp_path, capsys, rate):
     """A bad --foxglove-rate: exit 2, one line naming the option and what it expects, no output
     bag left behind (checked before the writer and the model)."""
-    pytest.importorskip("foxglove", reason="foxglove-sdk (requirements.txt) is not installed")
     demo = Path(__file__).resolve().parents[1] / "bags" / "demo"
     out = tmp_path / "out"
     rc = main([str(demo), "--checkpoint", str(tmp_path / "no-model"), "--out", str(out), "--foxglove", "0",
