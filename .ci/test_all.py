@@ -11,9 +11,15 @@ Run inside a git work tree, it also checks that the runs left the tree as they f
 that ``git status --porcelain`` shows after the runs and did not show before (an export, a
 cache, an output written into the repository instead of a temporary or user cache folder) is
 listed and counted as one more failure.
+
+The runs get a temporary folder of their own (``TMPDIR``; pytest's own base folder stays where it
+was, ``PYTEST_DEBUG_TEMPROOT``, so a failed test's ``tmp_path`` is kept as pytest keeps it):
+whatever a test or a process it started leaves there (a ``tempfile.mkdtemp`` never removed, a
+tool's temporary file) is listed and counted as one more failure, and the folder is removed.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -64,10 +70,14 @@ def main(argv: list[str]) -> int:
     lines, worst = [], 0
     before = tree_status()
     with tempfile.TemporaryDirectory(prefix="priorocc-tests-") as tmp:
+        run_tmp = Path(tmp) / "tmp"
+        run_tmp.mkdir()
+        env = dict(os.environ, TMPDIR=str(run_tmp))
+        env.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())
         for i, cmd in enumerate(cmds):
             xml = Path(tmp) / f"run{i}.xml"
             try:
-                rc = subprocess.call(cmd + [f"--junitxml={xml}"])
+                rc = subprocess.call(cmd + [f"--junitxml={xml}"], env=env)
             except OSError as e:
                 print(f"test_all.py: cannot run {cmd[0]}: {e}", flush=True)
                 rc = 127
@@ -82,6 +92,11 @@ def main(argv: list[str]) -> int:
             label = next((a for a in cmd if "python" in Path(a).name), cmd[0])
             lines.append(f"run {i + 1} ({label}): {counts[0]} passed, {counts[1]} failed, {counts[2]} skipped, "
                          f"exit {rc}")
+        litter = sorted(p.name for p in run_tmp.iterdir())
+        if litter:
+            total[1] += 1
+            lines.append(f"the runs left {len(litter)} item(s) in their temporary folder (TMPDIR, now removed): "
+                         + "; ".join(litter[:10]))
     after = tree_status()
     left = sorted(after - before) if before is not None and after is not None else []
     if left:

@@ -42,6 +42,7 @@ from .inference import Predictor
 from .int8_gate import INT8_NAME, default_int8_path, int8_key, int8_key_file  # noqa: F401  (their home: int8_gate)
 from .model.bev_pool import PoolingIndices
 from .model.postprocess import seg_labels
+from .telemetry import keep_third_party_quiet
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PLAN_INPUTS = ("ranks_bev", "ranks_depth", "ranks_feat")
@@ -185,6 +186,7 @@ def _onnx_file(checkpoint, model, cfg, onnx_path, cache_dir) -> Path:
 
 
 def _ort_session(path: Path, device: str, threads: int | None):
+    keep_third_party_quiet()
     import onnxruntime as ort
 
     so = ort.SessionOptions()

@@ -54,6 +54,7 @@ from .model.postprocess import occ_labels, seg_labels
 from .geometry import create_frustum
 from .model.depth_net import camera_params
 from .model.image_encoder import stage0_shape
+from .telemetry import keep_third_party_quiet
 from .model.stereo import currpix2adjgrid
 from .model.temporal import frame_stamp, history_inputs, push_history, stereo_inputs
 
@@ -235,6 +236,7 @@ def export_onnx(model: nn.Module, cfg: Config, path: str | Path, logits: bool = 
 
 def verify_onnx(model: nn.Module, cfg: Config, path: str | Path, seed: int = 1) -> dict:
     """Run onnxruntime and PyTorch fp32 on the same random input; -> agreement figures."""
+    keep_third_party_quiet()
     import onnxruntime as ort
 
     wrapper = ExportWrapper(model.float().eval(), cfg).eval()

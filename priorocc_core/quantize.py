@@ -30,6 +30,7 @@ from . import cli
 from .atomic import atomic_write_files
 from .int8_gate import default_int8_path  # the IR this tool writes and backends reads
 from .config import Config
+from .telemetry import keep_third_party_quiet
 
 # Layers kept in floating point (NNCF ignored-scope patterns over the exported graph's node names),
 # found by per-layer-group sensitivity on the trained demo model (benchmarks/int8_sensitivity.py,
@@ -149,6 +150,7 @@ def quantize_openvino(onnx_path, cfg: Config, frames: Iterable[dict], out_xml, s
     ``out_xml`` (written to a temporary name, then renamed). Returns the path.
     preset: NNCF's ``performance`` (symmetric activations) or ``mixed`` (asymmetric);
     overflow_fix: NNCF's ``first_layer_only``, ``enable`` (7-bit weights everywhere) or ``disable``."""
+    keep_third_party_quiet()
     import nncf
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix

@@ -19,7 +19,10 @@ def pytest_configure(config):
     domain ids (benchmarks/local_dds.domain_slice: two workers never share a domain, and the
     worker's default ``ROS_DOMAIN_ID`` is one of its own), and one OpenMP thread unless the caller
     set ``OMP_NUM_THREADS`` (two workers x two spinning OpenMP threads on two cores stall each
-    other; child processes inherit it)."""
+    other; child processes inherit it).
+
+    Also for every worker and child: torch's inductor cache inside that cache folder, and
+    onnxruntime's / NNCF's telemetry off (``priorocc_core.telemetry``)."""
     import tempfile
 
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
@@ -34,6 +37,12 @@ def pytest_configure(config):
     if not os.environ.get("PRIOROCC_CACHE_DIR"):
         config._priorocc_cache = tempfile.mkdtemp(prefix="priorocc-test-cache-")
         os.environ["PRIOROCC_CACHE_DIR"] = config._priorocc_cache
+    # torch.compile's / the dynamo exporter's kernel cache beside it, not $TMPDIR/torchinductor_<user>
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(os.environ["PRIOROCC_CACHE_DIR"], "torchinductor"))
+    # onnxruntime's and NNCF's telemetry off in this process and every child (tests talk only to loopback)
+    from priorocc_core.telemetry import keep_third_party_quiet
+
+    keep_third_party_quiet()
 
 
 def pytest_unconfigure(config):

@@ -2,10 +2,12 @@
 the exit code is non-zero when any run failed or produced no report.
 
 Mutations tried (each failed here, then restored): main() returning 0 whatever the runs did; the
-second run skipped after a failing first; failures of a run that left no report not counted.
+second run skipped after a failing first; failures of a run that left no report not counted;
+the runs' temporary folder not checked (``litter`` never counted).
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -54,3 +56,33 @@ def test_files_left_in_the_work_tree_are_a_failure(tmp_path):
     assert r.stdout.strip().splitlines()[-1] == "total: 1 passed, 1 failed, 0 skipped"
     r = _run(tmp_path, [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_w.py"])
     assert r.returncode == 0, r.stdout  # already there before this run: not this run's doing
+
+
+def test_files_left_in_the_temporary_folder_are_a_failure(tmp_path):
+    """What a test (or a process it starts) leaves in the temporary folder, a ``mkdtemp`` never
+    removed, fails the total and is named; the runs' folder is removed afterwards; pytest's own
+    ``tmp_path`` folders are not litter. Mutation: the litter check dropped -> exit 0."""
+    outer = tmp_path / "outer"
+    outer.mkdir()
+    (tmp_path / "test_t.py").write_text(
+        "import os, tempfile\n"
+        "def test_t(tmp_path):\n"
+        "    (tmp_path / 'kept.txt').write_text('pytest cleans this')\n"
+        "    if os.environ.get('LITTER'):\n"
+        "        d = tempfile.mkdtemp(prefix='left-behind-')\n"
+        "        open(os.path.join(d, 'x'), 'w').close()\n"
+        "    print('TMP=' + tempfile.gettempdir())\n")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "test_t.py"]
+    base = {k: v for k, v in os.environ.items() if k not in ("TMPDIR", "PYTEST_DEBUG_TEMPROOT")}
+    argv = [sys.executable, str(SCRIPT), "--", *cmd]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                       env=dict(base, LITTER="1", PYTEST_DEBUG_TEMPROOT=str(outer)))
+    assert r.returncode == 1, r.stdout
+    assert "left 1 item(s) in their temporary folder" in r.stdout and "left-behind-" in r.stdout
+    assert r.stdout.strip().splitlines()[-1] == "total: 1 passed, 1 failed, 0 skipped"
+    run_tmp = next(line[4:] for line in r.stdout.splitlines() if line.startswith("TMP="))
+    assert not os.path.exists(run_tmp)  # the runs' folder is gone, litter and all
+    assert list(outer.glob("pytest-of-*/pytest-*/test_t0/kept.txt"))  # pytest's folders stay pytest's
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                       env=dict(base, PYTEST_DEBUG_TEMPROOT=str(outer)))
+    assert r.returncode == 0, r.stdout

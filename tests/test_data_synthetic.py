@@ -11,6 +11,8 @@ import pytest
 from PIL import Image
 
 WORLD_HW = (198, 352)  # (H, W): small, same aspect as 1600 x 900
+# the session's generated worlds live here, removed when the process exits (a worker's end)
+_WORLDS = tempfile.TemporaryDirectory(prefix="priorocc-test-worlds-")
 
 
 @functools.lru_cache(maxsize=None)
@@ -18,7 +20,7 @@ def tiny_world(scenes: int = 1, keyframes: int = 2, seed: int = 3) -> Path:
     """A small synthetic dataroot generated once per test session (shared by test_data_*.py)."""
     from priorocc_core.data.synthetic import generate_world
 
-    out = Path(tempfile.mkdtemp(prefix="priorocc-test-world-"))
+    out = Path(tempfile.mkdtemp(prefix="world-", dir=_WORLDS.name))
     generate_world(out, scenes, keyframes, seed, WORLD_HW, version="v1.0-mini", progress=False, lidar_azimuth=540)
     return out
 
@@ -181,7 +183,7 @@ def moving_world(ego_speed, turn_rate, moving_objects: bool = True, keyframes: i
     """A tiny world with a given ego motion, generated once per test session (shared by test_data_*.py)."""
     from priorocc_core.data.synthetic import generate_world
 
-    out = Path(tempfile.mkdtemp(prefix="priorocc-test-moving-"))
+    out = Path(tempfile.mkdtemp(prefix="moving-", dir=_WORLDS.name))
     generate_world(out, scenes, keyframes, 4, (36, 64), version="v1.0-mini", progress=False, lidar_azimuth=90,
                    ego_speed=ego_speed, turn_rate=turn_rate, moving_objects=moving_objects)
     return out

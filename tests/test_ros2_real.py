@@ -81,12 +81,14 @@ def _sourced(setup: str | None) -> tuple[tuple[str, str], ...]:
 
 
 def ros_env(tmp: Path, setup: Path | None = None) -> dict[str, str]:
-    """A fresh environment for one test: ROS 2 sourced, own domain id, logs under ``tmp``."""
+    """A fresh environment for one test: ROS 2 sourced, own domain id, logs and temporary files
+    under ``tmp`` (launch_ros writes each launch's parameters to a temporary file it never removes)."""
     _require(ROS2_DIR / "activate.sh", "the ROS 2 tree ../shared/ros2")
     env = dict(_sourced(str(setup) if setup else None))
     env["ROS_DOMAIN_ID"] = str(unique_domain_id(os.getpid() * 31 + next(_IDS)))
     env["CYCLONEDDS_URI"] = loopback_config()
     env["ROS_LOG_DIR"] = str(tmp / "ros_log")
+    env["TMPDIR"] = str(tmp)
     env["OMP_NUM_THREADS"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
     return env

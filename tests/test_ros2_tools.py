@@ -86,6 +86,11 @@ def viz_env(tmp: Path) -> dict[str, str]:
     env["ROS_DOMAIN_ID"] = str(unique_domain_id(os.getpid() * 37 + next(_IDS)))
     env["CYCLONEDDS_URI"] = loopback_config()
     env["ROS_LOG_DIR"] = str(tmp / "ros_log")
+    # temporary files (launch_ros's parameter files) and Qt's runtime folder (rviz2) under tmp, not /tmp
+    env["TMPDIR"] = str(tmp)
+    runtime = tmp / "xdg_runtime"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    env["XDG_RUNTIME_DIR"] = str(runtime)
     env["OMP_NUM_THREADS"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONPATH"] = f"{ROOT}:{env.get('PYTHONPATH', '')}"

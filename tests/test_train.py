@@ -226,7 +226,8 @@ def test_torchrun_two_processes_then_evaluate(tiny_data, tmp_path):
     """CPU DDP (gloo) through dist_train.sh, then evaluate.py on its final checkpoint."""
     root, info = tiny_data
     wd = tmp_path / "ddp"
-    env = dict(os.environ, PYTHON=sys.executable, PORT="0", OMP_NUM_THREADS="1")  # 0: a free port (--standalone)
+    # PORT 0: a free port (--standalone); TMPDIR: torchrun's log folder (torchelastic_*), never removed by it
+    env = dict(os.environ, PYTHON=sys.executable, PORT="0", OMP_NUM_THREADS="1", TMPDIR=str(tmp_path))
     opts = [f"data.dataroot={root}", f"data.info_file_train={info}", f"data.info_file_val={info}",
             "train.max_iters=2", "train.log_interval=1"]
     cmd = ["bash", str(REPO / "training" / "dist_train.sh"), str(TINY), "2", "--work-dir", str(wd), "--no-progress",
