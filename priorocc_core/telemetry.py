@@ -7,6 +7,11 @@ A perception node on a robot, a training job and the test suite should not do ei
 own, so every PriorOcc entry that imports them calls :func:`keep_third_party_quiet` first. It
 only sets what the user has not set: ``ORT_DISABLE_TELEMETRY=0`` (onnxruntime) or an empty
 ``NNCF_CI`` (NNCF's switch that turns its telemetry into a stub) turns them back on.
+
+Not covered: OpenVINO's model converter (``openvino.convert_model``, the openvino backend's
+``source="torch"``, not the default) reports conversions through openvino-telemetry, whose only
+switches are the user's opt-out file (``opt_in_out --opt_out``, in ~/intel) and ``CI=true``;
+PriorOcc changes neither for the user (tests/test_backends.py sets ``CI`` for its conversion).
 """
 from __future__ import annotations
 

@@ -104,8 +104,16 @@ def test_real_keyframe_present_for_backend_parity():
     require_shared("nuscenes-real")
 
 
-def test_openvino_converted_from_torch(tiny_checkpoint, frames, reference):
+def test_openvino_converted_from_torch(tiny_checkpoint, frames, reference, monkeypatch):
+    """``source="torch"``: ``openvino.convert_model``. OpenVINO's converter reports each conversion
+    to Google Analytics through openvino-telemetry unless the user opted out or ``CI`` is true (its
+    only switch besides the opt-out file in ~/intel): tests talk only to loopback, so it is told so here.
+    Mutation: the setenv removed -> the converter's telemetry has consent (the last assertion)."""
+    monkeypatch.setenv("CI", "true")
     pred = make_predictor(tiny_checkpoint, "openvino", "fp32", source="torch")
+    import openvino_telemetry
+
+    assert not openvino_telemetry.Telemetry().consent  # the converter's singleton: nothing is sent
     name, f = frames[0]
     out = pred.predict(f["images"], f["K"], f["cam2ego"])
     assert (out.occupancy == reference[name].occupancy).mean() >= 0.999
