@@ -86,11 +86,13 @@ def viz_env(tmp: Path) -> dict[str, str]:
     env["ROS_DOMAIN_ID"] = str(unique_domain_id(os.getpid() * 37 + next(_IDS)))
     env["CYCLONEDDS_URI"] = loopback_config()
     env["ROS_LOG_DIR"] = str(tmp / "ros_log")
-    # temporary files (launch_ros's parameter files) and Qt's runtime folder (rviz2) under tmp, not /tmp
+    # temporary files (launch_ros's parameter files), Qt's runtime folder, and a home of its own (rviz2
+    # writes ~/.rviz2/persistent_settings, Mesa ~/.cache/mesa_shader_cache) under tmp: the user's stay untouched
     env["TMPDIR"] = str(tmp)
-    runtime = tmp / "xdg_runtime"
-    runtime.mkdir(mode=0o700, exist_ok=True)
-    env["XDG_RUNTIME_DIR"] = str(runtime)
+    for name, var in (("xdg_runtime", "XDG_RUNTIME_DIR"), ("home", "HOME")):
+        (tmp / name).mkdir(mode=0o700, exist_ok=True)
+        env[var] = str(tmp / name)
+    env["XDG_CACHE_HOME"] = str(tmp / "home" / ".cache")  # Mesa takes the passwd home, not $HOME, without it
     env["OMP_NUM_THREADS"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONPATH"] = f"{ROOT}:{env.get('PYTHONPATH', '')}"
@@ -312,7 +314,7 @@ def test_rviz2_shows_the_voxel_classes(tmp_path):
     fb.mkdir()
     display = 200 + os.getpid() % 500
     xvfb = subprocess.Popen(["Xvfb", f":{display}", "-screen", "0", "1280x800x24", "-fbdir", str(fb), "-nolisten",
-                             "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                             "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
     node = rviz = loop = None
     try:
         node = start_node(env, tmp_path, "publish_overlay:=false", "queue_size:=2")
@@ -366,7 +368,7 @@ def test_launch_namespace_ros2bag_player_and_rviz(tmp_path):
     fb.mkdir()
     display = 700 + os.getpid() % 200
     xvfb = subprocess.Popen(["Xvfb", f":{display}", "-screen", "0", "1280x800x24", "-fbdir", str(fb), "-nolisten",
-                             "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                             "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
     env.update(DISPLAY=f":{display}", LIBGL_ALWAYS_SOFTWARE="1")
     demo = bag_stamps("/CAM_FRONT/image_rect_compressed")
     launch = Proc(["ros2", "launch", "priorocc", "occupancy.launch.py", f"checkpoint:={DEMO_CKPT}",
