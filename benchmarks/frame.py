@@ -39,6 +39,24 @@ MODES = {"exact": {"jpeg_reduce": 1, "fused_resize": False},  # FlashOCC's pixel
          "fast": {"jpeg_reduce": 0, "fused_resize": True}}  # DCT-scaled decode at the network's size + fused
 
 
+def jpeg_messages(frame: dict) -> list:
+    """The frame's JPEGs as sensor_msgs/CompressedImage messages (what the node receives)."""
+    from priorocc_ros.msgs import header, new_msg
+
+    return [new_msg("sensor_msgs/msg/CompressedImage", header=header(0, "cam"), format="jpeg",
+                    data=np.frombuffer(j, np.uint8)) for j in frame["jpegs"]]
+
+
+def mode_pipeline(pred, mode: str):
+    """The node's pipeline around ``pred`` in preprocessing ``mode`` of :data:`MODES`, overlays off
+    (sets the predictor's ``fused_resize``)."""
+    from priorocc_ros.pipeline import OccupancyPipeline, PipelineOptions
+
+    pred.fused_resize = MODES[mode]["fused_resize"]
+    return OccupancyPipeline(pred, pred.cameras, PipelineOptions(publish_overlay=False,
+                                                                 jpeg_reduce=MODES[mode]["jpeg_reduce"]))
+
+
 def fixed_volume(occ_size: tuple[int, int, int], n: int = 40_000, seed: int = 0) -> tuple[np.ndarray, str]:
     """On the model's grid ``occ_size``: the real Occ3D labels when present, else ``n`` random occupied
     voxels; -> (occ, what)."""
@@ -164,8 +182,7 @@ def work_frame(spec: dict) -> dict:
     from benchmarks.inputs import frame_inputs
     from benchmarks.measure import SAME_PRECISION_PEAK, matmul_peaks
     from priorocc_core.backends import make_predictor
-    from priorocc_ros.msgs import header, new_msg, serialize
-    from priorocc_ros.pipeline import OccupancyPipeline, PipelineOptions
+    from priorocc_ros.msgs import serialize
 
     peaks = matmul_peaks(spec["matmul"], spec["peak_repeats"])
     try:
@@ -176,16 +193,13 @@ def work_frame(spec: dict) -> dict:
         ov_rates = None
     pred = make_predictor(spec["checkpoint"], spec["backend"], spec["precision"], **spec.get("opts", {}))
     frame = frame_inputs(spec["frame"])
-    msgs = [new_msg("sensor_msgs/msg/CompressedImage", header=header(0, "cam"), format="jpeg",
-                    data=np.frombuffer(j, np.uint8)) for j in frame["jpegs"]]
+    msgs = jpeg_messages(frame)
     reps = spec["repeats"]
     res: dict = {"backend": pred.choice.backend, "precision": pred.choice.precision, "label": spec["label"],
                  "config": pred.cfg.name, "peaks": peaks, "openvino_matmul": ov_rates, "modes": {}}
     occs = {}
     for mode in spec.get("modes", MODES):
-        opts = PipelineOptions(publish_overlay=False, jpeg_reduce=MODES[mode]["jpeg_reduce"])
-        pred.fused_resize = MODES[mode]["fused_resize"]
-        pipe = OccupancyPipeline(pred, pred.cameras, opts)
+        pipe = mode_pipeline(pred, mode)
         for _ in range(spec.get("warmup", 3)):
             r = pipe.run(0, msgs, frame["K"], frame["cam2ego"])
         recs = []

@@ -18,16 +18,12 @@ import sys
 
 import numpy as np
 
-from benchmarks.frame import MODES
+from benchmarks.frame import MODES, jpeg_messages, mode_pipeline
 
 
 def occupancy(pred, msgs: list, frame: dict, mode: str) -> tuple[np.ndarray, tuple[int, int]]:
     """(labels, decoded (H, W)) of one frame through the node's pipeline in preprocessing ``mode``."""
-    from priorocc_ros.pipeline import OccupancyPipeline, PipelineOptions
-
-    pred.fused_resize = MODES[mode]["fused_resize"]
-    pipe = OccupancyPipeline(pred, pred.cameras, PipelineOptions(publish_overlay=False,
-                                                                 jpeg_reduce=MODES[mode]["jpeg_reduce"]))
+    pipe = mode_pipeline(pred, mode)
     imgs, K = pipe.decode(msgs, frame["K"])
     return np.asarray(pipe.predictor.predict(imgs, K, frame["cam2ego"]).occupancy), tuple(imgs[0].shape[:2])
 
@@ -35,10 +31,7 @@ def occupancy(pred, msgs: list, frame: dict, mode: str) -> tuple[np.ndarray, tup
 def agreements_of(paths: dict, frame: dict) -> dict:
     """paths: {name: predictor}, the first one the reference (fp32); frame: dict(jpegs, K, cam2ego)
     -> {name: {mode: {voxel_agreement_with_fp32_exact, decoded_hw}}}."""
-    from priorocc_ros.msgs import header, new_msg
-
-    msgs = [new_msg("sensor_msgs/msg/CompressedImage", header=header(0, "cam"), format="jpeg",
-                    data=np.frombuffer(j, np.uint8)) for j in frame["jpegs"]]
+    msgs = jpeg_messages(frame)
     ref, _ = occupancy(next(iter(paths.values())), msgs, frame, "exact")
     out: dict = {}
     for name, pred in paths.items():
