@@ -29,14 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
+from priorocc_core.jpeg import PREPROCESS_MODES
+
 ROOT = Path(__file__).resolve().parents[1]
 OCC3D_REAL = ROOT.parent / "shared" / "data" / "occ3d-real"
 
 
-# preprocessing modes: the node's parameters jpeg_reduce and preprocess (fused = preprocess:=fast)
-MODES = {"exact": {"jpeg_reduce": 1, "fused_resize": False},  # FlashOCC's pixels
-         "fused": {"jpeg_reduce": 1, "fused_resize": True},  # full decode, resize + crop in one call
-         "fast": {"jpeg_reduce": 0, "fused_resize": True}}  # DCT-scaled decode at the network's size + fused
+# preprocessing modes (exact, fused, fast): the node's parameters jpeg_reduce and preprocess, named in core
+MODES = PREPROCESS_MODES
 
 
 def jpeg_messages(frame: dict) -> list:

@@ -231,7 +231,7 @@ def openvino_config(precision: str, threads: int | None = None, int8_float: str 
 
 
 def _make_openvino(checkpoint, model, cfg, precision, device, onnx_path=None, cache_dir=None,
-                   threads=None, source="onnx", int8_path=None) -> GraphRunner:
+                   threads=None, source="onnx", int8_path=None, preprocess="exact") -> GraphRunner:
     import openvino as ov
 
     int8_float = "f32"
@@ -244,7 +244,7 @@ def _make_openvino(checkpoint, model, cfg, precision, device, onnx_path=None, ca
             default_int8_path(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else None)
         if p is None:
             raise BackendError("openvino int8: an in-memory (model, cfg) needs int8_path (the IR of priorocc_quantize)")
-        status = int8_gate.check(p, checkpoint, cfg)  # made from this checkpoint, validated, above the gate
+        status = int8_gate.check(p, checkpoint, cfg, preprocess)  # made from this checkpoint, validated (mode too)
         if not status.ok:
             raise BackendError(f"openvino int8: {status.reason}")
         int8_float = str(status.record.get("float_precision", "f32"))
@@ -288,7 +288,7 @@ OPTIONS = {"torch": {"channels_last", "compile", "threads"},
            "openvino": {"onnx_path", "cache_dir", "threads", "source", "int8_path"}}
 
 
-def _int8_status(checkpoint, backend: str, opts: dict):
+def _int8_status(checkpoint, backend: str, opts: dict, preprocess: str = "exact"):
     """For ``backend: auto``: the gate's verdict on the checkpoint's int8 IR (default path or
     ``int8_path``), None when there is none (autoselect then never considers int8)."""
     if backend != "auto" or not isinstance(checkpoint, (str, os.PathLike)):
@@ -296,11 +296,11 @@ def _int8_status(checkpoint, backend: str, opts: dict):
     p = Path(opts["int8_path"]) if opts.get("int8_path") else default_int8_path(checkpoint)
     if not p.is_file():
         return None
-    return int8_gate.check(p, checkpoint, _read_config(checkpoint))
+    return int8_gate.check(p, checkpoint, _read_config(checkpoint), preprocess)
 
 
 def make_predictor(checkpoint, backend: str = "torch", precision: str = "fp32", device: str = "cpu",
-                   **opts) -> Predictor:
+                   preprocess: str = "exact", **opts) -> Predictor:
     """A :class:`~priorocc_core.inference.Predictor` (``.cfg``, ``.cameras``, ``.backend``,
     ``.predict(images, K, cam2ego) -> Prediction``) running ``checkpoint`` on ``backend``.
 
@@ -312,9 +312,16 @@ def make_predictor(checkpoint, backend: str = "torch", precision: str = "fp32", 
     int8_path=None (precision int8: the IR of priorocc_quantize; default <checkpoint>/openvino/int8.xml).
     backend / precision / device ``"auto"``: chosen by :func:`priorocc_core.autoselect.resolve`;
     the result carries the choice and its reason as ``.choice``.
+    preprocess: the preprocessing the caller will run (:mod:`priorocc_core.jpeg`: ``exact``,
+    ``fused``, ``fast``; ``preprocess_mode`` names the node's parameters); the predictor's
+    ``fused_resize`` is set from it, and an int8 IR runs (or ``auto`` picks it) only if its record
+    validates that mode (:func:`priorocc_core.int8_gate.check`).
     """
+    from .jpeg import PREPROCESS_MODES
+
     try:
-        choice = resolve_choice(backend, precision, device, int8=_int8_status(checkpoint, backend, opts))
+        choice = resolve_choice(backend, precision, device,
+                                int8=_int8_status(checkpoint, backend, opts, preprocess))
     except OptionError as e:
         raise BackendError(str(e)) from None
     backend, precision, device = choice.backend, choice.precision, choice.device
@@ -332,7 +339,8 @@ def make_predictor(checkpoint, backend: str = "torch", precision: str = "fp32", 
     elif backend == "onnxruntime":
         runner = _make_onnxruntime(checkpoint, model, cfg, precision, device, **opts)
     else:
-        runner = _make_openvino(checkpoint, model, cfg, precision, device, **opts)
+        runner = _make_openvino(checkpoint, model, cfg, precision, device, preprocess=preprocess, **opts)
     pred = Predictor(cfg, runner, backend, device if backend == "torch" else "cpu")
     pred.choice = choice
+    pred.fused_resize = PREPROCESS_MODES.get(preprocess, {}).get("fused_resize", False)
     return pred

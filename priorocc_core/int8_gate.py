@@ -14,6 +14,13 @@ when it was there, the thresholds, and the sha256 of the IR's bytes that were va
 The thresholds are this module's constants, not the record's (a record saying "threshold 50 %"
 passes nothing): voxel agreement >= :data:`MIN_AGREEMENT` and mIoU (mask_camera) at most
 :data:`MAX_MIOU_DROP` below fp32's on the validation world.
+
+Cheaper preprocessing (``check(..., mode=)``, the modes of :mod:`priorocc_core.jpeg`: ``fused``,
+``fast``): the record's ``modes`` hold the same figures with int8's input preprocessed that way,
+still against fp32 on exact pixels. A mode runs only if its figures pass the same thresholds and
+cost int8 at most :data:`MAX_MODE_LOSS` of agreement with fp32 against exact pixels, on the held
+world and on the real keyframe; a mode that decodes JPEGs at reduced size needs the real keyframe
+(camera-resolution images: a small held world may never exercise the reduction).
 """
 from __future__ import annotations
 
@@ -28,6 +35,7 @@ from .config import Config
 INT8_NAME = "int8.xml"  # the IR that priorocc_quantize writes into <checkpoint>/openvino/
 MIN_AGREEMENT = 0.99  # voxel agreement with fp32 on the validation world (all voxels)
 MAX_MIOU_DROP = 1.0  # mIoU points (mask_camera) the IR may lose against fp32 there
+MAX_MODE_LOSS = 0.001  # agreement with fp32 a cheaper preprocessing may cost int8 against exact pixels
 REMAKE = "priorocc_quantize {ckpt} --world CALIB_WORLD --val-world VAL_WORLD [--real DIR]"
 
 
@@ -96,9 +104,34 @@ class Int8Status:
     record: dict | None = None
 
 
-def check(xml, checkpoint, cfg: Config) -> Int8Status:
+def mode_failures(rec: dict, mode: str) -> list[str]:
+    """What keeps the IR of record ``rec`` from running with preprocessing ``mode`` (empty: it may)."""
+    from .jpeg import PREPROCESS_MODES
+
+    if mode == "exact":
+        return []
+    modes = rec.get("modes") if isinstance(rec.get("modes"), dict) else {}
+    m = modes.get(mode)
+    if not isinstance(m, dict):
+        done = ", ".join(sorted(modes)) or "exact"
+        return [f"validated for {done} preprocessing, not {mode} (priorocc_quantize validates exact, fused and fast)"]
+    out = [f"{mode}: {f}" for f in failures(m)]
+    for key, where in (("voxel_agreement", "the held world"), ("real_voxel_agreement", "the real keyframe")):
+        a, b = rec.get(key), m.get(key)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b < a - MAX_MODE_LOSS:
+            out.append(f"{mode} costs int8 {100 * (a - b):.2f} points of agreement with fp32 on {where} "
+                       f"({_pct(b)} against {_pct(a)} with exact pixels; at most {100 * MAX_MODE_LOSS:.1f})")
+    if PREPROCESS_MODES.get(mode, {}).get("jpeg_reduce", 1) != 1 and not isinstance(m.get("real_voxel_agreement"),
+                                                                                    (int, float)):
+        out.append(f"{mode} decodes JPEGs at reduced size but was not validated on camera-resolution frames "
+                   f"(quantised without --real)")
+    return out
+
+
+def check(xml, checkpoint, cfg: Config, mode: str = "exact") -> Int8Status:
     """Is the IR ``xml`` of ``checkpoint`` (a path; or an in-memory ``(model, cfg)``, whose key is
-    not checked) allowed to run? Key first, then the validation record, then the IR's bytes."""
+    not checked) allowed to run, with preprocessing ``mode`` (priorocc_core.jpeg; ``exact``:
+    FlashOCC's pixels)? Key first, then the validation record, then the IR's bytes, then the mode."""
     p = Path(xml)
     ck = checkpoint if isinstance(checkpoint, (str, os.PathLike)) else "CHECKPOINT"
     remake = REMAKE.format(ckpt=ck)
@@ -124,4 +157,15 @@ def check(xml, checkpoint, cfg: Config) -> Int8Status:
         return Int8Status(False, f"{p} is below the int8 gate: {'; '.join(bad)} ({summary(rec)}); the int8 "
                           f"model changes the trained model's answers: use fp32 / bf16, or requantise "
                           f"(docs/speed.md, int8)", p, rec)
-    return Int8Status(True, f"validated int8 IR {p}: {summary(rec)}", p, rec)
+    bad = mode_failures(rec, mode)
+    if bad:
+        return Int8Status(False, f"{p} may not run with {mode} preprocessing: {'; '.join(bad)}; run it with a "
+                          f"preprocessing its record validates (exact pixels: preprocess:=exact jpeg_reduce:=1), "
+                          f"or use fp32 / bf16 (docs/speed.md, int8)", p, rec)
+    extra = ""
+    if mode != "exact":
+        m = rec["modes"][mode]
+        extra = f"; with {mode} preprocessing {_pct(m.get('voxel_agreement'))} on the held world"
+        if m.get("real_voxel_agreement") is not None:
+            extra += f", real keyframe {_pct(m['real_voxel_agreement'])}"
+    return Int8Status(True, f"validated int8 IR {p}: {summary(rec)}{extra}", p, rec)

@@ -47,15 +47,16 @@ CALIB_FRAMES = 25  # calibration frames by default (see the module docstring)
 
 
 def calibration_feeds(cfg: Config, frames: Iterable[dict]) -> Iterator[dict[str, np.ndarray]]:
-    """dict(images, K, cam2ego) frames -> the exported graph's input feeds, exactly as the graph
-    runners of backends.py build them (same preprocessing, the model package's one pooling plan)."""
+    """dict(images, K, cam2ego[, fused]) frames -> the exported graph's input feeds, exactly as the
+    graph runners of backends.py build them (same preprocessing, the model package's one pooling
+    plan; ``fused``: the fused resize of ``preprocess:=fast``)."""
     from .backends import PLAN_INPUTS
     from .inference import preprocess
     from .model.plan import PoolingPlanner
 
     planner = PoolingPlanner.from_config(cfg.model)
     for f in frames:
-        batch = preprocess(f["images"], f["K"], f["cam2ego"], cfg)
+        batch = preprocess(f["images"], f["K"], f["cam2ego"], cfg, fused=bool(f.get("fused", False)))
         plan = planner(batch["cam2ego"], batch["K"], batch["img_aug"], batch["bev_aug"])
         yield {"imgs": batch["imgs"].numpy(), **{k: getattr(plan, k).cpu().numpy() for k in PLAN_INPUTS}}
 
@@ -75,7 +76,8 @@ def world_frames(dataroot, cfg: Config, version: str = "auto", limit: int | None
 
 def world_samples(dataroot, cfg: Config, version: str = "v1.0-mini", limit: int | None = None) -> list[dict]:
     """Keyframes of a world *with* their ground truth: dict(images, K, cam2ego, gt (200, 200, 16)
-    uint8, mask (200, 200, 16) bool = mask_camera), for the validation gate."""
+    uint8, mask (200, 200, 16) bool = mask_camera, jpegs: the image files' bytes), for the
+    validation gate."""
     from .data import OccDataset
     from .data.io import read_image_rgb
 
@@ -86,7 +88,8 @@ def world_samples(dataroot, cfg: Config, version: str = "v1.0-mini", limit: int 
         s = ds[k]
         out.append(dict(images=[np.asarray(read_image_rgb(p)) for p in s["image_paths"]], K=s["K"].numpy(),
                         cam2ego=s["cam2ego"].numpy(), gt=s["voxel_semantics"].numpy(),
-                        mask=s["mask_camera"].numpy().astype(bool)))
+                        mask=s["mask_camera"].numpy().astype(bool),
+                        jpegs=[Path(p).read_bytes() for p in s["image_paths"]]))
     return out
 
 
@@ -115,28 +118,51 @@ def agreement_and_miou(ref: list[np.ndarray], test: list[np.ndarray], samples: l
     return out
 
 
+def mode_frames(frames: list[dict], cfg: Config, mode: str) -> list[dict]:
+    """``frames`` as the node sees them in preprocessing ``mode`` (priorocc_core.jpeg): each
+    frame's ``jpegs`` decoded that way (K scaled), the other keys kept; ``exact`` returns them as
+    they are (their images are the full decode)."""
+    from .jpeg import jpegs_to_frame
+
+    if mode == "exact":
+        return frames
+    return [{**f, **jpegs_to_frame(f["jpegs"], f["K"], f["cam2ego"], cfg.model.image, mode)} for f in frames]
+
+
 def validate_int8(int8_xml, onnx_path, cfg: Config, val: list[dict], real: dict | None = None,
-                  world: str = "", float_precision: str = "f32") -> dict:
+                  world: str = "", float_precision: str = "f32", modes: Iterable[str] = ("fused", "fast")) -> dict:
     """The gate's record of an int8 IR: its labels against OpenVINO fp32 of the ONNX graph it was
     quantised from (= torch fp32: tests/test_backends.py) on the validation keyframes ``val``
     (with ground truth: :func:`world_samples`) and, when given, on the real keyframe.
     -> dict(voxel_agreement, miou_fp32, miou_int8, miou_drop, real_voxel_agreement, ...,
-    passed) (:mod:`priorocc_core.int8_gate` checks it). float_precision: the precision the IR's
+    passed, modes) (:mod:`priorocc_core.int8_gate` checks it). float_precision: the precision the IR's
     float layers are compiled in (``f32``, or ``bf16`` where the CPU has it natively: faster, and
-    then what was validated is what runs); recorded, and used by backends.py."""
+    then what was validated is what runs); recorded, and used by backends.py.
+
+    The top-level figures are FlashOCC's exact pixels. ``modes`` (cheaper preprocessing,
+    priorocc_core.jpeg): the same figures with the int8 input preprocessed that way, always
+    against fp32 on exact pixels, under ``modes`` (``exact`` too, for uniformity); frames need
+    their ``jpegs`` for it. The gate lets the node run int8 in such a mode only if it keeps int8's
+    agreement with fp32 (int8_gate.check)."""
     from . import int8_gate
 
     if not val:
         raise ValueError("validate_int8: no validation keyframes")
-    feeds = list(calibration_feeds(cfg, val))
+    ref = ir_occupancy(onnx_path, list(calibration_feeds(cfg, val)))
+    ref_real = ir_occupancy(onnx_path, list(calibration_feeds(cfg, [real]))) if real is not None else None
+
+    def figures(mode: str) -> dict:
+        out = agreement_and_miou(ref, ir_occupancy(int8_xml, list(calibration_feeds(cfg, mode_frames(val, cfg, mode))),
+                                                   float_precision), val)
+        out["real_voxel_agreement"] = None if real is None else agreement_and_miou(
+            ref_real, ir_occupancy(int8_xml, list(calibration_feeds(cfg, mode_frames([real], cfg, mode))),
+                                   float_precision), [])["voxel_agreement"]
+        return out
+
+    exact = figures("exact")
     rec = {"world": str(world), "keyframes": len(val), "reference": "OpenVINO f32 of the same ONNX graph",
-           "float_precision": float_precision,
-           **agreement_and_miou(ir_occupancy(onnx_path, feeds), ir_occupancy(int8_xml, feeds, float_precision), val)}
-    rec["real_voxel_agreement"] = None
-    if real is not None:
-        rf = list(calibration_feeds(cfg, [real]))
-        rec["real_voxel_agreement"] = agreement_and_miou(
-            ir_occupancy(onnx_path, rf), ir_occupancy(int8_xml, rf, float_precision), [])["voxel_agreement"]
+           "float_precision": float_precision, **exact}
+    rec["modes"] = {"exact": exact, **{m: figures(m) for m in modes if m != "exact"}}
     rec["thresholds"] = int8_gate.thresholds()
     rec["ir_sha256"] = int8_gate.ir_digest(int8_xml)
     rec["passed"] = not int8_gate.failures(rec)
@@ -245,6 +271,12 @@ def _main(argv) -> int:
     # what backends.py checks before running it: the key (made from what) and the validation (how good)
     write_key(int8_key_file(out), int8_key(a.checkpoint, cfg), validation=rec)
     print(f"wrote {out} ({len(frames)} calibration frames): {summary(rec)}")
+    from .int8_gate import mode_failures
+
+    for mode in rec["modes"]:
+        bad = mode_failures(rec, mode)
+        print(f"  with {mode} preprocessing: " + ("; ".join(bad) + " -> runs only on other preprocessing" if bad else
+                                                  f"{100 * rec['modes'][mode]['voxel_agreement']:.2f} % -> allowed"))
     if not rec["passed"]:
         from .int8_gate import failures
 

@@ -17,6 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from priorocc_core.jpeg import decode_jpeg_rgb, network_reduce, reduced_K  # noqa: F401  (their home: core)
 from priorocc_ros.msgs import new_msg
 
 cv2.setNumThreads(1)
@@ -121,16 +122,13 @@ def decode_compressed(msg: Any, source: str = "compressed image", reduce: int = 
     else:
         raise ImageDecodeError(
             f"{source}: CompressedImage data is neither JPEG nor PNG (format {msg.format!r}, first bytes {head[:4].hex()})")
-    flag = cv2.IMREAD_COLOR
-    if kind == "jpeg" and reduce != 1:
-        flag = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}.get(reduce)
-        if flag is None:
-            raise ValueError(f"reduce must be 1, 2, 4 or 8, got {reduce!r}")
+    if kind == "jpeg" and reduce not in (1, 2, 4, 8):
+        raise ValueError(f"reduce must be 1, 2, 4 or 8, got {reduce!r}")
     if kind == "jpeg" and not _jpeg_complete(buf):
         raise ImageDecodeError(f"{source}: JPEG data is truncated or corrupt (no end-of-image marker, {buf.size} bytes)")
-    # IMREAD_COLOR_RGB: the codec writes RGB itself (the same values as BGR + cvtColor, tested;
-    # one full-image pass less)
-    rgb = cv2.imdecode(buf, flag | cv2.IMREAD_COLOR_RGB)
+    # JPEG: the core's decode (the one the int8 gate validates on); PNG: straight to RGB as well
+    rgb = (decode_jpeg_rgb(buf, reduce) if kind == "jpeg"
+           else cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_COLOR_RGB))
     if rgb is None or rgb.size == 0:
         raise ImageDecodeError(f"{source}: {kind.upper()} data could not be decoded ({buf.size} bytes, format {msg.format!r})")
     return rgb
@@ -174,23 +172,6 @@ def _jpeg_complete(buf: np.ndarray) -> bool:
     """A JPEG cut short has no EOI marker (FFD9) in its last bytes; libjpeg would only warn."""
     tail = buf[-16:].tobytes()
     return b"\xff\xd9" in tail
-
-
-def reduced_K(K: np.ndarray, reduce: int) -> np.ndarray:
-    """Intrinsics of an image decoded at 1/reduce size (pixel centres kept aligned)."""
-    if reduce == 1:
-        return np.asarray(K, dtype=np.float64)
-    s = 1.0 / reduce
-    S = np.array([[s, 0.0, 0.5 * s - 0.5], [0.0, s, 0.5 * s - 0.5], [0.0, 0.0, 1.0]])
-    return S @ np.asarray(K, dtype=np.float64)
-
-
-def network_reduce(src_hw: tuple[int, int], need_hw: tuple[int, int]) -> int:
-    """The largest JPEG DCT reduction (8, 4, 2 or 1) whose decoded image, ceil(size / r), is still
-    at least ``need_hw`` (the size the network's resize produces), so the resize only shrinks."""
-    h, w = src_hw
-    nh, nw = need_hw
-    return next(r for r in (8, 4, 2, 1) if -(-h // r) >= nh and -(-w // r) >= nw)
 
 
 def is_jpeg(msg: Any) -> bool:

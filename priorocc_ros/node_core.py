@@ -47,19 +47,21 @@ def pipeline_options(p: dict[str, Any]) -> PipelineOptions:
 def load_predictor(p: dict[str, Any], predictor: Any | None, cameras: tuple[str, ...]) -> Any:
     """The injected ``predictor`` or the one of parameter checkpoint (backend, precision, device),
     checked against the cameras parameter and set to the preprocess parameter."""
+    if p["preprocess"] not in ("exact", "fast"):
+        raise ParameterError(f"parameter 'preprocess' must be 'exact' or 'fast', got {p['preprocess']!r}")
     if predictor is None:
         if not p["checkpoint"]:
             raise ParameterError("parameter 'checkpoint' is required (a checkpoint directory)")
         from priorocc_core.backends import make_predictor
+        from priorocc_core.jpeg import preprocess_mode
 
+        # the mode too: an int8 IR runs (or auto picks it) only with a preprocessing its record validates
         predictor = make_predictor(p["checkpoint"], backend=p["backend"], precision=p["precision"],
-                                   device=p["device"])
+                                   device=p["device"], preprocess=preprocess_mode(p["preprocess"], p["jpeg_reduce"]))
     pc = getattr(predictor, "cameras", None)
     if pc is not None and tuple(pc) != cameras:
         raise ParameterError(f"parameter cameras={list(cameras)} must be the model's cameras in its order "
                              f"{list(pc)}; map your recording's camera names with camera_names (docs/ros.md)")
-    if p["preprocess"] not in ("exact", "fast"):
-        raise ParameterError(f"parameter 'preprocess' must be 'exact' or 'fast', got {p['preprocess']!r}")
     predictor.fused_resize = p["preprocess"] == "fast"
     return predictor
 

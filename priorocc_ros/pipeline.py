@@ -14,8 +14,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from priorocc_ros import outputs
-from priorocc_ros.image_codec import (ImageDecodeError, declared_size, decode_any, encode_image, is_jpeg,
-                                     network_reduce, reduced_K)
+from priorocc_core.jpeg import model_reduce, reduced_K
+from priorocc_ros.image_codec import ImageDecodeError, declared_size, decode_any, encode_image, is_jpeg
 from priorocc_ros.msgs import header as make_header
 from priorocc_ros.outputs import VoxelGrid
 
@@ -155,14 +155,10 @@ class OccupancyPipeline:
         icfg = getattr(getattr(getattr(self.predictor, "cfg", None), "model", None), "image", None)
         if icfg is None:
             return 1
-        from priorocc_core.preprocess import test_time_aug
-
         wh = declared_size(msg.data)
         if wh is None:
             return 1  # no readable header: decode in full, the decoder reports what is wrong
-        hw = (wh[1], wh[0])
-        w, h = test_time_aug(hw, icfg).resize_dims
-        return network_reduce(hw, (h, w))
+        return model_reduce((wh[1], wh[0]), icfg)
 
     def visibility(self, cam2ego: np.ndarray, K: np.ndarray, hw: list[tuple[int, int]]) -> np.ndarray:
         key = np.concatenate([np.asarray(cam2ego).ravel(), np.asarray(K).ravel(), np.asarray(hw).ravel()]).tobytes()

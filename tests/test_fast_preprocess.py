@@ -51,7 +51,8 @@ def test_fused_resize_crop_keeps_geometry_and_nearly_the_pixels(input_size):
 
 @pytest.mark.parametrize("src,need,r", [((900, 1600), (396, 704), 2), ((900, 1600), (198, 352), 4),
                                          ((900, 1600), (99, 176), 8), ((900, 1600), (900, 1600), 1),
-                                         ((900, 1601), (113, 200), 8), ((900, 1600), (451, 800), 1)])
+                                         ((900, 1601), (113, 200), 8), ((900, 1600), (451, 800), 1),
+                                         ((90, 160), (396, 704), 1)])  # smaller than the network: full decode
 def test_network_reduce(src, need, r):
     assert network_reduce(src, need) == r
 

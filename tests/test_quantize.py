@@ -154,6 +154,13 @@ def test_quantize_records_its_validation(int8_checkpoint, val_world):
     assert rec["ir_sha256"] == ir_digest(xml)
     if (REAL_ROOT / "v1.0-mini").is_dir():
         assert rec["real_voxel_agreement"] >= MIN_AGREEMENT
+    # the cheaper preprocessing modes, each against fp32 on exact pixels; exact's are the top level's
+    assert set(rec["modes"]) == {"exact", "fused", "fast"}
+    assert {k: rec["modes"]["exact"][k] for k in ("voxel_agreement", "real_voxel_agreement")} == \
+        {k: rec[k] for k in ("voxel_agreement", "real_voxel_agreement")}
+    for m in ("fused", "fast"):
+        assert rec["modes"][m]["voxel_agreement"] >= MIN_AGREEMENT
+        assert (rec["modes"][m]["real_voxel_agreement"] is None) == (rec["real_voxel_agreement"] is None)
 
 
 def test_ir_below_the_gate_is_refused_by_predictor_autoselect_and_node(val_world, tmp_path, monkeypatch):
@@ -241,6 +248,71 @@ def test_doctored_records_are_refused(int8_checkpoint, tmp_path):
     b.write_bytes(bytes(data))
     with pytest.raises(BackendError, match="bytes are not the ones validated"):
         make_predictor(ck, "openvino", "int8")
+
+
+def test_cheaper_preprocessing_runs_only_where_the_record_allows(int8_checkpoint, tmp_path, monkeypatch):
+    """int8 with ``preprocess:=fast`` / ``jpeg_reduce:=0`` runs only where the IR's record shows
+    the mode keeps int8's agreement with fp32 (int8_gate.mode_failures): a record without modes
+    (made before them), a mode below the thresholds, a mode costing 0.5 points against exact
+    pixels, a fixed reduction no record names: each refused by make_predictor and the node, and
+    ``auto`` falls back to fp32 saying why; exact pixels still run. Mutation tried:
+    ``mode_failures`` returning [] (every refusal below runs: fails)."""
+    import json
+
+    from priorocc_core import autoselect
+    from priorocc_core.int8_gate import default_int8_path, int8_key_file
+
+    ck = _copy_with_ir(int8_checkpoint, tmp_path / "ck")
+    keyf = int8_key_file(default_int8_path(ck))
+    good = json.loads(keyf.read_text())
+    real = good["validation"]["real_voxel_agreement"] is not None
+
+    def doctor(edit) -> None:
+        d = json.loads(json.dumps(good))
+        edit(d)
+        keyf.write_text(json.dumps(d))
+
+    assert make_predictor(ck, "openvino", "int8", preprocess="fused").fused_resize is True
+    if real:
+        assert make_predictor(ck, "openvino", "int8", preprocess="fast").fused_resize is True
+    else:  # the reduced decode needs camera-resolution frames (CI always has the real keyframe)
+        with pytest.raises(BackendError, match="not validated on camera-resolution frames"):
+            make_predictor(ck, "openvino", "int8", preprocess="fast")
+    with pytest.raises(BackendError, match=r"validated for exact, fast, fused preprocessing, not preprocess=exact "
+                                           r"jpeg_reduce=2"):
+        make_predictor(ck, "openvino", "int8", preprocess="preprocess=exact jpeg_reduce=2")
+
+    doctor(lambda d: d["validation"].pop("modes"))
+    with pytest.raises(BackendError, match="validated for exact preprocessing, not fused"):
+        make_predictor(ck, "openvino", "int8", preprocess="fused")
+    make_predictor(ck, "openvino", "int8")  # exact pixels: the record's top level, as before modes
+
+    doctor(lambda d: d["validation"]["modes"]["fused"].update(voxel_agreement=0.98))
+    with pytest.raises(BackendError, match=r"fused: voxel agreement with fp32 98\.00 % < 99%"):
+        make_predictor(ck, "openvino", "int8", preprocess="fused")
+
+    def costly(d):
+        v = d["validation"]
+        v["real_voxel_agreement"] = v["modes"]["exact"]["real_voxel_agreement"] = 0.998
+        v["modes"]["fast"]["real_voxel_agreement"] = 0.993
+    doctor(costly)
+    with pytest.raises(BackendError, match=r"fast costs int8 0\.50 points of agreement with fp32 on the real keyframe"):
+        make_predictor(ck, "openvino", "int8", preprocess="fast")
+
+    from priorocc_ros.node_core import OccupancyNodeCore
+    from priorocc_ros.transport.loopback import LoopbackBus, LoopbackTransport
+
+    t = LoopbackTransport("priorocc", LoopbackBus(), parameters={
+        "checkpoint": str(ck), "backend": "openvino", "precision": "int8", "preprocess": "fast", "jpeg_reduce": 0})
+    with pytest.raises(BackendError, match="may not run with fast preprocessing"):
+        OccupancyNodeCore(t)
+
+    vnni = frozenset("avx2 fma avx512f avx512_vnni".split())
+    monkeypatch.setattr(autoselect, "probe", lambda: autoselect.Machine(vnni, frozenset({"openvino"})))
+    p = make_predictor(ck, "auto", "auto", "auto", preprocess="fast")
+    assert (p.choice.backend, p.choice.precision) == ("openvino", "fp32") and p.fused_resize is True
+    assert "may not run with fast preprocessing" in p.choice.reason
+    assert make_predictor(ck, "auto", "auto", "auto").choice.precision == "int8"  # exact pixels: int8
 
 
 def test_auto_picks_a_validated_int8_ir_on_int8_hardware(int8_checkpoint, monkeypatch):
