@@ -1,4 +1,5 @@
-"""JPEG bytes -> RGB at full or DCT-reduced size, and the preprocessing modes built on it.
+"""JPEG bytes -> RGB at full or DCT-reduced size, the size a JPEG / PNG header declares, and the
+preprocessing modes built on them.
 
 The node decodes camera JPEGs with :func:`decode_jpeg_rgb` (priorocc_ros.image_codec) and the
 int8 gate validates an IR on frames decoded the same way (priorocc_core.quantize), so what was
@@ -16,6 +17,8 @@ import numpy as np
 PREPROCESS_MODES = {"exact": {"jpeg_reduce": 1, "fused_resize": False},
                     "fused": {"jpeg_reduce": 1, "fused_resize": True},
                     "fast": {"jpeg_reduce": 0, "fused_resize": True}}
+JPEG_MAGIC = b"\xff\xd8"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _REDUCED_FLAG = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
                  8: cv2.IMREAD_REDUCED_COLOR_8}
 
@@ -38,6 +41,40 @@ def decode_jpeg_rgb(buf: np.ndarray, reduce: int = 1) -> np.ndarray | None:
         raise ValueError(f"reduce must be 1, 2, 4 or 8, got {reduce!r}")
     rgb = cv2.imdecode(buf, flag | cv2.IMREAD_COLOR_RGB)
     return None if rgb is None or rgb.size == 0 else rgb
+
+
+def header_size(buf: np.ndarray) -> tuple[int, int] | None:
+    """(width, height) that a JPEG's SOF or a PNG's IHDR header declares, read without decoding
+    (so a decompression bomb is refused before any pixel is allocated); None if no header.
+    ``buf``: the file's bytes as a 1-D uint8 array."""
+    n = buf.size
+    if n >= 24 and buf[:8].tobytes() == PNG_MAGIC and buf[12:16].tobytes() == b"IHDR":
+        w, h = np.frombuffer(buf[16:24].tobytes(), dtype=">u4")
+        return int(w), int(h)
+    if n < 4 or buf[:2].tobytes() != JPEG_MAGIC:
+        return None
+    o = 2
+    while o + 4 <= n:
+        if buf[o] != 0xFF:
+            return None
+        marker = int(buf[o + 1])
+        if marker == 0xFF:  # fill byte
+            o += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # no length
+            o += 2
+            continue
+        seg = int(buf[o + 2]) << 8 | int(buf[o + 3])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+            if o + 9 > n:
+                return None
+            h = int(buf[o + 5]) << 8 | int(buf[o + 6])
+            w = int(buf[o + 7]) << 8 | int(buf[o + 8])
+            return w, h
+        if marker == 0xDA or seg < 2:  # scan data before any frame header: not a valid JPEG
+            return None
+        o += 2 + seg
+    return None
 
 
 def reduced_K(K: np.ndarray, reduce: int) -> np.ndarray:
@@ -69,18 +106,16 @@ def model_reduce(src_hw: tuple[int, int], image_cfg) -> int:
 def jpegs_to_frame(jpegs, K: np.ndarray, cam2ego: np.ndarray, image_cfg, mode: str) -> dict:
     """One set's JPEG bytes decoded as the node decodes them in ``mode`` -> dict(images, K,
     cam2ego, fused) for ``inference.preprocess`` (K scaled to the decoded size)."""
-    import io
-
-    from PIL import Image
-
     m = PREPROCESS_MODES[mode]
     images, Ks = [], []
     for j, k in zip(jpegs, np.asarray(K, dtype=np.float64)):
-        r = m["jpeg_reduce"]
+        buf = np.frombuffer(j, np.uint8)
+        r, wh = m["jpeg_reduce"], header_size(buf)
+        if wh is None:
+            raise ValueError(f"a frame's image ({len(j)} bytes) has no JPEG / PNG header")
         if not r:
-            w, h = Image.open(io.BytesIO(bytes(j))).size  # the header only
-            r = model_reduce((h, w), image_cfg)
-        img = decode_jpeg_rgb(np.frombuffer(j, np.uint8), r)
+            r = model_reduce((wh[1], wh[0]), image_cfg)
+        img = decode_jpeg_rgb(buf, r)
         if img is None:
             raise ValueError(f"a frame's JPEG ({len(j)} bytes) could not be decoded")
         images.append(img)

@@ -148,15 +148,18 @@ def validate_int8(int8_xml, onnx_path, cfg: Config, val: list[dict], real: dict 
 
     if not val:
         raise ValueError("validate_int8: no validation keyframes")
-    ref = ir_occupancy(onnx_path, list(calibration_feeds(cfg, val)))
-    ref_real = ir_occupancy(onnx_path, list(calibration_feeds(cfg, [real]))) if real is not None else None
+    exact_feeds = {"val": list(calibration_feeds(cfg, val)),  # the fp32 reference's, and int8's exact mode's
+                   "real": list(calibration_feeds(cfg, [real])) if real is not None else None}
+    ref = ir_occupancy(onnx_path, exact_feeds["val"])
+    ref_real = ir_occupancy(onnx_path, exact_feeds["real"]) if real is not None else None
+
+    def feeds(frames: list[dict], which: str, mode: str) -> list[dict]:
+        return exact_feeds[which] if mode == "exact" else list(calibration_feeds(cfg, mode_frames(frames, cfg, mode)))
 
     def figures(mode: str) -> dict:
-        out = agreement_and_miou(ref, ir_occupancy(int8_xml, list(calibration_feeds(cfg, mode_frames(val, cfg, mode))),
-                                                   float_precision), val)
+        out = agreement_and_miou(ref, ir_occupancy(int8_xml, feeds(val, "val", mode), float_precision), val)
         out["real_voxel_agreement"] = None if real is None else agreement_and_miou(
-            ref_real, ir_occupancy(int8_xml, list(calibration_feeds(cfg, mode_frames([real], cfg, mode))),
-                                   float_precision), [])["voxel_agreement"]
+            ref_real, ir_occupancy(int8_xml, feeds([real], "real", mode), float_precision), [])["voxel_agreement"]
         return out
 
     exact = figures("exact")
@@ -219,7 +222,7 @@ def _main(argv) -> int:
     from .artifacts import write_key
     from .backends import BackendError, _onnx_file
     from .checkpoint import CheckpointError, load_checkpoint
-    from .int8_gate import int8_key, int8_key_file, summary
+    from .int8_gate import int8_key, int8_key_file, mode_failures, summary
 
     def fail(msg: str) -> int:
         print(cli.error_line("priorocc_quantize", msg), file=sys.stderr)
@@ -271,8 +274,6 @@ def _main(argv) -> int:
     # what backends.py checks before running it: the key (made from what) and the validation (how good)
     write_key(int8_key_file(out), int8_key(a.checkpoint, cfg), validation=rec)
     print(f"wrote {out} ({len(frames)} calibration frames): {summary(rec)}")
-    from .int8_gate import mode_failures
-
     for mode in rec["modes"]:
         bad = mode_failures(rec, mode)
         print(f"  with {mode} preprocessing: " + ("; ".join(bad) + " -> runs only on other preprocessing" if bad else

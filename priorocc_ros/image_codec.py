@@ -17,7 +17,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from priorocc_core.jpeg import decode_jpeg_rgb, network_reduce, reduced_K  # noqa: F401  (their home: core)
+from priorocc_core.jpeg import JPEG_MAGIC, PNG_MAGIC, decode_jpeg_rgb, header_size
+from priorocc_core.jpeg import network_reduce, reduced_K  # noqa: F401  (their home: core)
 from priorocc_ros.msgs import new_msg
 
 cv2.setNumThreads(1)
@@ -45,8 +46,6 @@ _BAYER_TO_RGB = {
 }
 SUPPORTED_ENCODINGS = tuple(sorted(_RAW))
 
-_JPEG_MAGIC = b"\xff\xd8"
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _as_bytes_view(data: Any) -> np.ndarray:
@@ -115,9 +114,9 @@ def decode_compressed(msg: Any, source: str = "compressed image", reduce: int = 
     if buf.size == 0:
         raise ImageDecodeError(f"{source}: CompressedImage has no data (format {msg.format!r})")
     head = buf[:8].tobytes()
-    if head.startswith(_JPEG_MAGIC):
+    if head.startswith(JPEG_MAGIC):
         kind = "jpeg"
-    elif head.startswith(_PNG_MAGIC):
+    elif head.startswith(PNG_MAGIC):
         kind = "png"
     else:
         raise ImageDecodeError(
@@ -135,37 +134,9 @@ def decode_compressed(msg: Any, source: str = "compressed image", reduce: int = 
 
 
 def declared_size(data: Any) -> tuple[int, int] | None:
-    """(width, height) that a JPEG's SOF or a PNG's IHDR header declares, read without decoding
-    (so a decompression bomb is refused before any pixel is allocated); None if no header."""
-    buf = _as_bytes_view(data)
-    n = buf.size
-    if n >= 24 and buf[:8].tobytes() == _PNG_MAGIC and buf[12:16].tobytes() == b"IHDR":
-        w, h = np.frombuffer(buf[16:24].tobytes(), dtype=">u4")
-        return int(w), int(h)
-    if n < 4 or buf[:2].tobytes() != _JPEG_MAGIC:
-        return None
-    o = 2
-    while o + 4 <= n:
-        if buf[o] != 0xFF:
-            return None
-        marker = int(buf[o + 1])
-        if marker == 0xFF:  # fill byte
-            o += 1
-            continue
-        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # no length
-            o += 2
-            continue
-        seg = int(buf[o + 2]) << 8 | int(buf[o + 3])
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
-            if o + 9 > n:
-                return None
-            h = int(buf[o + 5]) << 8 | int(buf[o + 6])
-            w = int(buf[o + 7]) << 8 | int(buf[o + 8])
-            return w, h
-        if marker == 0xDA or seg < 2:  # scan data before any frame header: not a valid JPEG
-            return None
-        o += 2 + seg
-    return None
+    """(width, height) that a JPEG's or PNG's header declares (``priorocc_core.jpeg.header_size``)
+    of any uint8[] field; None if no header."""
+    return header_size(_as_bytes_view(data))
 
 
 def _jpeg_complete(buf: np.ndarray) -> bool:
@@ -178,7 +149,7 @@ def is_jpeg(msg: Any) -> bool:
     """A CompressedImage whose data is a JPEG (by magic bytes)."""
     if hasattr(msg, "encoding") or not hasattr(msg, "format"):
         return False
-    return _as_bytes_view(msg.data)[:2].tobytes() == _JPEG_MAGIC
+    return _as_bytes_view(msg.data)[:2].tobytes() == JPEG_MAGIC
 
 
 def decode_any(msg: Any, source: str = "image", reduce: int = 1) -> np.ndarray:

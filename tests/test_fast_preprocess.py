@@ -4,7 +4,8 @@ change pixels only slightly (an option; the trained model's voxel agreement is i
 
 Mutations tried: the LUT built from mean/std in float64 (the bit-exact test fails); the fused
 box without the crop offset (the pixel test fails: whole-image shift); network_reduce using
-floor instead of ceil sizes (the 1/8 case fails).
+floor instead of ceil sizes (the 1/8 case fails); network_reduce without its fallback of 1 for a
+camera smaller than the network's input (StopIteration, as before the fix: the (90, 160) case fails).
 """
 from __future__ import annotations
 
